@@ -1,0 +1,20 @@
+"""Shared test set-up: import paths and the location of the real data in ../shared/data."""
+
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+for folder in (REPO, os.path.join(REPO, "scripts")):
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+def shared_data(*parts):
+    """Path to a file of the real data beside the checkout; skips the test when it is absent."""
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"real data not available: {path} is absent (it lives in ../shared/data beside the checkout)")
+    return path
