@@ -129,7 +129,7 @@ def make_preview(path, columns):
         for c, (image, caption) in enumerate(row):
             top, left = r * cell_height, c * width
             grid[top + CAPTION_HEIGHT:top + cell_height, left:left + width] = _as_rgb(image)
-            cv2.putText(grid, caption, (left + 3, top + CAPTION_HEIGHT - 5),
+            cv2.putText(grid, caption or "", (left + 3, top + CAPTION_HEIGHT - 5),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     write_png(path, grid)
 
