@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -203,9 +204,9 @@ def fit(model, window, args, tie_frame=None, log=None, label=""):
         optimizer.step()
         if (iteration + 1) % args.log_interval == 0 or iteration + 1 == args.iters:
             values = {name: float(value) for name, value in parts.items()}
-            bar.set_postfix(loss=f"{float(loss):.4g}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
             if log is not None:
-                log(iteration, float(loss), values)
+                log(iteration, float(loss.detach()), values)
     timings["train_s"] = time.perf_counter() - start - timings["event_frames_s"]
     return timings
 
@@ -280,9 +281,9 @@ def score(events, images, aps_index, times):
     for image, index, t in zip(images, aps_index, times):
         if index <= 0:
             continue
-        prediction = image if image.ndim == 2 else utils.rgb_to_gray(image)
+        prediction = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         reference = events.frames[index]
-        reference = reference if reference.ndim == 2 else utils.rgb_to_gray(reference)
+        reference = reference if reference.ndim == 2 else cv2.cvtColor(reference, cv2.COLOR_RGB2GRAY)
         scores = utils.score_frame(prediction.astype(np.float64) / 255.0, reference.astype(np.float64) / 255.0,
                                    use_lpips=use_lpips)
         per_frame.append({"aps_index": int(index), "t": float(t), **scores})

@@ -1,0 +1,111 @@
+"""The network, its derivative, the losses and the time alignment of the supervision."""
+
+import argparse
+
+import numpy as np
+import torch
+
+from event_data import events_from_columns
+from model import EvINR, evinr_loss, query_times, tone_map
+from simulate import moving_texture, simulate_events
+from train import Window, normalised
+
+
+def small_model(height=6, width=5, channels=1, seed=0):
+    torch.manual_seed(seed)
+    return EvINR(height, width, channels=channels, n_layers=2, hidden=32, neck=16).double()
+
+
+def test_architecture_follows_the_authors_defaults():
+    model = EvINR(180, 240)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [tuple(m.weight.shape) for m in linears] == [(512, 1), (512, 512), (512, 512), (512, 512), (256, 512), (43200, 256)]
+    assert model.w0 == 10.0
+    assert linears[0].weight.abs().max() <= 1.0                     # U(-1/in, 1/in), in = 1
+    assert linears[1].weight.abs().max() <= np.sqrt(6 / 512) / 10    # U(-sqrt(6/in)/w0, ...)
+    assert model(torch.zeros(3)).shape == (3, 1, 180, 240)
+    assert EvINR(4, 6, channels=3)(torch.zeros(2)).shape == (2, 3, 4, 6)
+
+
+def test_forward_mode_derivative_matches_jvp_and_finite_differences():
+    model = small_model()
+    t = torch.linspace(-0.9, 0.9, 7, dtype=torch.float64)
+    value, derivative = model.forward_with_derivative(t)
+    torch.testing.assert_close(value, model(t))
+    _, jvp = torch.func.jvp(model, (t,), (torch.ones_like(t),))
+    torch.testing.assert_close(derivative, jvp)
+    step = 1e-6
+    central = (model(t + step) - model(t - step)) / (2 * step)
+    torch.testing.assert_close(derivative, central, rtol=1e-5, atol=1e-6)
+
+
+def test_autograd_and_difference_losses_agree_on_a_smooth_signal():
+    """With fine chunks, the change between boundaries and derivative * duration coincide."""
+    model = small_model()
+    n = 400
+    boundaries = torch.linspace(-1, 1, n + 1, dtype=torch.float64)
+    with torch.no_grad():
+        target = model(boundaries)[1:] - model(boundaries)[:-1]   # the model's own exact changes
+    diff_loss, diff_parts = evinr_loss(model, query_times(boundaries, None, "diff"), target, "diff")
+    auto_loss, auto_parts = evinr_loss(model, query_times(boundaries, None, "autograd"), target, "autograd")
+    assert float(diff_parts["temporal"]) < 1e-20
+    assert float(auto_parts["temporal"]) < 1e-6 * float((target ** 2).mean())
+    torch.testing.assert_close(auto_loss, diff_loss, rtol=2e-3, atol=1e-6)
+
+
+def test_loss_gradients_flow_to_every_parameter():
+    model = small_model()
+    boundaries = torch.linspace(-1, 1, 6, dtype=torch.float64)
+    target = torch.randn(5, 1, 6, 5, dtype=torch.float64)
+    for loss in ("diff", "autograd"):
+        model.zero_grad()
+        total, _ = evinr_loss(model, query_times(boundaries, None, loss), target, loss)
+        total.backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_tone_map_is_the_authors():
+    log_frames = torch.tensor([-10.0, 0.0, 1.0, 10.0])
+    expected = (np.exp(log_frames.numpy()) / (1 + np.exp(log_frames.numpy()))) ** (1 / 0.6)
+    torch.testing.assert_close(tone_map(log_frames), torch.tensor(expected, dtype=torch.float32))
+
+
+class GroundTruth(torch.nn.Module):
+    """A stand-in network that returns the simulator's true log frames for a window."""
+
+    def __init__(self, render, begin, end):
+        super().__init__()
+        self.render, self.begin, self.end = render, begin, end
+
+    def forward(self, t):
+        seconds = self.begin + (t.double().numpy() + 1.0) * 0.5 * (self.end - self.begin)
+        return torch.from_numpy(self.render(seconds))[:, None]
+
+
+def window_args(**overrides):
+    return argparse.Namespace(**{"chunking": "count", "event_thresh": 0.2, "color_event": False, **overrides})
+
+
+def test_boundary_alignment_compares_each_event_frame_with_its_own_span():
+    """With the true video in place of the network, each event frame must equal the true change
+    over its chunk's span up to the sensor's quantisation (less than one threshold per pixel);
+    the authors' midpoint alignment is off by half a chunk and so is measurably worse."""
+    duration, threshold = 0.5, 0.05  # a fine threshold, so quantisation does not hide the shift
+    render = moving_texture(16, 20, duration, "pan", seed=3, speed=30.0)
+    simulated = simulate_events(render, duration, threshold)
+    events = events_from_columns(simulated["t"], simulated["x"], simulated["y"], simulated["p"], "sim", "sim")
+    window = Window(events, 0.0, duration, (16, 20), window_args(event_thresh=threshold), torch.device("cpu"))
+    truth = GroundTruth(render, 0.0, duration)
+    frames, boundaries, midpoints = window.frames(10)
+    change = truth(boundaries)[1:] - truth(boundaries)[:-1]
+    # Quantisation: each pixel's leftover against its reference is under one threshold at both ends.
+    assert (change - frames.double()).abs().max() < 2 * threshold
+    errors = {}
+    for align in ("boundary", "midpoint"):
+        _, parts = evinr_loss(truth, query_times(boundaries, midpoints, "diff", align), frames.double(), "diff", align)
+        errors[align] = float(parts["temporal"])
+    assert errors["boundary"] < 0.25 * errors["midpoint"], errors
+
+
+def test_normalised_time_maps_window_onto_unit_interval():
+    np.testing.assert_allclose(normalised([2.0, 3.0, 4.0], 2.0, 4.0), [-1.0, 0.0, 1.0])
