@@ -277,7 +277,7 @@ def score(events, images, aps_index, times):
     """MSE and SSIM (and LPIPS when its weights are cached) against the APS frames, EVREAL-style:
     the recording's first APS frame is not scored."""
     per_frame = []
-    use_lpips = utils.lpips_available()
+    use_lpips = utils.lpips_available() and min(events.frames.shape[1:3]) >= utils.LPIPS_MIN_SIZE
     for image, index, t in zip(images, aps_index, times):
         if index <= 0:
             continue

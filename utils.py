@@ -413,8 +413,14 @@ def lpips_model():
     return _lpips_model
 
 
+# AlexNet's stride-4 convolution and two 3x3/2 poolings leave nothing of a smaller image.
+LPIPS_MIN_SIZE = 31
+
+
 def lpips(pred, ref):
     """LPIPS distance of two gray [0, 1] images: repeated to 3 channels, mapped to [-1, 1]."""
+    if min(np.shape(pred)[:2]) < LPIPS_MIN_SIZE:
+        raise ValueError(f"LPIPS needs images of at least {LPIPS_MIN_SIZE} pixels a side, got {np.shape(pred)[:2]}")
     def to_batch(image):
         image = torch.as_tensor(np.asarray(image, dtype=np.float32))
         return (image * 2.0 - 1.0).expand(1, 3, *image.shape)
