@@ -12,7 +12,10 @@ Run `python event_data.py --info PATH` for a one-line JSON summary of a recordin
 import argparse
 import json
 import os
+import struct
 import sys
+import warnings
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,9 +48,19 @@ class Events:
 
 
 # -----------------------------------------------------------------------------
-# readers: each is `read(path, **options) -> Events`, registered with a detector
+# readers
+#
+# Every format is read as a stream of pieces, so that a recording of any length can be
+# converted without ever being whole in memory, and loaded with a single copy of it:
+#   ("sensor", (H, W))          the sensor size, when the file states it
+#   ("events", t, x, y, p)      a batch of events, typed as in `Events`
+#   ("frame", key, t, image)    one APS frame (uint8, gray [H, W] or RGB [H, W, 3]); key is
+#                               "images", or "color_images" for a bag's second, colour topic
+# `collect` gathers a stream into an `Events`; `stream_events` gives the pieces of any format.
 
 READERS = []  # (format name, detect(path) -> bool, read(path, **options) -> Events)
+STREAMS = {}  # format name -> stream(path, **options) yielding pieces
+BATCH = 1 << 20  # events per piece: large enough for numpy to be efficient, small next to a recording
 
 
 def reader(name, detect):
@@ -55,6 +68,16 @@ def reader(name, detect):
     def register(read):
         READERS.append((name, detect, read))
         return read
+    return register
+
+
+def stream_reader(name, detect, sort=False):
+    """Register a format read piece by piece; its whole-file reader collects the pieces.
+    `sort`: the format may hold events out of time order (bags), so the reader sorts them."""
+    def register(stream):
+        STREAMS[name] = stream
+        reader(name, detect)(lambda path, **options: collect(stream(path, **options), path, name, sort))
+        return stream
     return register
 
 
@@ -85,109 +108,669 @@ def _coordinate(values, path, name):
     return values.astype(np.int16)
 
 
+def _event_piece(t, x, y, p, path):
+    """A ("events", ...) piece from raw columns of one batch, typed and checked."""
+    return ("events", np.asarray(t, dtype=np.float64), _coordinate(x, path, "x"), _coordinate(y, path, "y"),
+            _polarity(p, path))
+
+
+class _ColumnBuffer:
+    """Event columns that grow in place: numpy's resize is a realloc, which the C library does by
+    remapping pages rather than copying, so collecting N events costs one copy of N events, not
+    the two that a list of batches followed by a concatenation needs."""
+
+    def __init__(self, capacity=BATCH):
+        self.size = 0
+        self.columns = [np.empty(capacity, dtype) for dtype in (np.float64, np.int16, np.int16, np.int8)]
+
+    def append(self, *batch):
+        n = len(batch[0])
+        if self.size + n > len(self.columns[0]):
+            # grow by a quarter: resize zero-fills the new room, so little slack stays resident
+            capacity = max(self.size + n, len(self.columns[0]) + len(self.columns[0]) // 4)
+            for column in self.columns:
+                column.resize(capacity, refcheck=False)
+        for column, values in zip(self.columns, batch):
+            column[self.size:self.size + n] = values
+        self.size += n
+
+    def arrays(self):
+        for column in self.columns:
+            column.resize(self.size, refcheck=False)
+        return self.columns
+
+
+def repair_frame_times(frame_t, path):
+    """Replace each APS time stamp that is earlier than the one before it by the mean of its two
+    neighbours, as EVREAL does (HQF engineering_posters, frame 528, needs it); warns for each."""
+    frame_t = np.array(frame_t, dtype=np.float64)
+    for i in np.flatnonzero(np.diff(frame_t) < 0) + 1:
+        repaired = 0.5 * (frame_t[i - 1] + frame_t[i + 1]) if i + 1 < len(frame_t) else frame_t[i - 1]
+        print(f"warning: {path}: APS frame {i} time {frame_t[i]:.6f} s is before the previous frame's; "
+              f"using {repaired:.6f} s", file=sys.stderr)
+        frame_t[i] = repaired
+    return frame_t
+
+
+def collect(pieces, path, fmt, sort=False):
+    """Gather a stream of pieces into one `Events` (frames of key "images" only)."""
+    columns = _ColumnBuffer()
+    sensor, frames, frame_t = None, [], []
+    for piece in pieces:
+        if piece[0] == "sensor":
+            sensor = tuple(int(v) for v in piece[1])
+        elif piece[0] == "events":
+            columns.append(*piece[1:])
+        elif piece[0] == "frame" and piece[1] == "images":
+            frame_t.append(piece[2])
+            frames.append(piece[3])
+    t, x, y, p = columns.arrays()
+    if sort and len(t) and not _is_sorted(t):
+        print(f"note: {path}: events are not in time order; sorting them (stable)", file=sys.stderr)
+        order = np.argsort(t, kind="stable")
+        t, x, y, p = t[order], x[order], y[order], p[order]
+    if frames and len({frame.shape for frame in frames}) != 1:
+        raise EventDataError(path, "APS frames have different sizes")
+    return Events(t=t, x=x, y=y, p=p, sensor=sensor,
+                  frames=np.stack(frames) if frames else None,
+                  frame_t=repair_frame_times(frame_t, path) if frames else None, format=fmt, path=path)
+
+
+def _is_sorted(t):
+    """Non-decreasing, checked a batch at a time so that no N-sized temporaries are made."""
+    return all(not (np.diff(t[start:start + BATCH + 1]) < 0).any() for start in range(0, len(t), BATCH))
+
+
 def events_from_columns(t, x, y, p, path, fmt, sensor=None, frames=None, frame_t=None):
     """Build `Events` from raw columns, converting types and polarity; validation comes later."""
-    t = np.asarray(t, dtype=np.float64)
-    return Events(t=t, x=_coordinate(x, path, "x"), y=_coordinate(y, path, "y"),
-                  p=_polarity(p, path), sensor=sensor, frames=frames, frame_t=frame_t,
-                  format=fmt, path=path)
+    columns = _ColumnBuffer(len(t))
+    for start in range(0, len(t), BATCH):
+        part = slice(start, start + BATCH)
+        columns.append(*_event_piece(t[part], x[part], y[part], p[part], path)[1:])
+    t, x, y, p = columns.arrays()
+    return Events(t=t, x=x, y=y, p=p, sensor=sensor, frames=frames, frame_t=frame_t, format=fmt, path=path)
 
 
 def events_from_array(array, path, fmt, **extra):
     """An [N, 4] array of (t, x, y, p) rows, as the authors' events.npy holds."""
+    _check_rows(array, path)
+    return events_from_columns(array[:, 0], array[:, 1], array[:, 2], array[:, 3], path, fmt, **extra)
+
+
+def _check_rows(array, path):
     if array.ndim != 2 or array.shape[1] != 4:
         raise EventDataError(path, f"expected an [N, 4] array of (t, x, y, p), got shape {list(array.shape)}")
-    return events_from_columns(array[:, 0], array[:, 1], array[:, 2], array[:, 3], path, fmt, **extra)
+
+
+def _array_pieces(array, path):
+    """Pieces from an [N, 4] (t, x, y, p) array, e.g. a memmap: only one batch is read at a time."""
+    _check_rows(array, path)
+    for start in range(0, len(array), BATCH):
+        rows = np.asarray(array[start:start + BATCH])
+        yield _event_piece(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], path)
+
+
+def _decode_image(data, where):
+    """PNG/JPEG bytes -> uint8 gray or RGB."""
+    import cv2
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data is not None else None
+    if image is None:
+        raise EventDataError(where, "missing or unreadable image")
+    if image.ndim == 3:  # OpenCV decodes colour as BGR; frames are stored RGB
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+    return image
+
+
+def _image_list_pieces(list_path, text, load, key="images"):
+    """Frames named by an images.txt (lines `t relative/path.png`); `load(relative)` gives the
+    file's bytes, or None when it is missing."""
+    for line_number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise EventDataError(list_path, f"line {line_number}: expected 'time path', got {line.strip()!r}")
+        try:
+            t = float(parts[0])
+        except ValueError:
+            raise EventDataError(list_path, f"line {line_number}: bad time {parts[0]!r}") from None
+        yield ("frame", key, t, _decode_image(load(parts[1]), os.path.join(os.path.dirname(list_path), parts[1])))
+
+
+def _file_bytes(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _folder_image_pieces(folder, list_name="images.txt", key="images"):
+    list_path = os.path.join(folder, list_name)
+    with open(list_path) as f:
+        text = f.read()
+    return _image_list_pieces(list_path, text, lambda relative: _file_bytes(os.path.join(folder, relative)), key)
 
 
 def read_image_list(folder, list_name="images.txt"):
     """Read `images.txt` (lines `t relative/path.png`) and the images it names, as gray uint8."""
-    import cv2
-    list_path = os.path.join(folder, list_name)
-    times, frames = [], []
-    with open(list_path) as f:
-        for line_number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 2:
-                raise EventDataError(list_path, f"line {line_number}: expected 'time path', got {line.strip()!r}")
-            try:
-                times.append(float(parts[0]))
-            except ValueError:
-                raise EventDataError(list_path, f"line {line_number}: bad time {parts[0]!r}") from None
-            image_path = os.path.join(folder, parts[1])
-            image = cv2.imread(image_path, cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise EventDataError(image_path, "missing or unreadable image")
-            if image.ndim == 3:  # OpenCV reads colour as BGR; frames are stored RGB
-                image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
-            frames.append(image)
-    if not frames:
+    pieces = list(_folder_image_pieces(folder, list_name))
+    if not pieces:
         return None, None
-    if len({frame.shape for frame in frames}) != 1:
-        raise EventDataError(list_path, "APS frames have different sizes")
-    return np.stack(frames), np.asarray(times, dtype=np.float64)
-
-
-def read_ecd_txt(path):
-    """ECD/IJRR `events.txt`: lines `t x y p`, no header; malformed lines are named."""
-    try:
-        array = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except ValueError as error:
-        raise EventDataError(path, f"malformed line: {str(error).splitlines()[0]}") from None
-    if array.size == 0:
-        raise EventDataError(path, "no events in file")
-    return array
+    if len({piece[3].shape for piece in pieces}) != 1:
+        raise EventDataError(os.path.join(folder, list_name), "APS frames have different sizes")
+    return np.stack([piece[3] for piece in pieces]), np.array([piece[2] for piece in pieces], dtype=np.float64)
 
 
 def _is_folder_with(*names):
     return lambda path: os.path.isdir(path) and all(os.path.isfile(os.path.join(path, n)) for n in names)
 
 
-@reader("npy", lambda path: path.endswith(".npy") and os.path.isfile(path))
-def read_npy(path, **options):
-    array = np.load(path, mmap_mode="r", allow_pickle=False)
-    return events_from_array(array, path, "npy")
+# --- numpy ------------------------------------------------------------------------
+
+def _load_npy(path):
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise EventDataError(path, f"unreadable or truncated .npy file ({str(error).splitlines()[0]})") from None
 
 
-@reader("evinr_folder", _is_folder_with("events.npy"))
-def read_evinr_folder(path, **options):
-    events = read_npy(os.path.join(path, "events.npy"))
+@stream_reader("npy", lambda path: path.endswith(".npy") and os.path.isfile(path))
+def stream_npy(path, **options):
+    """An [N, 4] (t, x, y, p) array, as the authors' events.npy: memory-mapped, read in batches."""
+    yield from _array_pieces(_load_npy(path), path)
+
+
+def _metadata_sensor(folder):
+    """`sensor_resolution` [H, W] from a metadata.json (EVREAL's, and this project's converters')."""
+    metadata_path = os.path.join(folder, "metadata.json")
+    if not os.path.isfile(metadata_path):
+        return None
+    try:
+        with open(metadata_path) as f:
+            height, width = json.load(f)["sensor_resolution"]
+    except (ValueError, KeyError, TypeError):
+        raise EventDataError(metadata_path, "expected a JSON object with sensor_resolution [H, W]") from None
+    return int(height), int(width)
+
+
+@stream_reader("evinr_folder", _is_folder_with("events.npy"))
+def stream_evinr_folder(path, **options):
+    """The authors' layout: events.npy, images.txt + images/, maybe color_images.txt + color_images/."""
+    sensor = _metadata_sensor(path)
+    if sensor:
+        yield ("sensor", sensor)
+    yield from stream_npy(os.path.join(path, "events.npy"))
     if os.path.isfile(os.path.join(path, "images.txt")):
-        events.frames, events.frame_t = read_image_list(path)
-    events.format, events.path = "evinr_folder", path
-    return events
+        yield from _folder_image_pieces(path)
+    if os.path.isfile(os.path.join(path, "color_images.txt")):
+        yield from _folder_image_pieces(path, "color_images.txt", key="color_images")
 
 
-@reader("ecd_folder", _is_folder_with("events.txt"))
-def read_ecd_folder(path, **options):
-    events = events_from_array(read_ecd_txt(os.path.join(path, "events.txt")), os.path.join(path, "events.txt"), "ecd_folder")
+@stream_reader("evreal_folder", _is_folder_with("events_ts.npy", "events_xy.npy", "events_p.npy"))
+def stream_evreal_folder(path, **options):
+    """EVREAL: events_ts.npy (s), events_xy.npy [N, 2], events_p.npy, images.npy [K, H, W, 1],
+    images_ts.npy, metadata.json."""
+    t, xy, p = (_load_npy(os.path.join(path, f"events_{name}.npy")) for name in ("ts", "xy", "p"))
+    if xy.ndim != 2 or xy.shape[1] != 2 or not len(t) == len(xy) == len(p):
+        raise EventDataError(path, f"events_ts, events_xy [N, 2] and events_p disagree: shapes {t.shape}, {xy.shape}, {p.shape}")
+    sensor = _metadata_sensor(path)
+    if sensor:
+        yield ("sensor", sensor)
+    for start in range(0, len(t), BATCH):
+        part = slice(start, start + BATCH)
+        xy_part = np.asarray(xy[part])
+        yield _event_piece(np.asarray(t[part]).reshape(-1), xy_part[:, 0], xy_part[:, 1], np.asarray(p[part]).reshape(-1), path)
+    if os.path.isfile(os.path.join(path, "images.npy")):
+        images = _load_npy(os.path.join(path, "images.npy"))
+        images_t = np.asarray(_load_npy(os.path.join(path, "images_ts.npy")), dtype=np.float64).reshape(-1)
+        if len(images) != len(images_t):
+            raise EventDataError(path, f"{len(images)} images but {len(images_t)} image time stamps")
+        for image, t_image in zip(images, images_t):
+            image = np.asarray(image)
+            yield ("frame", "images", float(t_image), image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+
+
+# --- text events: `t x y p` lines ----------------------------------------------
+#
+# np.loadtxt manages about 1 M lines/s. Lines as ECD writes them ("0.003811000 96 133 0")
+# are parsed instead with whole-array byte arithmetic: every byte below '0' is a separator, and
+# a line must have exactly '.', ' ', ' ', ' ', '\n' as its separators; each field is then read as
+# one unaligned 8-byte word ending at the field's end, and its digits are combined in the word
+# (SWAR). A block that does not fit that mould (tabs, CRLF, exponents, signs) goes through
+# np.fromstring, and a malformed line is then looked for line by line to name it.
+
+_TXT_BLOCK = 1 << 20  # bytes per block: about 50 k lines, small enough to stay in cache
+_TXT_PAD = b"0" * 16  # before each block, so that a word ending in the first field stays inside
+_SEPARATORS = np.array([ord("."), ord(" "), ord(" "), ord(" "), ord("\n")], dtype=np.uint8)
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+_POW10_FLOAT = 10.0 ** np.arange(19)  # exact: every power of ten up to 1e22 is a double
+# _KEEP[n] keeps the n most significant bytes of a little-endian word: the last n characters
+_KEEP = np.array([(2 ** 64 - 1) ^ (2 ** (8 * (8 - n)) - 1) for n in range(9)], dtype=np.uint64)
+_ASCII_ZEROS = np.uint64(0x3030303030303030)
+
+
+def _digits8(words, end, length):
+    """Value of the `length` (<= 8) characters before each `end`, or None if one is not a digit."""
+    keep = _KEEP[length]
+    digits = (words[end - 8] & keep) ^ (_ASCII_ZEROS & keep)  # '0'..'9' -> 0..9, bytes outside -> 0
+    if (((digits + np.uint64(0x7676767676767676)) | digits) & np.uint64(0x8080808080808080)).any():
+        return None  # some byte is above 9: not a digit
+    # pairs, then quadruples, then the octuple: the first character is the most significant
+    digits = ((digits & np.uint64(0x0F0F0F0F0F0F0F0F)) * np.uint64(10 * 2 ** 8 + 1)) >> np.uint64(8)
+    digits = ((digits & np.uint64(0x00FF00FF00FF00FF)) * np.uint64(100 * 2 ** 16 + 1)) >> np.uint64(16)
+    digits = ((digits & np.uint64(0x0000FFFF0000FFFF)) * np.uint64(10000 * 2 ** 32 + 1)) >> np.uint64(32)
+    return digits.astype(np.int64)
+
+
+def _digits(words, end, length):
+    """Value of 1 to 16 digit characters before each `end`, or None."""
+    if len(length) and (length.min() < 1 or length.max() > 16):
+        return None
+    low = _digits8(words, end, np.minimum(length, 8))
+    if low is None or length.max() <= 8:
+        return low
+    high = _digits8(words, end - 8, np.maximum(length - 8, 0))
+    return None if high is None else high * 10 ** 8 + low
+
+
+def _parse_txt_fast(block):
+    """(t, x, y, p) from a block of ECD-style lines, or None when the block is of another kind."""
+    buffer = np.frombuffer(_TXT_PAD + block, np.uint8)
+    words = np.ndarray((len(buffer) - 7,), dtype="<u8", buffer=buffer, strides=(1,))
+    separators = np.flatnonzero(buffer < ord("0"))
+    if len(separators) % 5:
+        return None
+    separators = separators.reshape(-1, 5)
+    if not (buffer[separators] == _SEPARATORS).all():
+        return None
+    dot, space1, space2, space3, newline = separators.T
+    line_start = np.concatenate([[len(_TXT_PAD)], newline[:-1] + 1])
+    fraction_length = space1 - dot - 1
+    if (dot - line_start + fraction_length).max() > 15:
+        return None  # more digits than a double holds exactly
+    whole = _digits(words, dot, dot - line_start)
+    fraction = _digits(words, space1, fraction_length)
+    x = _digits(words, space2, space2 - space1 - 1)
+    y = _digits(words, space3, space3 - space2 - 1)
+    if (newline - space3 == 2).all():  # one-character polarities, the usual case: no word needed
+        p = buffer[newline - 1] - np.uint8(ord("0"))
+        p = None if (p > 9).any() else p
+    else:
+        p = _digits(words, newline, newline - space3 - 1)
+    if any(v is None for v in (whole, fraction, x, y, p)):
+        return None
+    # all digits as one integer below 2**53, then one correctly rounded division: exactly float(text)
+    t = (whole * _POW10[fraction_length] + fraction) / _POW10_FLOAT[fraction_length]
+    return t, x, y, p
+
+
+def _parse_txt_general(block, path, first_line):
+    """(t, x, y, p) from any whitespace-separated lines of 4 numbers; names a malformed line."""
+    lines = block.split(b"\n")
+    counts = [len(line.split()) for line in lines]
+    values = None
+    if all(count in (0, 4) for count in counts):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns, rather than fails, on text it cannot read
+            try:
+                values = np.fromstring(block, dtype=np.float64, sep=" ")
+            except (ValueError, DeprecationWarning):
+                values = None
+    if values is None or len(values) != 4 * sum(count == 4 for count in counts):
+        for number, line in enumerate(lines, first_line):
+            try:
+                if len(line.split()) not in (0, 4):
+                    raise ValueError
+                [float(field) for field in line.split()]
+            except ValueError:
+                text = line.decode(errors="replace").strip()
+                raise EventDataError(path, f"line {number}: expected 't x y p', got {text[:80]!r}") from None
+        raise EventDataError(path, f"lines {first_line}-{first_line + len(lines) - 1}: unreadable numbers")
+    rows = values.reshape(-1, 4)
+    return rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+
+
+def _txt_pieces(stream, path, first_line=1):
+    """Event pieces from a binary stream of `t x y p` lines, a block of whole lines at a time."""
+    carry, line = b"", first_line
+    while True:
+        data = stream.read(_TXT_BLOCK)
+        if not data:
+            break
+        data = carry + data
+        cut = data.rfind(b"\n") + 1
+        block, carry = data[:cut], data[cut:]
+        if block:
+            columns = _parse_txt_fast(block)  # one event per line when it succeeds
+            line_count = len(columns[0]) if columns else block.count(b"\n")
+            columns = columns or _parse_txt_general(block, path, line)
+            if len(columns[0]):
+                yield _event_piece(*columns, path)
+            line += line_count
+    if carry.strip():
+        yield _event_piece(*(_parse_txt_fast(carry + b"\n") or _parse_txt_general(carry, path, line)), path)
+
+
+def _first_line_fields(path):
+    try:
+        with open(path, "rb") as f:
+            return len(f.readline(4096).split())
+    except OSError:
+        return 0
+
+
+def _e2vid_header(stream, path):
+    """The `W H` first line of an E2VID txt -> sensor (H, W)."""
+    fields = stream.readline(4096).split()
+    try:
+        width, height = (int(v) for v in fields)
+    except ValueError:
+        raise EventDataError(path, f"line 1: expected the sensor size 'W H', got {b' '.join(fields).decode(errors='replace')!r}") from None
+    return height, width
+
+
+@stream_reader("e2vid_txt", lambda path: path.endswith(".txt") and os.path.isfile(path) and _first_line_fields(path) == 2)
+def stream_e2vid_txt(path, **options):
+    """E2VID txt: a `W H` line, then `t x y p` lines."""
+    with open(path, "rb") as f:
+        yield ("sensor", _e2vid_header(f, path))
+        yield from _txt_pieces(f, path, first_line=2)
+
+
+@stream_reader("ecd_txt", lambda path: path.endswith(".txt") and os.path.isfile(path))
+def stream_ecd_txt(path, **options):
+    """A bare ECD `events.txt`; an `images.txt` beside it adds the APS frames."""
+    with open(path, "rb") as f:
+        yield from _txt_pieces(f, path)
+    folder = os.path.dirname(path)
+    if os.path.basename(path) == "events.txt" and os.path.isfile(os.path.join(folder, "images.txt")):
+        yield from _folder_image_pieces(folder)
+
+
+@stream_reader("ecd_folder", _is_folder_with("events.txt"))
+def stream_ecd_folder(path, **options):
+    """ECD/IJRR folder: events.txt, and images.txt with images/ when present."""
+    events_path = os.path.join(path, "events.txt")
+    with open(events_path, "rb") as f:
+        yield from _txt_pieces(f, events_path)
     if os.path.isfile(os.path.join(path, "images.txt")):
-        events.frames, events.frame_t = read_image_list(path)
-    events.path = path
-    return events
+        yield from _folder_image_pieces(path)
 
 
-@reader("h5", lambda path: path.endswith((".h5", ".hdf5")) and os.path.isfile(path))
-def read_h5(path, **options):
-    """HDF5 in the event_cnn_minimal / HQF layout: events/{ts,xs,ys,ps}, images/image*."""
+def _zip_member(archive, name):
+    """The member `name`, at the top of the archive or inside its single top folder."""
+    names = archive.namelist()
+    if name in names:
+        return name
+    nested = [n for n in names if n.count("/") == 1 and n.endswith("/" + name)]
+    return nested[0] if len(nested) == 1 else None
+
+
+def _zip_has_events_txt(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return _zip_member(archive, "events.txt") is not None
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _open_zip(path):
+    try:
+        return zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise EventDataError(path, f"not a readable zip file ({error})") from None
+
+
+@stream_reader("ecd_zip", lambda path: path.endswith(".zip") and os.path.isfile(path) and _zip_has_events_txt(path))
+def stream_ecd_zip(path, **options):
+    """A zipped ECD/IJRR sequence: events.txt, images.txt, images/ (maybe under one top folder)."""
+    with _open_zip(path) as archive:
+        member = _zip_member(archive, "events.txt")
+        prefix = member[:-len("events.txt")]
+        with archive.open(member) as f:
+            yield from _txt_pieces(f, f"{path}/{member}")
+        if prefix + "images.txt" in archive.namelist():
+            names = set(archive.namelist())
+            text = archive.read(prefix + "images.txt").decode()
+            yield from _image_list_pieces(f"{path}/{prefix}images.txt", text,
+                                          lambda relative: archive.read(prefix + relative) if prefix + relative in names else None)
+
+
+@stream_reader("e2vid_zip", lambda path: path.endswith(".zip") and os.path.isfile(path))
+def stream_e2vid_zip(path, **options):
+    """A zip holding one E2VID txt."""
+    with _open_zip(path) as archive:
+        texts = [n for n in archive.namelist() if n.endswith(".txt")]
+        if len(texts) != 1:
+            raise EventDataError(path, f"expected one .txt of events in the zip, found {len(texts)}")
+        with archive.open(texts[0]) as f:
+            yield ("sensor", _e2vid_header(f, f"{path}/{texts[0]}"))
+            yield from _txt_pieces(f, f"{path}/{texts[0]}", first_line=2)
+
+
+# --- HDF5 -------------------------------------------------------------------------
+
+def _h5_events_layout(f, path):
+    """(datasets t, x, y, p, time-to-seconds) for the event_cnn_minimal or the flat layout.
+    Flat files keep t in integer microseconds (DSEC adds a `t_offset` in us); float t is seconds."""
+    import h5py
+    if "events" in f and all(k in f["events"] for k in ("ts", "xs", "ys", "ps")):
+        group = f["events"]
+        return group["ts"], group["xs"], group["ys"], group["ps"], lambda t: t.astype(np.float64)
+    for group in (f, f.get("events")):
+        if isinstance(group, h5py.Group) and all(k in group for k in ("t", "x", "y", "p")):
+            if np.issubdtype(group["t"].dtype, np.integer):
+                offset = int(f["t_offset"][()]) if "t_offset" in f else 0
+                to_seconds = lambda t: (t.astype(np.int64) + offset) / 1e6  # exact sum, one rounding
+            else:
+                to_seconds = lambda t: t.astype(np.float64)
+            return group["t"], group["x"], group["y"], group["p"], to_seconds
+    raise EventDataError(path, "missing dataset: expected events/ts, events/xs, events/ys, events/ps "
+                               "(event_cnn_minimal) or t, x, y, p (flat, at the root or under events/)")
+
+
+@stream_reader("h5", lambda path: path.endswith((".h5", ".hdf5")) and os.path.isfile(path))
+def stream_h5(path, **options):
+    """HDF5, event_cnn_minimal / HQF layout (events/{ts,xs,ys,ps}, images/image*, attribute
+    sensor_resolution) or flat layout (t, x, y, p), read a batch at a time."""
     import h5py
     try:
         with h5py.File(path, "r") as f:
-            if "events" not in f or not all(k in f["events"] for k in ("ts", "xs", "ys", "ps")):
-                raise EventDataError(path, "missing dataset: expected events/ts, events/xs, events/ys, events/ps")
-            group = f["events"]
-            sensor = tuple(int(v) for v in f.attrs["sensor_resolution"]) if "sensor_resolution" in f.attrs else None
-            frames = frame_t = None
-            if "images" in f and len(f["images"]):
-                names = sorted(f["images"].keys())
-                frames = np.stack([f["images"][n][()] for n in names])
-                frame_t = np.array([f["images"][n].attrs["timestamp"] for n in names], dtype=np.float64)
-            return events_from_columns(group["ts"][()], group["xs"][()], group["ys"][()], group["ps"][()],
-                                       path, "h5", sensor=sensor, frames=frames, frame_t=frame_t)
+            t, x, y, p, to_seconds = _h5_events_layout(f, path)
+            if not len(t) == len(x) == len(y) == len(p):
+                raise EventDataError(path, f"event datasets differ in length: {len(t)}, {len(x)}, {len(y)}, {len(p)}")
+            if "sensor_resolution" in f.attrs:
+                yield ("sensor", tuple(int(v) for v in f.attrs["sensor_resolution"]))
+            for start in range(0, len(t), BATCH):
+                part = slice(start, start + BATCH)
+                yield _event_piece(to_seconds(t[part]), x[part], y[part], p[part], path)
+            if "images" in f:
+                for name in sorted(f["images"].keys()):
+                    image = f["images"][name]
+                    if "timestamp" not in image.attrs:
+                        raise EventDataError(path, f"images/{name} has no timestamp attribute")
+                    yield ("frame", "images", float(image.attrs["timestamp"]), image[()])
     except OSError as error:
-        raise EventDataError(path, f"unreadable or truncated HDF5 file ({error})") from None
+        problem = " ".join(str(error).split())
+        raise EventDataError(path, f"unreadable or truncated HDF5 file ({problem})") from None
+
+
+# --- ROS1 bags --------------------------------------------------------------------
+#
+# Messages are parsed from their raw ROS1 serialisation with numpy, not deserialised into
+# message objects (about 17x faster). EventArray: Header, uint32 height, uint32 width,
+# uint32 count, count x 13-byte events; Header: uint32 seq, uint32 sec, uint32 nsec, string
+# frame_id (uint32 length + bytes).
+
+ROS_EVENT = np.dtype([("x", "<u2"), ("y", "<u2"), ("sec", "<u4"), ("nsec", "<u4"), ("polarity", "u1")])
+EVENT_ARRAY_TYPE, IMAGE_TYPE = "dvs_msgs/msg/EventArray", "sensor_msgs/msg/Image"
+# OpenCV names a Bayer pattern by the second row's second and third pixels: ROS rggb is BG
+_BAYER_TO_RGB = {"bayer_rggb8": "COLOR_BayerBG2RGB", "bayer_bggr8": "COLOR_BayerRG2RGB",
+                 "bayer_gbrg8": "COLOR_BayerGR2RGB", "bayer_grbg8": "COLOR_BayerGB2RGB"}
+
+
+def _ros_header(raw):
+    """(stamp in seconds, offset of the first field after the header)."""
+    _, sec, nsec, frame_id_length = struct.unpack_from("<4I", raw, 0)
+    return sec + nsec / 1e9, 16 + frame_id_length
+
+
+def _ros_image(raw, path, topic):
+    """sensor_msgs/Image -> uint8 gray [H, W] or RGB [H, W, 3]."""
+    import cv2
+    stamp, offset = _ros_header(raw)
+    height, width, encoding_length = struct.unpack_from("<3I", raw, offset)
+    offset += 12
+    encoding = bytes(raw[offset:offset + encoding_length]).decode()
+    big_endian, step, size = struct.unpack_from("<BII", raw, offset + encoding_length)
+    offset += encoding_length + 9
+    if size < height * step or len(raw) < offset + size:
+        raise EventDataError(path, f"image message on {topic} is truncated")
+    rows = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)
+    if encoding in ("mono8", "8UC1"):
+        image = rows[:, :width]
+    elif encoding in ("mono16", "16UC1"):  # keep the 8 most significant bits
+        image = (rows[:, :2 * width].view(">u2" if big_endian else "<u2") >> 8).astype(np.uint8)
+    elif encoding in ("rgb8", "bgr8", "8UC3", "rgba8", "bgra8"):
+        channels = 4 if encoding.endswith("a8") else 3
+        image = rows[:, :channels * width].reshape(height, width, channels)[..., :3]
+        if encoding.startswith("bgr") or encoding == "8UC3":  # 8UC3 follows OpenCV: BGR
+            image = image[..., ::-1]
+    elif encoding in _BAYER_TO_RGB:
+        image = cv2.cvtColor(np.ascontiguousarray(rows[:, :width]), getattr(cv2, _BAYER_TO_RGB[encoding]))
+    else:
+        raise EventDataError(path, f"image encoding {encoding!r} on {topic} is not supported")
+    return stamp, np.ascontiguousarray(image)
+
+
+def _ros_events(payloads, path):
+    """One event piece from the raw event bytes of several EventArray messages."""
+    records = np.frombuffer(b"".join(payloads), ROS_EVENT)
+    t = records["sec"] + records["nsec"] / 1e9
+    return _event_piece(t, records["x"], records["y"], records["polarity"], path)
+
+
+def _bag_connections(bag, topic, msgtype, path, required):
+    connections = [c for c in bag.connections if c.topic == topic]
+    if not connections:
+        if not required:
+            return []
+        available = ", ".join(sorted(f"{c.topic} ({c.msgtype})" for c in bag.connections)) or "none"
+        raise EventDataError(path, f"no topic {topic} in the bag (topics: {available})")
+    if any(c.msgtype != msgtype for c in connections):
+        raise EventDataError(path, f"topic {topic} holds {connections[0].msgtype}, expected {msgtype}")
+    return connections
+
+
+@stream_reader("bag", lambda path: path.endswith(".bag") and os.path.isfile(path), sort=True)
+def stream_bag(path, events_topic="/dvs/events", images_topic=None, color_images_topic=None, **options):
+    """ROS1 bag with dvs_msgs/EventArray and sensor_msgs/Image topics, read with `rosbags` (no ROS
+    install; uncompressed, bz2 and lz4 chunks). Events keep their own time stamps, frames take
+    their header stamp (not the time they were recorded). `images_topic` defaults to
+    /dvs/image_raw when the bag has it ("" for no frames); `color_images_topic` (CED: /dvs/image_color) gives
+    frames of key "color_images"."""
+    from rosbags.rosbag1 import Reader, ReaderError
+    try:
+        with Reader(path) as bag:
+            topics = {"events": _bag_connections(bag, events_topic, EVENT_ARRAY_TYPE, path, True)}
+            if images_topic != "":
+                topics["images"] = _bag_connections(bag, images_topic or "/dvs/image_raw", IMAGE_TYPE, path, images_topic is not None)
+            if color_images_topic:
+                topics["color_images"] = _bag_connections(bag, color_images_topic, IMAGE_TYPE, path, True)
+            key_of = {c.id: key for key, connections in topics.items() for c in connections}
+            topic_of = {c.id: c.topic for connections in topics.values() for c in connections}
+            sensor, payloads, pending, total = None, [], 0, 0
+            for connection, _, raw in bag.messages(connections=[c for cs in topics.values() for c in cs]):
+                if key_of[connection.id] != "events":
+                    stamp, image = _ros_image(raw, path, topic_of[connection.id])
+                    yield ("frame", key_of[connection.id], stamp, image)
+                    continue
+                _, offset = _ros_header(raw)
+                height, width, count = struct.unpack_from("<3I", raw, offset)
+                offset += 12
+                if len(raw) != offset + ROS_EVENT.itemsize * count:
+                    raise EventDataError(path, f"EventArray message on {events_topic} is truncated or malformed")
+                if sensor is None and height and width:
+                    sensor = (int(height), int(width))
+                    yield ("sensor", sensor)
+                payloads.append(memoryview(raw)[offset:])
+                pending += count
+                if pending >= BATCH:
+                    yield _ros_events(payloads, path)
+                    total, payloads, pending = total + pending, [], 0
+            if pending:
+                yield _ros_events(payloads, path)
+            if total + pending == 0:
+                raise EventDataError(path, f"no events on {events_topic}")
+    except (ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError) as error:
+        problem = " ".join(str(error).split()) or type(error).__name__
+        raise EventDataError(path, f"unreadable or truncated bag ({problem})") from None
+
+
+# --- AEDAT4 -----------------------------------------------------------------------
+
+def _aedat_frame(frame):
+    """An aedat frame packet -> (time in s, uint8 gray or RGB). The time is the middle of the
+    exposure when the packet has it: that is when the image's light was gathered."""
+    pixels = np.asarray(frame["pixels"])
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim == 3:
+        pixels = pixels[..., :3][..., ::-1] if str(frame.get("format", "")).startswith("BGR") else pixels[..., :3]
+    if "exposure_begin_t" in frame and "exposure_end_t" in frame:
+        t = 0.5 * (frame["exposure_begin_t"] + frame["exposure_end_t"]) / 1e6
+    else:
+        t = frame["t"] / 1e6
+    return t, np.ascontiguousarray(pixels)
+
+
+@stream_reader("aedat4", lambda path: path.endswith(".aedat4") and os.path.isfile(path))
+def stream_aedat4(path, **options):
+    """AEDAT4 (iniVation DV) via the `aedat` package: events (t in us) and frames."""
+    import aedat
+    try:
+        decoder = aedat.Decoder(path)
+        streams = decoder.id_to_stream()
+        event_streams = sorted(i for i, s in streams.items() if s["type"] == "events")
+        if not event_streams:
+            raise EventDataError(path, "no event stream in the file")
+        events_id = event_streams[0]
+        if streams[events_id].get("width") and streams[events_id].get("height"):
+            yield ("sensor", (int(streams[events_id]["height"]), int(streams[events_id]["width"])))
+        packets, pending = [], 0
+        for packet in decoder:
+            if "events" in packet and packet["stream_id"] == events_id:
+                packets.append(packet["events"])
+                pending += len(packet["events"])
+                if pending >= BATCH:
+                    records = np.concatenate(packets)
+                    yield _event_piece(records["t"] / 1e6, records["x"], records["y"], records["on"], path)
+                    packets, pending = [], 0
+            elif "frame" in packet:
+                yield ("frame", "images", *_aedat_frame(packet["frame"]))
+        if packets:
+            records = np.concatenate(packets)
+            yield _event_piece(records["t"] / 1e6, records["x"], records["y"], records["on"], path)
+    except (OSError, RuntimeError, ValueError) as error:
+        problem = " ".join(str(error).split()) or type(error).__name__
+        raise EventDataError(path, f"unreadable or truncated AEDAT4 file ({problem})") from None
+
+
+def stream_events(path, **options):
+    """The pieces of a recording in any supported format (see the top of this section)."""
+    path = os.path.normpath(path)
+    name = detect_format(path)
+    if name in STREAMS:
+        yield from STREAMS[name](path, **options)
+        return
+    events = next(read for n, _, read in READERS if n == name)(path, **options)
+    if events.sensor is not None:
+        yield ("sensor", tuple(events.sensor))
+    for start in range(0, len(events), BATCH):
+        part = slice(start, start + BATCH)
+        yield ("events", events.t[part], events.x[part], events.y[part], events.p[part])
+    for t, image in zip(events.frame_t if events.frames is not None else [], events.frames if events.frames is not None else []):
+        yield ("frame", "images", float(t), image)
 
 
 # -----------------------------------------------------------------------------
@@ -213,12 +796,16 @@ def validate(events, sensor=None):
     path = events.path
     if len(events) == 0:
         raise EventDataError(path, "no events in file")
-    if not np.isfinite(events.t).all():
-        raise EventDataError(path, f"time stamp is NaN or inf at event {int(np.argmin(np.isfinite(events.t)))}")
-    backwards = np.flatnonzero(np.diff(events.t) < 0)
-    if backwards.size:
-        i = int(backwards[0])
-        raise EventDataError(path, f"time stamps are not sorted: event {i + 1} ({events.t[i + 1]:.6f} s) is before event {i} ({events.t[i]:.6f} s)")
+    # a batch at a time: whole-array temporaries would cost several copies of a long recording
+    for start in range(0, len(events), BATCH):
+        t = events.t[start:start + BATCH + 1]
+        finite = np.isfinite(t)
+        if not finite.all():
+            raise EventDataError(path, f"time stamp is NaN or inf at event {start + int(np.argmin(finite))}")
+        backwards = np.flatnonzero(np.diff(t) < 0)
+        if backwards.size:
+            i = start + int(backwards[0])
+            raise EventDataError(path, f"time stamps are not sorted: event {i + 1} ({events.t[i + 1]:.6f} s) is before event {i} ({events.t[i]:.6f} s)")
     x_max, y_max = int(events.x.max()), int(events.y.max())
     if events.frames is not None:
         frame_size = tuple(events.frames.shape[1:3])
@@ -336,9 +923,11 @@ def main():
     parser.add_argument("--info", metavar="PATH", required=True, help="recording: any supported format")
     parser.add_argument("--H", type=int, default=None, help="sensor height (rows), when the file lacks it")
     parser.add_argument("--W", type=int, default=None, help="sensor width (columns), when the file lacks it")
+    parser.add_argument("--events_topic", default="/dvs/events", help="bags: the dvs_msgs/EventArray topic")
+    parser.add_argument("--images_topic", default=None, help="bags: the sensor_msgs/Image topic (default /dvs/image_raw if present)")
     args = parser.parse_args()
     try:
-        print(json.dumps(info(args.info, sensor=(args.H, args.W))))
+        print(json.dumps(info(args.info, sensor=(args.H, args.W), events_topic=args.events_topic, images_topic=args.images_topic)))
     except EventDataError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
