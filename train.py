@@ -78,6 +78,8 @@ def get_parser():
     parser.add_argument("--overwrite", action="store_true", help="replace an existing experiment folder")
     parser.add_argument("--tensorboard", action="store_true", help="also log losses to TensorBoard (needs the tensorboard package)")
     parser.add_argument("--render_only", metavar="CHECKPOINT", default=None, help="render from a saved model.pt without training")
+    parser.add_argument("--plain", action="store_true",
+                        help="reference path: autograd loss and unfused AdamW (same results, slower; for checking)")
     parser.add_argument("--no_video", action="store_true", help="skip video.mp4")
     return parser
 
@@ -180,10 +182,21 @@ def make_model(sensor, args):
                  n_layers=args.net_layers, hidden=args.net_width)
 
 
+def make_optimizer(model, args):
+    """AdamW; the fused single-kernel update unless --plain (torch before 2.4 has no fused CPU
+    AdamW, and falls back to the default)."""
+    if not args.plain:
+        try:
+            return torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)
+        except (RuntimeError, TypeError):
+            pass
+    return torch.optim.AdamW(model.parameters(), lr=args.lr)
+
+
 def fit(model, window, args, tie_frame=None, log=None, label=""):
     """Run the optimisation on one window. `tie_frame`, the previous window's last log frame,
     pins this window's first frame so brightness is continuous across windows."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
+    optimizer = make_optimizer(model, args)
     schedule = [args.train_resolution] if args.no_c2f else [args.train_resolution, 2 * args.train_resolution]
     start_of_stage = [0] if args.no_c2f else [0, args.iters // 2]
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
@@ -195,7 +208,7 @@ def fit(model, window, args, tie_frame=None, log=None, label=""):
             frames, boundaries, midpoints = window.frames(schedule[start_of_stage.index(iteration)])
             queries = query_times(boundaries, midpoints, args.loss, args.align)
             timings["event_frames_s"] += time.perf_counter() - began
-        loss, parts = evinr_loss(model, queries, frames, args.loss, args.align)
+        loss, parts = evinr_loss(model, queries, frames, args.loss, args.align, fused=not args.plain)
         if tie_frame is not None:
             start_frame = model(torch.full((1,), -1.0, device=window.device))
             loss = loss + args.window_tie * torch.mean((start_frame - tie_frame) ** 2)

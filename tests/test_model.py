@@ -3,6 +3,7 @@
 import argparse
 
 import numpy as np
+import pytest
 import torch
 
 from event_data import events_from_columns
@@ -51,6 +52,24 @@ def test_autograd_and_difference_losses_agree_on_a_smooth_signal():
     assert float(diff_parts["temporal"]) < 1e-20
     assert float(auto_parts["temporal"]) < 1e-6 * float((target ** 2).mean())
     torch.testing.assert_close(auto_loss, diff_loss, rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("align", ["boundary", "midpoint"])
+def test_fused_difference_loss_equals_the_plain_one(align):
+    """Same seed, same loss terms and the same gradient for every parameter."""
+    boundaries = torch.linspace(-1, 1, 8, dtype=torch.float64)
+    target = torch.randn(7, 1, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    results = {}
+    for fused in (True, False):
+        model = small_model(seed=2)
+        total, parts = evinr_loss(model, boundaries, target, "diff", align, weights={"brightness": 0.7}, fused=fused)
+        total.backward()
+        results[fused] = (total.detach(), parts, [p.grad for p in model.parameters()])
+    torch.testing.assert_close(results[True][0], results[False][0])
+    for name in ("temporal", "spatial", "brightness"):
+        torch.testing.assert_close(results[True][1][name], results[False][1][name])
+    for fused_grad, plain_grad in zip(results[True][2], results[False][2]):
+        torch.testing.assert_close(fused_grad, plain_grad)
 
 
 def test_loss_gradients_flow_to_every_parameter():
