@@ -506,10 +506,15 @@ def _zip_member(archive, name):
     return nested[0] if len(nested) == 1 else None
 
 
-def _zip_has_events_txt(path):
+def _is_ecd_zip(path):
+    """A zip with an events.txt of `t x y p` lines (an E2VID zip's txt starts with `W H`)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return _zip_member(archive, "events.txt") is not None
+            member = _zip_member(archive, "events.txt")
+            if member is None:
+                return False
+            with archive.open(member) as f:
+                return len(f.readline(4096).split()) != 2
     except (OSError, zipfile.BadZipFile):
         return False
 
@@ -521,7 +526,7 @@ def _open_zip(path):
         raise EventDataError(path, f"not a readable zip file ({error})") from None
 
 
-@stream_reader("ecd_zip", lambda path: path.endswith(".zip") and os.path.isfile(path) and _zip_has_events_txt(path))
+@stream_reader("ecd_zip", lambda path: path.endswith(".zip") and os.path.isfile(path) and _is_ecd_zip(path))
 def stream_ecd_zip(path, **options):
     """A zipped ECD/IJRR sequence: events.txt, images.txt, images/ (maybe under one top folder)."""
     with _open_zip(path) as archive:
