@@ -202,6 +202,7 @@ def fit(model, window, args, tie_frame=None, log=None, label=""):
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
     bar = tqdm(range(args.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True)
     start = time.perf_counter()
+    log_points = [(0, start)]  # (iteration, time): the loss read-out syncs the device anyway
     for iteration in bar:
         if iteration in start_of_stage:
             began = time.perf_counter()
@@ -216,11 +217,16 @@ def fit(model, window, args, tie_frame=None, log=None, label=""):
         loss.backward()
         optimizer.step()
         if (iteration + 1) % args.log_interval == 0 or iteration + 1 == args.iters:
-            values = {name: float(value) for name, value in parts.items()}
-            bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
+            total = float(loss.detach())
+            log_points.append((iteration + 1, time.perf_counter()))
+            bar.set_postfix(loss=f"{total:.4g}")
             if log is not None:
-                log(iteration, float(loss.detach()), values)
+                log(iteration, total, {name: float(value) for name, value in parts.items()})
     timings["train_s"] = time.perf_counter() - start - timings["event_frames_s"]
+    # The first interval holds the warm-up (allocation, first kernels); the median of the others
+    # is the steady-state cost per iteration.
+    steady = [1000.0 * (t1 - t0) / (i1 - i0) for (i0, t0), (i1, t1) in zip(log_points[1:], log_points[2:])]
+    timings["steady_ms_per_iter"] = steady
     return timings
 
 
@@ -380,6 +386,7 @@ def fit_and_write(args, events, sensor, windows, times, aps_index, device, work,
             raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
         writer = SummaryWriter(os.path.join(work, "tensorboard"))
     timings = {"event_frames_s": 0.0, "train_s": 0.0, "render_s": 0.0}
+    steady_ms = []
     states, images, tie_frame, model = [], [None] * len(times), None, None
     window_of = np.clip(np.searchsorted([end for _, end in windows], times, side="left"), 0, len(windows) - 1)
     for k, (begin, end) in enumerate(tqdm(windows, desc="windows", unit="window", disable=len(windows) == 1)):
@@ -395,6 +402,7 @@ def fit_and_write(args, events, sensor, windows, times, aps_index, device, work,
                 log = lambda i, total, parts, k=k: [writer.add_scalar(f"window{k}/{name}", value, i)
                                                    for name, value in {"total": total, **parts}.items()]
             spent = fit(model, window, args, tie_frame, log, label=f" window {k + 1}/{len(windows)}" if len(windows) > 1 else "")
+            steady_ms += spent.pop("steady_ms_per_iter")
             for name, value in spent.items():
                 timings[name] += value
             if len(windows) > 1:
@@ -429,6 +437,7 @@ def fit_and_write(args, events, sensor, windows, times, aps_index, device, work,
     timings["write_s"] = time.perf_counter() - began
     if not args.render_only:
         timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (args.iters * len(windows))
+        timings["ms_per_iter_median"] = float(np.median(steady_ms)) if steady_ms else None
     return {"config": config,
             "data": {"format": events.format, "num_events": len(events), "sensor": [int(v) for v in sensor],
                      "t_first": float(events.t[0]), "t_last": float(events.t[-1]),
