@@ -232,10 +232,12 @@ def write_bag(path, recording, compression=None, events_topic="/dvs/events", ima
             raw = (_event_array_bytes(seq, recording, part) if serializer == "numpy"
                    else _event_array_message(typestore, seq, recording, part))
             messages.append(((int(t_us[start]) + 1000) * 1000, events, raw))
+        # a test may give the frames header stamps that are off, recorded at the right times
+        frame_record_us = recording.get("frame_record_us", recording["frame_t_us"])
         for topic, (encoding, frames) in image_topics.items():
             connection = writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=typestore)
-            for seq, (frame_us, image) in enumerate(zip(recording["frame_t_us"], frames)):
-                messages.append(((int(frame_us) + 5000) * 1000, connection, _image_message(typestore, seq, int(frame_us), image, encoding)))
+            for seq, (frame_us, record_us, image) in enumerate(zip(recording["frame_t_us"], frame_record_us, frames)):
+                messages.append(((int(record_us) + 5000) * 1000, connection, _image_message(typestore, seq, int(frame_us), image, encoding)))
         messages.sort(key=lambda message: message[0])
         for record_ns, connection, raw in messages:
             writer.write(connection, record_ns, raw)

@@ -107,7 +107,8 @@ def _write_sequence(source, folder, dataset, name):
     sensor, writer, frames = None, None, {key: [] for key in FRAME_FOLDERS}  # key -> [(t, file)]
     pieces = stream_events(source, events_topic=facts["events_topic"], images_topic=facts["images_topic"],
                            color_images_topic=facts["color_images_topic"])
-    with tqdm(desc=name, unit="ev", unit_scale=True, leave=False, dynamic_ncols=True) as bar:
+    # disable=None: no bar when stderr is not a terminal, so logs and errors stay one line each
+    with tqdm(desc=name, unit="ev", unit_scale=True, leave=False, dynamic_ncols=True, disable=None) as bar:
         for piece in pieces:
             if piece[0] == "sensor":
                 sensor = tuple(piece[1])

@@ -155,8 +155,9 @@ def test_bag_topics_and_encodings(tmp_path):
 def test_bag_events_out_of_order_are_sorted_stably(tmp_path, capsys):
     recording = formats.synthetic_recording(4_000, rate=100_000)
     t_us = recording["t_us"].copy()
-    t_us[[5, 40]] = t_us[[40, 5]]  # inside the first 1 ms packet, and ties elsewhere test stability
-    assert t_us[5] > t_us[6]
+    later = np.flatnonzero(t_us // 1000 == t_us[5] // 1000)[-1]  # in the same 1 ms message
+    assert t_us[later] > t_us[6]
+    t_us[[5, later]] = t_us[[later, 5]]  # equal times elsewhere test that the sort is stable
     path = str(tmp_path / "unsorted.bag")
     formats.write_bag(path, dict(recording, t_us=t_us))
     events, _ = load_events(path)

@@ -1,0 +1,184 @@
+"""Converters: each dataset's script turns a folder of small generated downloads into the
+authors' layout, exactly, all or nothing, and what it writes reads back like its source."""
+
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO
+import benchmark_io as formats
+import convert_common
+import event_data
+from datasets import DATASETS, evaluated_sequences
+
+
+def convert(dataset, raw, out, *flags):
+    script = os.path.join(REPO, "scripts", f"convert_{dataset}.py")
+    return subprocess.run([sys.executable, script, "--raw_data_dir", str(raw), "--output_data_dir", str(out), *flags],
+                          capture_output=True, text=True)
+
+
+def assert_converted(folder, recording, t, frame_t, frames_key="images", frames=None):
+    """events.npy holds exactly (t, x, y, +-1) and KEY.txt names KEY/frame_XXXXXXXX.png files
+    holding the frames, at their times."""
+    events = np.load(os.path.join(folder, "events.npy"))
+    assert events.dtype == np.float64 and events.shape == (len(t), 4)
+    np.testing.assert_array_equal(events[:, 0], t)
+    np.testing.assert_array_equal(events[:, 1], recording["x"])
+    np.testing.assert_array_equal(events[:, 2], recording["y"])
+    np.testing.assert_array_equal(events[:, 3], recording["p"])
+    lines = [line.split() for line in open(os.path.join(folder, f"{frames_key}.txt")).read().splitlines()]
+    assert [name for _, name in lines] == [f"{frames_key}/frame_{i:08d}.png" for i in range(len(frame_t))]
+    np.testing.assert_allclose([float(time) for time, _ in lines], frame_t, rtol=0, atol=1e-9)
+    written = [cv2.imread(os.path.join(folder, name), cv2.IMREAD_UNCHANGED) for _, name in lines]
+    expected = recording["frames"] if frames is None else frames
+    for image, frame in zip(written, expected):
+        np.testing.assert_array_equal(image[..., ::-1] if image.ndim == 3 else image, frame)
+
+
+def assert_info_agrees(converted, source, **options):
+    mine, theirs = event_data.info(str(converted)), event_data.info(str(source), **options)
+    for key in ("num_events", "sensor", "t_first", "t_last", "num_frames"):
+        assert mine[key] == pytest.approx(theirs[key], abs=1e-9), key
+
+
+def test_dataset_table():
+    assert DATASETS["IJRR"]["sensor"] == DATASETS["HQF"]["sensor"] == (180, 240)
+    assert DATASETS["CED"]["sensor"] == (260, 346) and DATASETS["CED"]["color"]
+    assert DATASETS["AED"]["event_thresh"] == 0.25
+    assert evaluated_sequences("IJRR")["office_zigzag"] == (5.0, 12.0)
+    assert evaluated_sequences("IJRR")["slider_depth"] == (1.0, 2.5)
+    assert len(evaluated_sequences("HQF")) == 14 and evaluated_sequences("HQF")["desk"][1] == float("inf")
+    assert evaluated_sequences("MVSEC")["indoor_flying4"] == (10.0, 19.8)
+
+
+def test_ijrr_text_zip_and_bags(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    text, zipped, bagged = (formats.synthetic_recording(6_000, rate=50_000, seed=seed) for seed in range(3))
+    formats.write_ecd_folder(raw / "boxes_6dof", text)
+    formats.write_ecd_zip(raw / "shapes_6dof.zip", zipped, top_folder="shapes_6dof")
+    formats.write_bag(raw / "poster_6dof.bag", bagged, compression="lz4")
+    formats.write_bag(raw / "my_own_recording.bag", bagged)
+    result = convert("IJRR", raw, out)
+    assert result.returncode == 0, result.stderr
+    assert "not a known IJRR sequence" in result.stderr
+    assert sorted(os.listdir(out)) == ["boxes_6dof", "my_own_recording", "poster_6dof", "shapes_6dof"]
+    assert_converted(out / "boxes_6dof", text, text["t"], text["frame_t"])
+    assert_converted(out / "shapes_6dof", zipped, zipped["t"], zipped["frame_t"])
+    assert_converted(out / "poster_6dof", bagged, formats.bag_time(bagged["t_us"]), formats.bag_time(bagged["frame_t_us"]))
+    assert_info_agrees(out / "boxes_6dof", raw / "boxes_6dof", sensor=(180, 240))
+    assert_info_agrees(out / "poster_6dof", raw / "poster_6dof.bag")
+
+
+def test_hqf_picks_sequences(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    desk = formats.synthetic_recording(4_000, rate=50_000)
+    raw.mkdir()
+    formats.write_bag(raw / "desk.bag", desk, compression="bz2")
+    formats.write_bag(raw / "boxes.bag", formats.synthetic_recording(1_000))
+    result = convert("HQF", raw, out, "--sequences", "desk", "not_a_sequence")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {raw / 'not_a_sequence'}: no HQF recording of this sequence (.bag, .h5)"]
+    assert os.listdir(out) == ["desk"]
+    assert_converted(out / "desk", desk, formats.bag_time(desk["t_us"]), formats.bag_time(desk["frame_t_us"]))
+
+
+def test_ced_colour_frames(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    recording = formats.synthetic_recording(5_000, sensor=(260, 346), rate=50_000)
+    colour = np.random.default_rng(2).integers(0, 256, recording["frames"].shape + (3,), dtype=np.uint8)
+    formats.write_bag(raw / "simple_fruit.bag", recording, image_topics={
+        "/dvs/image_raw": ("mono8", recording["frames"]), "/dvs/image_color": ("bgr8", colour)})
+    result = convert("CED", raw, out)
+    assert result.returncode == 0, result.stderr
+    folder = out / "simple_fruit"
+    frame_t = formats.bag_time(recording["frame_t_us"])
+    assert_converted(folder, recording, formats.bag_time(recording["t_us"]), frame_t)
+    assert_converted(folder, recording, formats.bag_time(recording["t_us"]), frame_t, "color_images", colour)
+    assert event_data.info(str(folder))["sensor"] == [260, 346]
+
+
+def test_no_overwrite_unless_asked(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    formats.write_bag(raw / "desk.bag", formats.synthetic_recording(1_000))
+    assert convert("HQF", raw, out).returncode == 0
+    (out / "desk" / "mine.txt").write_text("keep me")
+    result = convert("HQF", raw, out)
+    assert result.returncode == 1 and "already exists (pass --overwrite" in result.stderr
+    assert (out / "desk" / "mine.txt").exists()
+    assert convert("HQF", raw, out, "--overwrite").returncode == 0
+    assert not (out / "desk" / "mine.txt").exists() and (out / "desk" / "events.npy").exists()
+
+
+@pytest.mark.parametrize("problem, words", [("truncated", "truncated"), ("outside the sensor", "outside the 240x180")])
+def test_failure_leaves_no_output(tmp_path, problem, words):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    recording = formats.synthetic_recording(20_000, sensor=(180, 320), rate=50_000)
+    if problem == "outside the sensor":
+        recording["sensor"] = (180, 240)  # the messages say 240 wide, the events reach x = 319
+    formats.write_bag(raw / "desk.bag", recording)
+    if problem == "truncated":
+        data = (raw / "desk.bag").read_bytes()
+        (raw / "desk.bag").write_bytes(data[: len(data) * 2 // 3])
+    result = convert("HQF", raw, out)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {raw / 'desk.bag'}: ") and words in lines[0], result.stderr
+    assert os.listdir(out) == []  # neither the sequence nor its staging folder
+
+
+def test_streaming_sorts_and_repairs(tmp_path, monkeypatch, capsys):
+    """Written a small batch at a time, events out of order come out sorted (stably), and a
+    decreasing frame time is replaced by the mean of its neighbours."""
+    monkeypatch.setattr(event_data, "BATCH", 1_000)
+    monkeypatch.setattr(convert_common, "BATCH", 700)
+    recording = formats.synthetic_recording(20_000, rate=50_000)
+    t_us, frame_t_us = recording["t_us"].copy(), recording["frame_t_us"].copy()
+    later = np.flatnonzero(t_us // 1000 == t_us[10] // 1000)[-1]  # in the same 1 ms message
+    assert t_us[later] > t_us[10]
+    t_us[[10, later]] = t_us[[later, 10]]
+    frame_t_us[2] = frame_t_us[0]
+    source = tmp_path / "desk.bag"
+    formats.write_bag(source, dict(recording, t_us=t_us, frame_t_us=frame_t_us, frame_record_us=recording["frame_t_us"]))
+    summary = convert_common.convert_sequence(str(source), str(tmp_path / "out" / "desk"), "HQF")
+    assert summary["num_events"] == 20_000
+    order = np.argsort(t_us, kind="stable")
+    sorted_recording = {key: recording[key][order] for key in ("x", "y", "p")}
+    expected_frame_t = formats.bag_time(frame_t_us)
+    expected_frame_t[2] = 0.5 * (expected_frame_t[1] + expected_frame_t[3])
+    assert_converted(tmp_path / "out" / "desk", dict(recording, **sorted_recording), formats.bag_time(t_us)[order], expected_frame_t)
+    err = capsys.readouterr().err
+    assert "not in time order" in err and "APS frame 2" in err
+
+
+def test_npy_header_fits_any_count(tmp_path):
+    for rows in (0, 1, 10 ** 12):
+        header = convert_common.npy_header(rows)
+        assert len(header) == convert_common.NPY_HEADER_BYTES
+        path = tmp_path / "header.npy"
+        path.write_bytes(header)
+        with open(path, "rb") as f:
+            assert np.lib.format.read_magic(f) == (1, 0)
+            assert np.lib.format.read_array_header_1_0(f) == ((rows, 4), False, np.dtype("<f8"))
+
+
+def test_train_runs_on_converted_output(tmp_path):
+    train = os.path.join(REPO, "train.py")
+    if not os.path.isfile(train) or "--iters" not in open(train).read():
+        pytest.skip("train.py is absent or has no --iters yet (it is written by another developer)")
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    formats.write_bag(raw / "slider_depth.bag", formats.synthetic_recording(20_000, rate=50_000))
+    assert convert("IJRR", raw, out).returncode == 0
+    result = subprocess.run([sys.executable, train, "-d", str(out / "slider_depth"), "-o", str(tmp_path / "runs"), "-n", "x",
+                             "--iters", "4", "--train_resolution", "4", "--H", "180", "--W", "240"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
