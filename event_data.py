@@ -252,7 +252,8 @@ def _folder_image_pieces(folder, list_name="images.txt", key="images"):
 
 
 def read_image_list(folder, list_name="images.txt"):
-    """Read `images.txt` (lines `t relative/path.png`) and the images it names, as gray uint8."""
+    """Read `images.txt` (lines `t relative/path.png`) and the images it names: (uint8 frames,
+    gray [K, H, W] or RGB [K, H, W, 3], float64 times), or (None, None) when it lists none."""
     pieces = list(_folder_image_pieces(folder, list_name))
     if not pieces:
         return None, None
@@ -774,8 +775,9 @@ def stream_events(path, **options):
     for start in range(0, len(events), BATCH):
         part = slice(start, start + BATCH)
         yield ("events", events.t[part], events.x[part], events.y[part], events.p[part])
-    for t, image in zip(events.frame_t if events.frames is not None else [], events.frames if events.frames is not None else []):
-        yield ("frame", "images", float(t), image)
+    if events.frames is not None:
+        for t, image in zip(events.frame_t, events.frames):
+            yield ("frame", "images", float(t), image)
 
 
 # -----------------------------------------------------------------------------

@@ -5,9 +5,9 @@ converting it, for the converters' inputs). One JSON line per format:
     python scripts/benchmark_io.py                       # 3 M events, every format
     python scripts/benchmark_io.py --events 50000000 --formats bag ecd_folder npy h5 --memory
 
---memory reads each file again in a fresh process and reports that process's peak resident
-memory, beside the peak of a process that only imports event_data and reads a tiny file (torch
-alone is a few hundred MB), so the difference is what the reader needs.
+--memory reads (and converts) each file again in a fresh process and reports that process's
+peak resident memory, beside the peak of a process that only imports event_data and reads a
+tiny file (torch alone is a few hundred MB), so the difference is what the reader needs.
 
 The writers are also the test suite's source of known files in each format.
 """
@@ -266,12 +266,16 @@ def time_read(path):
     return len(events), time.perf_counter() - start
 
 
-def peak_memory_mb(path):
-    """Peak resident memory (MB) of a fresh process that reads `path`."""
-    code = ("import resource, sys; sys.path.insert(0, sys.argv[1]); import benchmark_io; "
-            "benchmark_io.time_read(sys.argv[2]); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
-    result = subprocess.run([sys.executable, "-c", code, SCRIPTS, path], capture_output=True, text=True, check=True)
-    return float(result.stdout.split()[-1])
+def peak_memory_mb(path, convert_to=None):
+    """Peak resident memory (MB) of a fresh process that reads `path` (or converts it to `convert_to`).
+    Taken from VmHWM, not getrusage: Linux carries ru_maxrss over exec, so a child started from
+    this (large) process would report this process's size."""
+    work = ("convert_common.convert_sequence(sys.argv[2], sys.argv[3], 'IJRR')" if convert_to
+            else "benchmark_io.time_read(sys.argv[2])")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import benchmark_io, convert_common; "
+            f"{work}; print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])")
+    result = subprocess.run([sys.executable, "-c", code, SCRIPTS, path, str(convert_to)], capture_output=True, text=True, check=True)
+    return float(result.stdout.split()[-1]) / 1024  # kB -> MB
 
 
 def main():
@@ -305,7 +309,9 @@ def main():
                 seconds = time.perf_counter() - start
                 result.update(convert_s=round(seconds, 3), convert_events_per_s=round(count / seconds))
             if args.memory:
-                result["peak_rss_mb"] = round(peak_memory_mb(path))
+                result["read_peak_rss_mb"] = round(peak_memory_mb(path))
+                if name in CONVERTED and not args.no_convert:
+                    result["convert_peak_rss_mb"] = round(peak_memory_mb(path, os.path.join(folder, "converted", "memory")))
             print(json.dumps(result), flush=True)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             shutil.rmtree(os.path.join(folder, "converted"), ignore_errors=True)
