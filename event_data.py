@@ -202,14 +202,6 @@ def _check_rows(array, path):
         raise EventDataError(path, f"expected an [N, 4] array of (t, x, y, p), got shape {list(array.shape)}")
 
 
-def _array_pieces(array, path):
-    """Pieces from an [N, 4] (t, x, y, p) array, e.g. a memmap: only one batch is read at a time."""
-    _check_rows(array, path)
-    for start in range(0, len(array), BATCH):
-        rows = np.asarray(array[start:start + BATCH])
-        yield _event_piece(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], path)
-
-
 def _decode_image(data, where):
     """PNG/JPEG bytes -> uint8 gray or RGB."""
     import cv2
@@ -275,10 +267,28 @@ def _load_npy(path):
         raise EventDataError(path, f"unreadable or truncated .npy file ({str(error).splitlines()[0]})") from None
 
 
+def _npy_batches(path):
+    """A .npy array BATCH rows at a time. The file is read, not mapped: every page of a map that
+    is touched counts as resident memory, as much as the array it is copied into."""
+    array = _load_npy(path)  # a map of the file, used only for its layout
+    if not array.flags.c_contiguous:  # Fortran order: rows are not contiguous in the file
+        for start in range(0, len(array), BATCH):
+            yield np.array(array[start:start + BATCH])
+        return
+    row_items = int(np.prod(array.shape[1:], dtype=np.int64))
+    with open(path, "rb") as f:
+        f.seek(array.offset)
+        for start in range(0, len(array), BATCH):
+            rows = min(BATCH, len(array) - start)
+            yield np.fromfile(f, dtype=array.dtype, count=rows * row_items).reshape((rows,) + array.shape[1:])
+
+
 @stream_reader("npy", lambda path: path.endswith(".npy") and os.path.isfile(path))
 def stream_npy(path, **options):
-    """An [N, 4] (t, x, y, p) array, as the authors' events.npy: memory-mapped, read in batches."""
-    yield from _array_pieces(_load_npy(path), path)
+    """An [N, 4] (t, x, y, p) array, as the authors' events.npy, read a batch at a time."""
+    _check_rows(_load_npy(path), path)
+    for rows in _npy_batches(path):
+        yield _event_piece(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], path)
 
 
 def _metadata_sensor(folder):
@@ -311,16 +321,15 @@ def stream_evinr_folder(path, **options):
 def stream_evreal_folder(path, **options):
     """EVREAL: events_ts.npy (s), events_xy.npy [N, 2], events_p.npy, images.npy [K, H, W, 1],
     images_ts.npy, metadata.json."""
-    t, xy, p = (_load_npy(os.path.join(path, f"events_{name}.npy")) for name in ("ts", "xy", "p"))
+    files = [os.path.join(path, f"events_{name}.npy") for name in ("ts", "xy", "p")]
+    t, xy, p = (_load_npy(file) for file in files)
     if xy.ndim != 2 or xy.shape[1] != 2 or not len(t) == len(xy) == len(p):
         raise EventDataError(path, f"events_ts, events_xy [N, 2] and events_p disagree: shapes {t.shape}, {xy.shape}, {p.shape}")
     sensor = _metadata_sensor(path)
     if sensor:
         yield ("sensor", sensor)
-    for start in range(0, len(t), BATCH):
-        part = slice(start, start + BATCH)
-        xy_part = np.asarray(xy[part])
-        yield _event_piece(np.asarray(t[part]).reshape(-1), xy_part[:, 0], xy_part[:, 1], np.asarray(p[part]).reshape(-1), path)
+    for t, xy, p in zip(*(_npy_batches(file) for file in files)):
+        yield _event_piece(t.reshape(-1), xy[:, 0], xy[:, 1], p.reshape(-1), path)
     if os.path.isfile(os.path.join(path, "images.npy")):
         images = _load_npy(os.path.join(path, "images.npy"))
         images_t = np.asarray(_load_npy(os.path.join(path, "images_ts.npy")), dtype=np.float64).reshape(-1)

@@ -17,9 +17,11 @@ script is `main("DATASET")`.
 import argparse
 import json
 import os
+import queue
 import shutil
 import sys
 import tempfile
+import threading
 
 import cv2
 import numpy as np
@@ -43,14 +45,27 @@ def npy_header(rows, columns=4):
 
 class EventsNpyWriter:
     """Appends event batches to an [N, 4] float64 .npy as they come; the header, which holds N,
-    is rewritten once N is known. Events out of time order are sorted (stably) at the end from
-    the file, holding only a time column and an index, not the events."""
+    is rewritten once N is known. A thread does the writing, so that reading the source and
+    writing to disk overlap; its queue is short, so memory stays bounded. Events out of time
+    order are sorted (stably) at the end from the file, holding only a time column and an index."""
 
     def __init__(self, path, source, sensor):
         self.path, self.source, self.sensor = path, source, sensor
         self.file = open(path, "wb")
         self.file.write(npy_header(0))
         self.count, self.last_t, self.in_order = 0, -np.inf, True
+        self.pending = queue.Queue(maxsize=2)  # blocks of rows on their way to the disk; None ends
+        self.write_error = None
+        self.writer = threading.Thread(target=self._write_pending, daemon=True)
+        self.writer.start()
+
+    def _write_pending(self):
+        while (rows := self.pending.get()) is not None:
+            if self.write_error is None:  # after a failure, drain the queue so no one waits on it
+                try:
+                    self.file.write(rows.data)
+                except OSError as error:
+                    self.write_error = error
 
     def write(self, t, x, y, p):
         height, width = self.sensor
@@ -65,15 +80,28 @@ class EventsNpyWriter:
         if len(t):
             self.in_order = self.in_order and t[0] >= self.last_t and not (np.diff(t) < 0).any()
             self.last_t = max(self.last_t, float(t.max()))
+        if self.write_error is not None:
+            raise self.write_error
         rows = np.empty((len(t), 4), dtype=np.float64)
         rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = t, x, y, p
-        self.file.write(rows.data)
+        self.pending.put(rows)
         self.count += len(t)
 
+    def abort(self):
+        """Stop the writing thread and close the file, which is left incomplete."""
+        self.pending.put(None)
+        self.writer.join()
+        self.file.close()
+
     def close(self):
+        """Finish the file; returns the number of events."""
+        self.pending.put(None)
+        self.writer.join()
         self.file.seek(0)
         self.file.write(npy_header(self.count))
         self.file.close()
+        if self.write_error is not None:
+            raise self.write_error
         if not self.in_order:
             print(f"note: {self.source}: events are not in time order; sorting them (stable)", file=sys.stderr)
             self._sort()
@@ -109,22 +137,27 @@ def _write_sequence(source, folder, dataset, name):
                            color_images_topic=facts["color_images_topic"])
     # disable=None: no bar when stderr is not a terminal, so logs and errors stay one line each
     with tqdm(desc=name, unit="ev", unit_scale=True, leave=False, dynamic_ncols=True, disable=None) as bar:
-        for piece in pieces:
-            if piece[0] == "sensor":
-                sensor = tuple(piece[1])
-                if sensor != facts["sensor"]:
-                    print(f"warning: {source}: the file's sensor H={sensor[0]}, W={sensor[1]} differs from "
-                          f"{dataset}'s H={facts['sensor'][0]}, W={facts['sensor'][1]}; using the file's", file=sys.stderr)
-            elif piece[0] == "events":
-                if writer is None:
-                    writer = EventsNpyWriter(os.path.join(folder, "events.npy"), source, sensor or facts["sensor"])
-                writer.write(*piece[1:])
-                bar.update(len(piece[1]))
-            elif piece[0] == "frame":
-                _, key, t, image = piece
-                if not frames[key]:
-                    os.mkdir(os.path.join(folder, key))
-                frames[key].append((t, _write_frame(folder, key, len(frames[key]), image)))
+        try:
+            for piece in pieces:
+                if piece[0] == "sensor":
+                    sensor = tuple(piece[1])
+                    if sensor != facts["sensor"]:
+                        print(f"warning: {source}: the file's sensor H={sensor[0]}, W={sensor[1]} differs from "
+                              f"{dataset}'s H={facts['sensor'][0]}, W={facts['sensor'][1]}; using the file's", file=sys.stderr)
+                elif piece[0] == "events":
+                    if writer is None:
+                        writer = EventsNpyWriter(os.path.join(folder, "events.npy"), source, sensor or facts["sensor"])
+                    writer.write(*piece[1:])
+                    bar.update(len(piece[1]))
+                elif piece[0] == "frame":
+                    _, key, t, image = piece
+                    if not frames[key]:
+                        os.mkdir(os.path.join(folder, key))
+                    frames[key].append((t, _write_frame(folder, key, len(frames[key]), image)))
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
     if writer is None or writer.close() == 0:
         raise EventDataError(source, "no events")
     for key, written in frames.items():
