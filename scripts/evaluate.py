@@ -247,7 +247,12 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
     if interval is None:
         return None, f"{name}: not in EVREAL's {dataset} evaluation set; skipped (--dataset none scores it whole)"
     flags = {**dataset_flags(dataset), **common}
-    events, sensor = load_events(path, sensor=(flags.get("H"), flags.get("W")))
+    try:
+        events, sensor = load_events(path, sensor=(flags.get("H"), flags.get("W")))
+    except EventDataError as error:
+        from_table = dataset in DATASETS and not {"H", "W"} & set(common)
+        hint = f" (--H/--W are {dataset}'s sensor in scripts/datasets.py; give --H and --W to override)" if from_table else ""
+        raise EvaluationError(f"{name}: {error}{hint}") from None
     if events.frames is None or len(events.frames) == 0:
         return None, f"{name}: no APS frames to score against; skipped"
     t_first, t_last = float(events.t[0]), float(events.t[-1])
@@ -456,10 +461,7 @@ def evaluate(options):
     common = configs[0][1]  # the sensor flags of the first configuration choose how frames are read
     plans, skipped = [], []
     for path in find_sequences(options.paths):
-        try:
-            sequence, why = plan_sequence(path, options.dataset, common, use_lpips)
-        except EventDataError as error:
-            raise EvaluationError(f"{sequence_name(path)}: {error}") from None
+        sequence, why = plan_sequence(path, options.dataset, common, use_lpips)
         if sequence is None:
             skipped.append(why)
             print(f"note: {why}", file=sys.stderr)
@@ -522,6 +524,9 @@ def evaluate(options):
 
 def score_pair(pred_path, ref_path, histeq, use_lpips):
     """MSE, SSIM and LPIPS of one image pair (LPIPS None when skipped or the images are too small)."""
+    for path in (pred_path, ref_path):
+        if not os.path.isfile(path):
+            raise EvaluationError(f"{path}: no such file")
     try:
         pred, ref = utils.read_gray(pred_path), utils.read_gray(ref_path)
     except (OSError, ValueError) as error:

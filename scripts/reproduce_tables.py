@@ -49,7 +49,12 @@ def download_instructions(data_root):
              "the authors' README: Data Preparation, and AED Dataset), convert them, and run this again:"]
     for name, facts in DATASETS.items():
         scored = [sequence for sequence, interval in facts["sequences"].items() if interval is not None]
-        what = f"the sequences {', '.join(scored)}" if scored else "its sequences"
+        if scored:
+            what = f"the sequences {', '.join(scored)}"
+        elif facts["sequences"]:
+            what = "no sequence yet: the table gives none of them an evaluation interval, so it is skipped"
+        else:
+            what = "its sequences, each scored whole"
         kinds = " or ".join(SOURCE_KINDS.get(kind, kind) for kind in facts["sources"])
         converter = f"convert_{name}.py"
         if os.path.isfile(os.path.join(SCRIPTS, converter)):
@@ -71,8 +76,8 @@ def reproduce(options):
     merged = {}
     for name, folder in datasets:
         print(f"== {name}: {folder}", file=sys.stderr)
-        dataset_options = argparse.Namespace(**vars(options), paths=[folder], dataset=name,
-                                             out_dir=os.path.join(options.out_dir, name))
+        dataset_options = argparse.Namespace(**{**vars(options), "paths": [folder], "dataset": name,
+                                                "out_dir": os.path.join(options.out_dir, name)})
         try:
             results = evaluate.evaluate(dataset_options)
         except evaluate.NothingToScore as error:
