@@ -204,6 +204,18 @@ def test_real_aedat4():
     assert set(np.unique(events.p)) == {-1, 1}
 
 
+def test_aedat_frames():
+    """No frame-bearing AEDAT4 sample is at hand, so the packet conversion is checked alone."""
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    timing = {"t": 10, "exposure_begin_t": 1_000_000, "exposure_end_t": 1_000_500}
+    t, image = event_data._aedat_frame({**timing, "format": "BGR", "pixels": rgb[..., ::-1]})
+    assert t == 1.00025 and (image == rgb).all()
+    t, image = event_data._aedat_frame({"t": 2_000_000, "format": "RGBA", "pixels": np.dstack([rgb, rgb[..., :1]])})
+    assert t == 2.0 and (image == rgb).all()
+    gray = rgb[..., 0]
+    assert (event_data._aedat_frame({"t": 0, "format": "L", "pixels": gray[..., None]})[1] == gray).all()
+
+
 # --- bad input --------------------------------------------------------------------------
 
 def _bad_bag(tmp_path, name, truncate=False, **options):
