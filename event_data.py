@@ -449,6 +449,8 @@ def _txt_pieces(stream, path, first_line=1):
             break
         data = carry + data
         cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) > _TXT_BLOCK:  # not lines of text: stop before holding it all
+            raise EventDataError(path, f"line {line}: longer than {_TXT_BLOCK} bytes; not a text file of events")
         block, carry = data[:cut], data[cut:]
         if block:
             columns = _parse_txt_fast(block)  # one event per line when it succeeds

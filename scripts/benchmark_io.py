@@ -29,6 +29,7 @@ import numpy as np
 
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(SCRIPTS))
+from convert_common import convert_sequence  # noqa: E402
 from event_data import collect, detect_format, stream_events  # noqa: E402
 
 DVS_EVENT_MSG = "uint16 x\nuint16 y\ntime ts\nbool polarity\n"
@@ -40,7 +41,8 @@ def synthetic_recording(n_events, sensor=(180, 240), rate=300_000, frame_rate=20
     second, from time t0_us, and gray APS frames over the same span. t = t_us / 1e6."""
     rng = np.random.default_rng(seed)
     height, width = sensor
-    t_us = t0_us + np.cumsum(rng.integers(0, max(2, int(2e6 / rate)), n_events, dtype=np.int64))
+    gap_us = rng.integers(0, max(2, round(2e6 / rate) + 1), n_events, dtype=np.int64)  # mean about 1e6 / rate
+    t_us = t0_us + np.cumsum(gap_us)
     n_frames = max(2, int((t_us[-1] - t_us[0]) / 1e6 * frame_rate))
     frame_t_us = np.linspace(t_us[0], t_us[-1], n_frames).astype(np.int64)
     return {"sensor": sensor, "t_us": t_us, "t": t_us / 1e6,
@@ -287,7 +289,6 @@ def main():
     parser.add_argument("--dir", default=None, help="where to write the files (default: a temporary folder, removed)")
     args = parser.parse_args()
 
-    from convert_common import convert_sequence
     recording = synthetic_recording(args.events)
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         if args.memory:
