@@ -241,7 +241,7 @@ class Sequence:
 
 
 def plan_sequence(path, dataset_choice, common, use_lpips):
-    """A Sequence, or (None, why it is skipped)."""
+    """(Sequence, None), or (None, why the sequence is skipped)."""
     name = sequence_name(path)
     dataset, interval = evaluation_interval(name, dataset_choice)
     if interval is None:
@@ -270,7 +270,7 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
     inside = (events.frame_t[in_interval] >= begin) & (events.frame_t[in_interval] <= end)
     chosen = in_interval[inside]
     if chosen.size == 0:
-        raise EvaluationError(f"{name}: no events between the APS frames of the evaluation interval")
+        raise EvaluationError(f"{name}: the events end before or begin after every APS frame of the evaluation interval")
     if chosen.size < in_interval.size:
         print(f"note: {name}: {in_interval.size - chosen.size} APS frames of the interval lie outside the events "
               f"and cannot be reconstructed; they are not scored", file=sys.stderr)
