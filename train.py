@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -80,11 +79,23 @@ def get_parser():
     parser.add_argument("--render_only", metavar="CHECKPOINT", default=None, help="render from a saved model.pt without training")
     parser.add_argument("--plain", action="store_true",
                         help="reference path: autograd loss and unfused AdamW (same results, slower; for checking)")
-    parser.add_argument("--matmul_precision", choices=["highest", "high", "medium"], default="highest",
+    parser.add_argument("--matmul_precision", choices=["auto", "highest", "high", "medium"], default="auto",
                         help="torch.set_float32_matmul_precision: 'high' allows TF32 on NVIDIA GPUs, 'medium' also "
-                             "bfloat16 (on GPUs and on CPUs with AMX); faster, slightly less exact")
+                             "bfloat16 (on GPUs, and on CPUs with AMX). auto: medium on a CPU with AMX (where "
+                             "scripts/benchmark.py measured the same quality, 12%% faster), highest elsewhere")
     parser.add_argument("--no_video", action="store_true", help="skip video.mp4")
     return parser
+
+
+def split_configurations(argv, flag):
+    """(arguments before `flag`, the strings after it) for scripts that take several train.py
+    configurations last on their line (`--compare`, `--configs`): taking everything after the
+    flag as a configuration lets a lone switch such as "--plain" stand as one, where argparse
+    would read it as an option. The strings are None when `flag` is absent."""
+    if flag not in argv:
+        return list(argv), None
+    split = argv.index(flag)
+    return list(argv[:split]), list(argv[split + 1:])
 
 
 # -----------------------------------------------------------------------------
@@ -274,7 +285,7 @@ def publish(work, final):
         os.rename(work, final)
 
 
-def event_image(events, sensor, begin, end, color):
+def event_image(events, sensor, begin, end):
     """The events between two times as a red/blue picture (a mosaic sum for colour sensors)."""
     first, last = np.searchsorted(events.t, [begin, end])
     flat = events.y[first:last].astype(np.int64) * sensor[1] + events.x[first:last]
@@ -282,12 +293,12 @@ def event_image(events, sensor, begin, end, color):
     return utils.event_frame_to_rgb(summed.reshape(sensor))
 
 
-def write_preview(path, events, sensor, times, images, aps_index, args, n_points=4):
+def write_preview(path, events, sensor, times, images, aps_index, n_points=4):
     picks = np.unique(np.linspace(0, len(times) - 1, min(n_points, len(times))).round().astype(int))
     spacing = np.median(np.diff(times)) if len(times) > 1 else 0.02
     rows = []
     for k in picks:
-        row = [(event_image(events, sensor, times[k] - spacing, times[k], args.color_event), f"events {times[k]:.3f}s"),
+        row = [(event_image(events, sensor, times[k] - spacing, times[k]), f"events {times[k]:.3f}s"),
                (images[k], "EvINR")]
         if aps_index[k] >= 0:
             row.append((events.frames[aps_index[k]], "APS"))
@@ -303,11 +314,7 @@ def score(events, images, aps_index, times):
     for image, index, t in zip(images, aps_index, times):
         if index <= 0:
             continue
-        prediction = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        reference = events.frames[index]
-        reference = reference if reference.ndim == 2 else cv2.cvtColor(reference, cv2.COLOR_RGB2GRAY)
-        scores = utils.score_frame(prediction.astype(np.float64) / 255.0, reference.astype(np.float64) / 255.0,
-                                   use_lpips=use_lpips)
+        scores = utils.score_frame(utils.gray_float(image), utils.gray_float(events.frames[index]), use_lpips=use_lpips)
         per_frame.append({"aps_index": int(index), "t": float(t), **scores})
     if not per_frame:
         return None
@@ -332,6 +339,16 @@ def configure_host_memory():
             pass
 
 
+def matmul_precision(choice, device):
+    """Resolve --matmul_precision auto. bfloat16 matrix products are used only where the benchmark
+    showed unchanged quality: CPUs with AMX tiles, which multiply bfloat16 natively. Elsewhere
+    (GPUs included, not measured here) full float32."""
+    if choice != "auto":
+        return choice
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "medium" if device.type == "cpu" and amx else "highest"
+
+
 def run(args):
     wall_start = time.perf_counter()
     checkpoint = None
@@ -353,7 +370,7 @@ def run(args):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
     torch.manual_seed(args.seed)
-    torch.set_float32_matmul_precision(args.matmul_precision)
+    torch.set_float32_matmul_precision(matmul_precision(args.matmul_precision, device))
     configure_host_memory()
 
     began = time.perf_counter()
@@ -430,13 +447,14 @@ def fit_and_write(args, events, sensor, windows, times, aps_index, device, work,
     if not args.no_video:
         spacing = np.median(np.diff(times)) if len(times) > 1 else 1.0
         utils.write_video(os.path.join(work, "video.mp4"), images, fps=float(np.clip(1.0 / spacing, 1.0, 240.0)))
-    write_preview(os.path.join(work, "preview.png"), events, sensor, times, images, aps_index, args)
+    write_preview(os.path.join(work, "preview.png"), events, sensor, times, images, aps_index)
     metrics = score(events, images, aps_index, times) if events.frames is not None else None
     if metrics is not None:
         with open(os.path.join(work, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
     config = {name: value for name, value in vars(args).items()}
-    config.update(data_path=os.path.abspath(data_path), H=int(sensor[0]), W=int(sensor[1]))
+    config.update(data_path=os.path.abspath(data_path), H=int(sensor[0]), W=int(sensor[1]),
+                  matmul_precision_used=torch.get_float32_matmul_precision())
     torch.save({"config": config, "windows": states}, os.path.join(work, "model.pt"))
     timings["write_s"] = time.perf_counter() - began
     if not args.render_only:

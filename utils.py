@@ -75,6 +75,15 @@ def write_png(path, image_uint8):
         raise OSError(f"could not write {path}")
 
 
+def gray_float(image_uint8):
+    """uint8 gray [H, W] or RGB [H, W, 3] -> gray float [H, W] in [0, 1], the form the metrics
+    take (colour converted with OpenCV's BT.601 weights, as read_gray does)."""
+    image = np.asarray(image_uint8)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return image.astype(np.float64) / 255.0
+
+
 def read_gray(path):
     """Read an 8-bit image as gray float [H, W] in [0, 1] (uint8 / 255); colour is converted
     with OpenCV's BT.601 weights."""

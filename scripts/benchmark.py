@@ -101,12 +101,9 @@ def main():
     parser.add_argument("--configs", nargs="*", metavar="FLAGS",
                         help="last on the line: train.py flags for each configuration, one quoted string each "
                              "('' or 'default' = the defaults)")
-    # Everything after --configs is a configuration, even a lone flag such as "--plain" that
-    # argparse would otherwise take for an option of this script.
-    argv = sys.argv[1:]
-    split = argv.index("--configs") if "--configs" in argv else len(argv)
-    args = parser.parse_args(argv[:split])
-    args.configs = [("" if c == "default" else c) for c in argv[split + 1:]] or [""]
+    argv, configs = train.split_configurations(sys.argv[1:], "--configs")
+    args = parser.parse_args(argv)
+    args.configs = [("" if c == "default" else c) for c in configs or []] or [""]
     with tempfile.TemporaryDirectory(prefix="evinr_benchmark_") as scratch:
         data = os.path.join(scratch, "workload")
         n_events, simulate_s = make_workload(data, args)

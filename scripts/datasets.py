@@ -76,7 +76,8 @@ DATASETS = {
         "images_topic": "/dvs/image_raw",
         "color_images_topic": "/dvs/image_color",
         "sources": (".bag",),
-        "sequences": {name: None for name in (
+        # EVREAL has no CED protocol; its sequences are scored whole against the gray APS frames.
+        "sequences": {name: WHOLE_SEQUENCE for name in (
             "calib_low_density", "driving_country", "driving_tunnel_sun", "indoors_foosball_1",
             "indoors_very_dark_250ms", "people_static_air_guitar", "people_static_dancing_multiple_3",
             "people_static_wave_counterclockwise", "simple_color_keyboard_1", "simple_color_keyboard_2",

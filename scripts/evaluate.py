@@ -80,6 +80,7 @@ UNSET = object()  # marks the train.py options not given on a command line
 def parse_given(parser, tokens, known_only=False):
     """Parse `tokens`; the namespace holds the train.py options only where they were given, so
     that flags can be stacked (defaults, then a dataset's, then the command line's)."""
+    tokens, compare = train.split_configurations(tokens, "--compare")
     namespace = argparse.Namespace(**dict.fromkeys(TRAIN_OPTIONS, UNSET))
     if known_only:
         namespace, unknown = parser.parse_known_args(tokens, namespace=namespace)
@@ -88,6 +89,10 @@ def parse_given(parser, tokens, known_only=False):
     for name in TRAIN_OPTIONS:
         if getattr(namespace, name) is UNSET:
             delattr(namespace, name)
+    if compare is not None:
+        if not compare:
+            parser.error("--compare needs at least one configuration")
+        namespace.compare = compare
     return namespace, unknown
 
 
@@ -97,8 +102,8 @@ def options_parser(description):
                                      conflict_handler="resolve", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--out_dir", help="where tables, frames and previews go")
     parser.add_argument("--compare", nargs="+", metavar="FLAGS",
-                        help='several configurations in one table, each a quoted string of train.py flags or "default", '
-                             'e.g. --compare "default" "--align midpoint"; a lone switch needs a space: "--no_c2f "')
+                        help='last on the line: several configurations in one table, each a quoted string of train.py '
+                             'flags or "default", e.g. --compare "default" "--align midpoint" "--no_c2f"')
     parser.add_argument("--histeq", choices=utils.HISTEQ_MODES, default="none",
                         help="histogram equalisation of both images before scoring")
     parser.add_argument("--no_lpips", action="store_true", help="score MSE and SSIM only (no LPIPS weights needed)")
