@@ -108,7 +108,8 @@ def fit_windows(events, args):
     begin = t_first + args.t_start
     end = t_last if t_end is None else min(t_first + t_end, t_last)
     if not end > begin:
-        raise EventDataError(events.path, f"no events in the window {args.t_start:g}-{t_end:g} s after the first event "
+        asked = f"{args.t_start:g}-{t_end:g} s" if t_end is not None else f"from {args.t_start:g} s"
+        raise EventDataError(events.path, f"no events in the window {asked} after the first event "
                                           f"(the recording spans {t_last - t_first:.3f} s)")
     if not args.window:
         return [(begin, end)]

@@ -172,8 +172,6 @@ def test_npy_header_fits_any_count(tmp_path):
 
 def test_train_runs_on_converted_output(tmp_path):
     train = os.path.join(REPO, "train.py")
-    if not os.path.isfile(train) or "--iters" not in open(train).read():
-        pytest.skip("train.py is absent or has no --iters yet (it is written by another developer)")
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()
     formats.write_bag(raw / "slider_depth.bag", formats.synthetic_recording(20_000, rate=50_000))
@@ -182,3 +180,4 @@ def test_train_runs_on_converted_output(tmp_path):
                              "--iters", "4", "--train_resolution", "4", "--H", "180", "--W", "240"],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert len(os.listdir(tmp_path / "runs" / "x" / "frames")) > 0

@@ -143,6 +143,7 @@ GOOD = [[0.0, 1, 1, 1], [0.1, 2, 2, 0], [0.2, 3, 1, 1]]
     ("unsorted", "not sorted"),
     ("outside", "outside"),
     ("no_events_in_window", "no events"),
+    ("no_events_in_any_window", "no events"),
     ("unknown_format", "unknown event format"),
 ])
 def test_bad_input_fails_cleanly(tmp_path, case, problem):
@@ -158,7 +159,8 @@ def test_bad_input_fails_cleanly(tmp_path, case, problem):
     else:
         rows = {"nan": [[0.0, 1, 1, 1], [float("nan"), 2, 2, 0]], "shape": [[0.0, 1, 1], [0.1, 2, 2]],
                 "unsorted": [[0.2, 1, 1, 1], [0.1, 2, 2, 0]]}.get(case, GOOD)
-        extra = {"outside": ["--H", "2", "--W", "3"], "no_events_in_window": ["--t_start", "5"]}.get(case, [])
+        extra = {"outside": ["--H", "2", "--W", "3"], "no_events_in_window": ["--t_start", "5"],
+                 "no_events_in_any_window": ["--t_start", "5", "--window", "1"]}.get(case, [])
         path = events_file(tmp_path, rows)
     out = tmp_path / "out"
     result = train("-d", path, "-o", str(out), "-n", "bad", *SMALL, *extra)
