@@ -70,8 +70,9 @@ def get_parser():
     parser.add_argument("--chunking", choices=["count", "time"], default="count",
                         help="event frames of equal event count (the authors') or of equal duration")
     parser.add_argument("--window", type=float, default=None,
-                        help="fit consecutive windows of this many seconds (a whole recording), each warm-started "
-                             "from the previous one and tied to its last frame")
+                        help="fit a whole recording as consecutive windows of about this many seconds (equal "
+                             "windows, 0.67-1.5x this long), each warm-started from the previous one and tied to "
+                             "its last frame")
     parser.add_argument("--window_tie", type=float, default=1.0, help="weight of the boundary-frame tie between windows")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same frames")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing experiment folder")
@@ -115,8 +116,10 @@ def fit_windows(events, args):
         return [(begin, end)]
     if args.window <= 0:
         raise UsageError("--window must be positive")
-    n_windows = max(1, int(np.ceil((end - begin) / args.window - 1e-9)))
-    edges = np.minimum(begin + args.window * np.arange(n_windows + 1), end)
+    # Equal windows as close to --window as a whole number of them allows, rather than full
+    # windows and a leftover sliver with too few events to fit.
+    n_windows = max(1, int(np.ceil((end - begin) / args.window - 0.5)))
+    edges = np.linspace(begin, end, n_windows + 1)
     return list(zip(edges[:-1], edges[1:]))
 
 

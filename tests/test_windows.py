@@ -66,3 +66,16 @@ def test_tied_windows_have_no_brightness_jump(sequence, tmp_path):
 def test_untied_windows_show_the_jump_the_measure_is_for(sequence, tmp_path):
     ratios, _ = seam_ratios(fit(sequence, tmp_path, tie=0.0))
     assert ratios.min() > SEAM_LIMIT, f"without the tie the seam is only {ratios.round(2)} x the inside change"
+
+
+def test_windows_are_equal_and_close_to_the_requested_length():
+    from types import SimpleNamespace
+    events = SimpleNamespace(t=np.array([10.0, 13.4]), path="rec")
+    for window, expected in ((1.7, 2), (1.0, 3), (0.9, 4), (5.0, 1)):
+        args = train.get_parser().parse_args(["--window", str(window)])
+        windows = train.fit_windows(events, args)
+        assert len(windows) == expected
+        lengths = np.diff(np.array(windows), axis=1).ravel()
+        np.testing.assert_allclose(lengths, 3.4 / expected)
+        assert windows[0][0] == 10.0 and windows[-1][1] == 13.4
+        assert all(a[1] == b[0] for a, b in zip(windows[:-1], windows[1:]))
