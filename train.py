@@ -83,7 +83,7 @@ def get_parser():
     parser.add_argument("--matmul_precision", choices=["auto", "highest", "high", "medium"], default="auto",
                         help="torch.set_float32_matmul_precision: 'high' allows TF32 on NVIDIA GPUs, 'medium' also "
                              "bfloat16 (on GPUs, and on CPUs with AMX). auto: medium on a CPU with AMX (where "
-                             "scripts/benchmark.py measured the same quality, 12%% faster), highest elsewhere")
+                             "scripts/benchmark.py measured the same quality, 11%% faster), highest elsewhere")
     parser.add_argument("--no_video", action="store_true", help="skip video.mp4")
     return parser
 
