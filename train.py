@@ -359,8 +359,11 @@ def run(args):
     if args.render_only:
         if not os.path.isfile(args.render_only):
             raise EventDataError(args.render_only, "no such checkpoint")
-        checkpoint = torch.load(args.render_only, map_location="cpu", weights_only=True)
-        saved = checkpoint["config"]
+        try:
+            checkpoint = torch.load(args.render_only, map_location="cpu", weights_only=True)
+            saved = checkpoint["config"]
+        except Exception:  # torch raises many kinds for a file that is not a checkpoint
+            raise EventDataError(args.render_only, "not a model.pt written by train.py (unreadable or truncated)") from None
         for name in ("data_path", "t_start", "t_end", "H", "W", "color_event", "net_layers", "net_width", "window", "event_thresh"):
             if name != "data_path" or args.data_path is None:
                 setattr(args, name, saved[name])

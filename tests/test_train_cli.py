@@ -181,3 +181,12 @@ def test_existing_output_is_never_overwritten_silently(sequence, tmp_path):
     assert (folder / "keep.txt").read_text() == "finished work"
     result = train("-d", sequence, "-o", str(tmp_path), "-n", "run", "--overwrite", "--no_video", *SMALL)
     assert result.returncode == 0 and not (folder / "keep.txt").exists() and (folder / "frames").is_dir()
+
+
+def test_render_only_with_a_broken_checkpoint_fails_cleanly(tmp_path):
+    broken = tmp_path / "model.pt"
+    broken.write_bytes(b"not a checkpoint")
+    result = train("--render_only", str(broken), "-o", str(tmp_path), "-n", "render")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {broken}: not a model.pt")
+    assert not (tmp_path / "render").exists()
