@@ -39,7 +39,6 @@ from dataclasses import dataclass
 # train.py and its modules live one folder up
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import train  # noqa: E402
@@ -241,7 +240,7 @@ class Sequence:
     span: tuple              # (begin, end) of the fit on the recording's clock
     aps_index: np.ndarray    # the APS frames to reconstruct and score
     frame_t: np.ndarray      # their times, recording clock
-    references: np.ndarray   # their images, gray uint8 [n, H, W]
+    references: np.ndarray   # their images, gray float [n, H, W] in [0, 1]
     use_lpips: bool
 
 
@@ -280,7 +279,7 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
         print(f"note: {name}: {in_interval.size - chosen.size} APS frames of the interval lie outside the events "
               f"and cannot be reconstructed; they are not scored", file=sys.stderr)
     frames = events.frames[chosen]
-    references = np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]) if frames.ndim == 4 else frames.copy()
+    references = np.stack([utils.gray_float(frame) for frame in frames])
     lpips_fits = min(sensor) >= utils.LPIPS_MIN_SIZE
     if use_lpips and not lpips_fits:
         print(f"note: {name}: {sensor[1]}x{sensor[0]} frames are too small for LPIPS (AlexNet needs "
@@ -330,7 +329,7 @@ def score_sequence(sequence, frame_paths, times, histeq):
         if abs(times[k] - sequence.frame_t[k]) > TIME_TOLERANCE:
             continue
         image = utils.read_gray(frame_paths[k])
-        reference = sequence.references[k].astype(np.float64) / 255.0
+        reference = sequence.references[k]
         if image.shape != reference.shape:
             raise EvaluationError(f"{sequence.name}: reconstruction is {image.shape[1]}x{image.shape[0]} but APS frame "
                                   f"{index} is {reference.shape[1]}x{reference.shape[0]} (WxH)")
@@ -449,7 +448,7 @@ def write_preview(path, sequence, picks, images):
     rows = []
     for k, pick in enumerate(picks):
         row = [(images[label][k], label[:28]) for label in images]
-        row.append((sequence.references[pick], f"APS {sequence.frame_t[pick] - sequence.t_zero:.2f}s"))
+        row.append((utils.tone_map_to_uint8(sequence.references[pick]), f"APS {sequence.frame_t[pick] - sequence.t_zero:.2f}s"))
         rows.append(row)
     utils.make_preview(path, rows)
 
