@@ -191,12 +191,6 @@ def events_from_columns(t, x, y, p, path, fmt, sensor=None, frames=None, frame_t
     return Events(t=t, x=x, y=y, p=p, sensor=sensor, frames=frames, frame_t=frame_t, format=fmt, path=path)
 
 
-def events_from_array(array, path, fmt, **extra):
-    """An [N, 4] array of (t, x, y, p) rows, as the authors' events.npy holds."""
-    _check_rows(array, path)
-    return events_from_columns(array[:, 0], array[:, 1], array[:, 2], array[:, 3], path, fmt, **extra)
-
-
 def _check_rows(array, path):
     if array.ndim != 2 or array.shape[1] != 4:
         raise EventDataError(path, f"expected an [N, 4] array of (t, x, y, p), got shape {list(array.shape)}")
@@ -241,17 +235,6 @@ def _folder_image_pieces(folder, list_name="images.txt", key="images"):
     with open(list_path) as f:
         text = f.read()
     return _image_list_pieces(list_path, text, lambda relative: _file_bytes(os.path.join(folder, relative)), key)
-
-
-def read_image_list(folder, list_name="images.txt"):
-    """Read `images.txt` (lines `t relative/path.png`) and the images it names: (uint8 frames,
-    gray [K, H, W] or RGB [K, H, W, 3], float64 times), or (None, None) when it lists none."""
-    pieces = list(_folder_image_pieces(folder, list_name))
-    if not pieces:
-        return None, None
-    if len({piece[3].shape for piece in pieces}) != 1:
-        raise EventDataError(os.path.join(folder, list_name), "APS frames have different sizes")
-    return np.stack([piece[3] for piece in pieces]), np.array([piece[2] for piece in pieces], dtype=np.float64)
 
 
 def _is_folder_with(*names):

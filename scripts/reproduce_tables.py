@@ -13,7 +13,6 @@ configuration, MSE, SSIM and LPIPS per dataset.
 """
 
 import argparse
-import json
 import os
 import sys
 

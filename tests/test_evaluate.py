@@ -1,7 +1,6 @@
 """scripts/evaluate.py: EVREAL's choice of frames, frame-weighted means, the outputs end to end,
 --pair, --compare, and bad input failing cleanly. (The metrics themselves: tests/test_utils.py.)"""
 
-import argparse
 import csv
 import json
 import os
