@@ -31,9 +31,12 @@ class SineLayer(nn.Module):
         return torch.sin(self.w0 * self.linear(inputs))
 
     def forward_with_tangent(self, inputs, tangent):
-        """The layer and its directional derivative (forward-mode: d sin(u) = cos(u) du)."""
-        pre = self.w0 * self.linear(inputs)
-        return torch.sin(pre), torch.cos(pre) * (self.w0 * (tangent @ self.linear.weight.t()))
+        return sine_with_tangent(self.w0 * self.linear(inputs), self.w0 * (tangent @ self.linear.weight.t()))
+
+
+def sine_with_tangent(pre, pre_tangent):
+    """sin(pre) and its directional derivative (forward mode: d sin(u) = cos(u) du)."""
+    return torch.sin(pre), torch.cos(pre) * pre_tangent
 
 
 class EvINR(nn.Module):
@@ -80,26 +83,88 @@ class EvINR(nn.Module):
         return self._frames(value), self._frames(derivative)
 
 
+class StackedEvINR(nn.Module):
+    """K EvINR networks of one shape, evaluated and trained together (one per time window).
+
+    Each layer's K weight matrices are stacked on a leading model dimension and applied with
+    one batched matrix product, so an iteration over K windows launches the kernels of one. On a
+    GPU, where a single 240x180 network is too small to fill the device and the loop is bound by
+    kernel launches, that is the lever for whole recordings. Network k only ever sees its own
+    inputs, the loss is a sum of per-network terms and AdamW is elementwise: fitting K windows
+    stacked gives the networks that fitting them one by one from the same start would."""
+
+    def __init__(self, models):
+        super().__init__()
+        first = models[0]
+        self.height, self.width, self.channels, self.w0 = first.height, first.width, first.channels, first.w0
+        self.n_models, self.n_body = len(models), len(first.body)
+        linears = lambda m: [layer.linear for layer in m.body] + [m.head]
+        # weights as [K, in, out] and biases as [K, 1, out]: the operands of torch.baddbmm
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([linears(m)[i].weight.detach().t() for m in models]).contiguous())
+            for i in range(self.n_body + 1))
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([linears(m)[i].bias.detach() for m in models]).unsqueeze(1).contiguous())
+            for i in range(self.n_body + 1))
+
+    def _frames(self, flat):
+        return flat.view(self.n_models, -1, self.channels, self.height, self.width)
+
+    def forward(self, t):
+        """t: [K, T] normalised times, row k for network k -> [K, T, channels, H, W]."""
+        *body, (head_weight, head_bias) = zip(self.weights, self.biases)
+        features = t.reshape(self.n_models, -1, 1)
+        for weight, bias in body:
+            features = torch.sin(self.w0 * torch.baddbmm(bias, features, weight))
+        return self._frames(self.w0 * torch.baddbmm(head_bias, features, head_weight))
+
+    def forward_with_derivative(self, t):
+        """As EvINR.forward_with_derivative, for each network: both [K, T, channels, H, W]."""
+        *body, (head_weight, head_bias) = zip(self.weights, self.biases)
+        features = t.reshape(self.n_models, -1, 1)
+        tangent = torch.ones_like(features)
+        for weight, bias in body:
+            features, tangent = sine_with_tangent(self.w0 * torch.baddbmm(bias, features, weight),
+                                                  self.w0 * torch.bmm(tangent, weight))
+        value = self.w0 * torch.baddbmm(head_bias, features, head_weight)
+        return self._frames(value), self._frames(self.w0 * torch.bmm(tangent, head_weight))
+
+    def unstacked(self):
+        """The K networks' parameters as EvINR state dicts (what model.pt stores per window)."""
+        names = [f"body.{i}.linear" for i in range(self.n_body)] + ["head"]
+        return [{**{f"{name}.weight": weight[k].t().detach().clone() for name, weight in zip(names, self.weights)},
+                 **{f"{name}.bias": bias[k, 0].detach().clone() for name, bias in zip(names, self.biases)}}
+                for k in range(self.n_models)]
+
+
+# The losses take log frames as [K, T, C, H, W]: K networks (one per window when windows are
+# fitted stacked, else K = 1), T query times each. Every term is computed per network; the
+# total is their sum, so each network gets exactly the gradient it would get alone.
+
+def per_network_mean(tensor):
+    return tensor.flatten(1).mean(1)
+
+
 def spatial_smoothness(log_frames):
-    """Mean absolute vertical and horizontal neighbour differences (the spatial regulariser)."""
-    vertical = (log_frames[:, :, 1:, :] - log_frames[:, :, :-1, :]).abs().mean()
-    horizontal = (log_frames[:, :, :, 1:] - log_frames[:, :, :, :-1]).abs().mean()
-    return vertical + horizontal
+    """Mean absolute vertical and horizontal neighbour differences (the spatial regulariser), [K]."""
+    vertical = log_frames[..., 1:, :] - log_frames[..., :-1, :]
+    horizontal = log_frames[..., :, 1:] - log_frames[..., :, :-1]
+    return per_network_mean(vertical.abs()) + per_network_mean(horizontal.abs())
 
 
 def constant_brightness(log_frames):
-    """Variance over time of each frame's mean log intensity: the scene's overall brightness
+    """Variance over time of each frame's mean log intensity, [K]: the scene's overall brightness
     should not drift, which pins the free per-pixel constant of the PDE."""
-    return log_frames.mean(dim=(1, 2, 3)).var(unbiased=False)
+    return log_frames.mean(dim=(2, 3, 4)).var(dim=1, unbiased=False)
 
 
 def loss_terms(log_frames, change, target, w):
     """The three EvINR terms from the frames, their temporal change and the event frames."""
-    temporal = F.mse_loss(change, target)
-    spatial = spatial_smoothness(log_frames) + change.abs().mean()
+    temporal = per_network_mean((change - target) ** 2)
+    spatial = spatial_smoothness(log_frames) + per_network_mean(change.abs())
     brightness = constant_brightness(log_frames)
-    total = w["temporal"] * temporal + w["spatial"] * spatial + w["brightness"] * brightness
-    return total, {"temporal": temporal.detach(), "spatial": spatial.detach(), "brightness": brightness.detach()}
+    total = (w["temporal"] * temporal + w["spatial"] * spatial + w["brightness"] * brightness).sum()
+    return total, temporal, spatial, brightness
 
 
 class FusedDifferenceLoss(torch.autograd.Function):
@@ -108,40 +173,43 @@ class FusedDifferenceLoss(torch.autograd.Function):
     Autograd would keep every intermediate and, for each shifted slice, fill a full-size zero
     tensor and copy into it; here the gradient with respect to the log frames is built in place
     while the loss is computed, in about half the memory passes. The frames are large
-    ([T, C, H, W] with T up to 101) and the loop is memory-bound on a CPU, so this is most of
+    ([K, T, C, H, W] with T up to 101) and the loop is memory-bound on a CPU, so this is most of
     the speed-up over the plain path. tests/test_model.py checks it against `loss_terms`."""
 
     @staticmethod
     def forward(ctx, log_frames, target, w_temporal, w_spatial, w_brightness):
-        change = log_frames[1:] - log_frames[:-1]
+        n_networks = log_frames.shape[0]
+        change = log_frames[:, 1:] - log_frames[:, :-1]
         residual = change - target
-        n_change = change.numel()
-        temporal = torch.dot(residual.view(-1), residual.view(-1)) / n_change
-        vertical = log_frames[:, :, 1:, :] - log_frames[:, :, :-1, :]
-        horizontal = log_frames[:, :, :, 1:] - log_frames[:, :, :, :-1]
-        spatial = (torch.linalg.vector_norm(change.view(-1), 1) / n_change
-                   + torch.linalg.vector_norm(vertical.reshape(-1), 1) / vertical.numel()
-                   + torch.linalg.vector_norm(horizontal.reshape(-1), 1) / horizontal.numel())
-        means = log_frames.mean(dim=(1, 2, 3))
-        brightness = means.var(unbiased=False)
-        total = w_temporal * temporal + w_spatial * spatial + w_brightness * brightness
+        vertical = log_frames[..., 1:, :] - log_frames[..., :-1, :]
+        horizontal = log_frames[..., :, 1:] - log_frames[..., :, :-1]
+        # sizes per network, and norms per network without materialising squares or absolutes
+        n_change, n_vertical, n_horizontal = (tensor[0].numel() for tensor in (change, vertical, horizontal))
+        norm = lambda tensor, order: torch.linalg.vector_norm(tensor.reshape(n_networks, -1), order, dim=1)
+        temporal = norm(residual, 2).square() / n_change
+        spatial = norm(change, 1) / n_change + norm(vertical, 1) / n_vertical + norm(horizontal, 1) / n_horizontal
+        means = log_frames.mean(dim=(2, 3, 4))
+        brightness = means.var(dim=1, unbiased=False)
+        total = (w_temporal * temporal + w_spatial * spatial + w_brightness * brightness).sum()
 
         # d total / d change = (2 w_t residual + w_s sign(change)) / n_change; each change
         # frame k is log_frames[k+1] - log_frames[k], so it adds to frame k+1 and subtracts from k.
         grad_change = residual.mul_(2.0 * w_temporal / n_change).add_(change.sign_(), alpha=w_spatial / n_change)
         grad = torch.empty_like(log_frames)
-        grad[0] = -grad_change[0]
-        torch.sub(grad_change[:-1], grad_change[1:], out=grad[1:-1])
-        grad[-1] = grad_change[-1]
-        vertical_step = vertical.sign_().mul_(w_spatial / vertical.numel())
-        grad[:, :, 1:, :] += vertical_step
-        grad[:, :, :-1, :] -= vertical_step
-        horizontal_step = horizontal.sign_().mul_(w_spatial / horizontal.numel())
-        grad[:, :, :, 1:] += horizontal_step
-        grad[:, :, :, :-1] -= horizontal_step
-        per_frame = w_brightness * 2.0 * (means - means.mean()) / (means.numel() * log_frames[0].numel())
-        grad += per_frame.view(-1, 1, 1, 1)
+        grad[:, 0] = -grad_change[:, 0]
+        torch.sub(grad_change[:, :-1], grad_change[:, 1:], out=grad[:, 1:-1])
+        grad[:, -1] = grad_change[:, -1]
+        vertical_step = vertical.sign_().mul_(w_spatial / n_vertical)
+        grad[..., 1:, :] += vertical_step
+        grad[..., :-1, :] -= vertical_step
+        horizontal_step = horizontal.sign_().mul_(w_spatial / n_horizontal)
+        grad[..., :, 1:] += horizontal_step
+        grad[..., :, :-1] -= horizontal_step
+        n_times, frame_size = means.shape[1], log_frames[0, 0].numel()
+        per_frame = w_brightness * 2.0 * (means - means.mean(dim=1, keepdim=True)) / (n_times * frame_size)
+        grad += per_frame.view(n_networks, n_times, 1, 1, 1)
         ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(temporal, spatial, brightness)
         return total, temporal, spatial, brightness
 
     @staticmethod
@@ -151,7 +219,8 @@ class FusedDifferenceLoss(torch.autograd.Function):
 
 
 def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", weights=None, fused=True):
-    """The EvINR objective for one iteration.
+    """The EvINR objective for one iteration, for an EvINR (frames [n, C, H, W]) or a
+    StackedEvINR (frames [K, n, C, H, W], query times with a leading K).
 
     query_times depend on `align` and `loss` (see `query_times`):
     - diff/boundary: n+1 boundary times; frame k of the n event frames is compared with
@@ -161,30 +230,38 @@ def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", 
     - autograd: n chunk centres and the chunk durations; dL/dt * duration is compared with
       event frame k (the midpoint rule for the integral of dL/dt over the chunk).
     `fused` selects the hand-written gradient for the diff loss (same values, faster).
-    Returns (total, parts) with parts a dict of detached terms."""
+    Returns (total, parts): total summed over networks, parts a dict of detached terms
+    averaged over networks."""
     w = {"temporal": 1.0, "spatial": 0.05, "brightness": 0.1, **(weights or {})}
+    as_networks = lambda frames: frames.reshape(-1, *frames.shape[-4:])  # a view: [K, T, C, H, W]
+    event_frames = as_networks(event_frames)
     if loss == "diff":
-        log_frames = model(query_times)
-        target = event_frames if align == "boundary" else event_frames[: len(log_frames) - 1]
+        log_frames = as_networks(model(query_times))
+        target = event_frames if align == "boundary" else event_frames[:, : log_frames.shape[1] - 1]
         if fused:
-            total, temporal, spatial, brightness = FusedDifferenceLoss.apply(
-                log_frames, target, w["temporal"], w["spatial"], w["brightness"])
-            return total, {"temporal": temporal.detach(), "spatial": spatial.detach(), "brightness": brightness.detach()}
-        return loss_terms(log_frames, log_frames[1:] - log_frames[:-1], target, w)
-    if loss == "autograd":
+            terms = FusedDifferenceLoss.apply(log_frames, target, w["temporal"], w["spatial"], w["brightness"])
+        else:
+            terms = loss_terms(log_frames, log_frames[:, 1:] - log_frames[:, :-1], target, w)
+    elif loss == "autograd":
         centres, durations = query_times
         log_frames, rate = model.forward_with_derivative(centres)
-        return loss_terms(log_frames, rate * durations.view(-1, 1, 1, 1), event_frames, w)
-    raise ValueError(f"unknown loss {loss!r}")
+        change = rate * durations.reshape(*durations.shape, 1, 1, 1)
+        terms = loss_terms(as_networks(log_frames), as_networks(change), event_frames, w)
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    total, temporal, spatial, brightness = terms
+    return total, {"temporal": temporal.detach().mean(), "spatial": spatial.detach().mean(),
+                   "brightness": brightness.detach().mean()}
 
 
 def query_times(boundaries, chunk_midpoints, loss="diff", align="boundary"):
     """The normalised times at which the loss evaluates the network (see `evinr_loss`).
 
     boundaries: [n+1] normalised chunk boundary times; chunk_midpoints: [n] the authors'
-    per-chunk time stamps (normalised), used only by align='midpoint'."""
+    per-chunk time stamps (normalised), used only by align='midpoint'. Both may have a leading
+    network dimension (stacked windows)."""
     if loss == "autograd":
-        return 0.5 * (boundaries[1:] + boundaries[:-1]), boundaries[1:] - boundaries[:-1]
+        return 0.5 * (boundaries[..., 1:] + boundaries[..., :-1]), boundaries[..., 1:] - boundaries[..., :-1]
     return boundaries if align == "boundary" else chunk_midpoints
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import utils
 from event_data import EventDataError, chunk_boundaries, event_frames, load_events
-from model import EvINR, evinr_loss, query_times, tone_map
+from model import EvINR, StackedEvINR, evinr_loss, query_times, tone_map
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEMO_DATA = os.path.join(REPO, "assets", "slider_depth_demo.h5")
@@ -74,6 +74,10 @@ def get_parser():
                              "windows, 0.67-1.5x this long), each warm-started from the previous one and tied to "
                              "its last frame")
     parser.add_argument("--window_tie", type=float, default=1.0, help="weight of the boundary-frame tie between windows")
+    parser.add_argument("--windows_batch", type=int, default=1,
+                        help="with --window: fit this many consecutive windows at once, one network each with "
+                             "their weights stacked (batched matrix products). Each batch starts from the previous "
+                             "batch's last network; neighbours are tied to each other. 1 fits windows one by one")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same frames")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing experiment folder")
     parser.add_argument("--tensorboard", action="store_true", help="also log losses to TensorBoard (needs the tensorboard package)")
@@ -211,12 +215,40 @@ def make_optimizer(model, args):
     return torch.optim.AdamW(model.parameters(), lr=args.lr)
 
 
-def fit(model, window, args, tie_frame=None, log=None, label=""):
-    """Run the optimisation on one window. `tie_frame`, the previous window's last log frame,
-    pins this window's first frame so brightness is continuous across windows."""
+def stage_frames(windows, n_chunks, stacked):
+    """The event frames and query times of one coarse-to-fine stage: one window's, or every
+    window's stacked on a leading dimension (all with the same number of chunks)."""
+    n_chunks = min([n_chunks] + [len(window.t) for window in windows])
+    per_window = [window.frames(n_chunks) for window in windows]
+    return per_window[0] if not stacked else [torch.stack(parts) for parts in zip(*per_window)]
+
+
+def seam_loss(model, tie_frame, device):
+    """Sum over window seams of the mean squared difference of the frames either side: between
+    stacked neighbours (network k's first frame and network k-1's last, both free), and between
+    the first window's first frame and `tie_frame`, the last frame of the window fitted before."""
+    if isinstance(model, StackedEvINR):
+        edges = model(torch.tensor([-1.0, 1.0], device=device).expand(model.n_models, 2))
+        firsts, before = edges[:, 0], edges[:-1, 1]
+    else:  # a single window's only seam is with the window before it
+        firsts = model(torch.full((1,), -1.0, device=device))
+        before = firsts[:0]
+    after = firsts[1:]
+    if tie_frame is not None:
+        after, before = firsts, torch.cat([tie_frame, before])
+    return ((after - before) ** 2).mean(dim=(1, 2, 3)).sum()
+
+
+def fit(model, windows, args, tie_frame=None, log=None, label=""):
+    """Run the optimisation on a list of windows: one window for an EvINR, one per network for a
+    StackedEvINR. `tie_frame`, the previous window's last log frame, pins the first window's
+    first frame so brightness is continuous across windows."""
+    stacked = isinstance(model, StackedEvINR)
+    device = windows[0].device
     optimizer = make_optimizer(model, args)
     schedule = [args.train_resolution] if args.no_c2f else [args.train_resolution, 2 * args.train_resolution]
     start_of_stage = [0] if args.no_c2f else [0, args.iters // 2]
+    tied = tie_frame is not None or len(windows) > 1
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
     bar = tqdm(range(args.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True)
     start = time.perf_counter()
@@ -224,13 +256,12 @@ def fit(model, window, args, tie_frame=None, log=None, label=""):
     for iteration in bar:
         if iteration in start_of_stage:
             began = time.perf_counter()
-            frames, boundaries, midpoints = window.frames(schedule[start_of_stage.index(iteration)])
+            frames, boundaries, midpoints = stage_frames(windows, schedule[start_of_stage.index(iteration)], stacked)
             queries = query_times(boundaries, midpoints, args.loss, args.align)
             timings["event_frames_s"] += time.perf_counter() - began
         loss, parts = evinr_loss(model, queries, frames, args.loss, args.align, fused=not args.plain)
-        if tie_frame is not None:
-            start_frame = model(torch.full((1,), -1.0, device=window.device))
-            loss = loss + args.window_tie * torch.mean((start_frame - tie_frame) ** 2)
+        if tied:
+            loss = loss + args.window_tie * seam_loss(model, tie_frame, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -371,8 +402,8 @@ def run(args):
     data_path = DEMO_DATA if demo else args.data_path
     if demo and args.exp_name is None:
         args.exp_name = "demo"
-    if args.iters < 1 or args.train_resolution < 1 or args.val_resolution < 1 or args.log_interval < 1:
-        raise UsageError("--iters, --train_resolution, --val_resolution and --log_interval must be positive")
+    if min(args.iters, args.train_resolution, args.val_resolution, args.log_interval, args.windows_batch) < 1:
+        raise UsageError("--iters, --train_resolution, --val_resolution, --log_interval and --windows_batch must be positive")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
@@ -417,31 +448,44 @@ def fit_and_write(args, events, sensor, windows, times, aps_index, device, work,
     steady_ms = []
     states, images, tie_frame, model = [], [None] * len(times), None, None
     window_of = np.clip(np.searchsorted([end for _, end in windows], times, side="left"), 0, len(windows) - 1)
-    for k, (begin, end) in enumerate(tqdm(windows, desc="windows", unit="window", disable=len(windows) == 1)):
+    batch_size = 1 if checkpoint is not None else args.windows_batch
+    progress = tqdm(total=len(windows), desc="windows", unit="window", disable=len(windows) == 1)
+    for first in range(0, len(windows), batch_size):
+        batch = range(first, min(first + batch_size, len(windows)))
         if model is None or checkpoint is not None:
             model = make_model(sensor, args)
         model = model.to(device)
-        window = Window(events, begin, end, sensor, args, device)
-        if checkpoint is not None:
-            model.load_state_dict(checkpoint["windows"][k])
-        else:
+        if checkpoint is None:
+            name = f"window {first + 1}" if len(batch) == 1 else f"windows {first + 1}-{batch[-1] + 1}"
             log = None
             if writer is not None:
-                log = lambda i, total, parts, k=k: [writer.add_scalar(f"window{k}/{name}", value, i)
-                                                   for name, value in {"total": total, **parts}.items()]
-            spent = fit(model, window, args, tie_frame, log, label=f" window {k + 1}/{len(windows)}" if len(windows) > 1 else "")
+                log = lambda i, total, parts, name=name: [writer.add_scalar(f"{name}/{part}", value, i)
+                                                          for part, value in {"total": total, **parts}.items()]
+            # a batch of windows starts from copies of the network fitted last (or of the fresh one)
+            trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
+            spent = fit(trained, [Window(events, *windows[k], sensor, args, device) for k in batch], args, tie_frame, log,
+                        label=f" {name}/{len(windows)}" if len(windows) > 1 else "")
             steady_ms += spent.pop("steady_ms_per_iter")
-            for name, value in spent.items():
-                timings[name] += value
-            if len(windows) > 1:
-                with torch.no_grad():
-                    tie_frame = model(torch.ones(1, device=device)).detach()
-        began = time.perf_counter()
-        mine = np.flatnonzero(window_of == k)
-        for index, frame in zip(mine, render(model, normalised(times[mine], begin, end), device)):
-            images[index] = to_image(frame)
-        timings["render_s"] += time.perf_counter() - began
-        states.append({name: value.detach().cpu().clone() for name, value in model.state_dict().items()})
+            for part, value in spent.items():
+                timings[part] += value
+            if len(batch) > 1:
+                fitted = trained.unstacked()
+        for k in batch:
+            if checkpoint is not None:
+                model.load_state_dict(checkpoint["windows"][k])
+            elif len(batch) > 1:
+                model.load_state_dict(fitted[k - first])
+            began = time.perf_counter()
+            mine = np.flatnonzero(window_of == k)
+            for index, frame in zip(mine, render(model, normalised(times[mine], *windows[k]), device)):
+                images[index] = to_image(frame)
+            timings["render_s"] += time.perf_counter() - began
+            states.append({name: value.detach().cpu().clone() for name, value in model.state_dict().items()})
+        if len(windows) > 1 and checkpoint is None:
+            with torch.no_grad():
+                tie_frame = model(torch.ones(1, device=device)).detach()
+        progress.update(len(batch))
+    progress.close()
     if writer is not None:
         writer.close()
 
@@ -465,7 +509,11 @@ def fit_and_write(args, events, sensor, windows, times, aps_index, device, work,
     torch.save({"config": config, "windows": states}, os.path.join(work, "model.pt"))
     timings["write_s"] = time.perf_counter() - began
     if not args.render_only:
-        timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (args.iters * len(windows))
+        # An iteration is one optimisation step; with stacked windows it advances every window
+        # of its batch, so the cost per window and iteration is reported too.
+        n_fits = -(-len(windows) // args.windows_batch)
+        timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (args.iters * n_fits)
+        timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (args.iters * len(windows))
         timings["ms_per_iter_median"] = float(np.median(steady_ms)) if steady_ms else None
     return {"config": config,
             "data": {"format": events.format, "num_events": len(events), "sensor": [int(v) for v in sensor],
