@@ -248,7 +248,7 @@ def fit(model, windows, args, tie_frame=None, log=None, label=""):
     optimizer = make_optimizer(model, args)
     schedule = [args.train_resolution] if args.no_c2f else [args.train_resolution, 2 * args.train_resolution]
     start_of_stage = [0] if args.no_c2f else [0, args.iters // 2]
-    tied = tie_frame is not None or len(windows) > 1
+    tied = args.window_tie != 0 and (tie_frame is not None or len(windows) > 1)
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
     bar = tqdm(range(args.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True)
     start = time.perf_counter()

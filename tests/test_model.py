@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from event_data import events_from_columns
-from model import EvINR, evinr_loss, query_times, tone_map
+from model import EvINR, StackedEvINR, evinr_loss, query_times, tone_map
 from simulate import moving_texture, simulate_events
 from train import Window, normalised
 
@@ -70,6 +70,61 @@ def test_fused_difference_loss_equals_the_plain_one(align):
         torch.testing.assert_close(results[True][1][name], results[False][1][name])
     for fused_grad, plain_grad in zip(results[True][2], results[False][2]):
         torch.testing.assert_close(fused_grad, plain_grad)
+
+
+def test_stacked_networks_are_their_members_side_by_side():
+    members = [small_model(seed=seed) for seed in (3, 4, 5)]
+    stacked = StackedEvINR(members)
+    t = torch.linspace(-1, 1, 7, dtype=torch.float64)
+    times = torch.stack([t, t.flip(0), 0.5 * t])
+    values, derivatives = stacked.forward_with_derivative(times)
+    torch.testing.assert_close(values, stacked(times))
+    assert values.shape == (3, 7, 1, 6, 5)
+    for k, member in enumerate(members):
+        value, derivative = member.forward_with_derivative(times[k])
+        torch.testing.assert_close(values[k], value)
+        torch.testing.assert_close(derivatives[k], derivative)
+        # unstacking gives back each member's parameters exactly, in EvINR's state-dict layout
+        restored = small_model(seed=99)
+        restored.load_state_dict(stacked.unstacked()[k])
+        for (name, mine), theirs in zip(restored.state_dict().items(), member.state_dict().values()):
+            assert torch.equal(mine, theirs), name
+
+
+def member_gradient(stacked, k):
+    """Network k's gradients in a StackedEvINR, named as EvINR's parameters."""
+    names = [f"body.{i}.linear" for i in range(stacked.n_body)] + ["head"]
+    grads = {}
+    for name, weight, bias in zip(names, stacked.weights, stacked.biases):
+        grads[f"{name}.weight"], grads[f"{name}.bias"] = weight.grad[k].t(), bias.grad[k, 0]
+    return grads
+
+
+@pytest.mark.parametrize("loss, align, fused", [("diff", "boundary", True), ("diff", "boundary", False),
+                                                ("diff", "midpoint", True), ("autograd", "boundary", False)])
+def test_stacked_loss_is_the_sum_of_the_members_losses(loss, align, fused):
+    """Same total (summed), same parts (averaged) and the same gradient for every member, so a
+    stacked fit steps each network exactly as a fit of it alone would."""
+    generator = torch.Generator().manual_seed(6)
+    boundaries = torch.sort(torch.rand(2, 9, dtype=torch.float64, generator=generator) * 2 - 1).values
+    midpoints = 0.5 * (boundaries[:, 1:] + boundaries[:, :-1])
+    target = torch.randn(2, 8, 1, 6, 5, dtype=torch.float64, generator=generator)
+    stacked = StackedEvINR([small_model(seed=7), small_model(seed=8)])
+    total, parts = evinr_loss(stacked, query_times(boundaries, midpoints, loss, align), target, loss, align, fused=fused)
+    total.backward()
+    alone_total, alone_parts = 0.0, {name: 0.0 for name in parts}
+    for k in range(2):
+        member = small_model(seed=7 + k)
+        member_total, member_parts = evinr_loss(member, query_times(boundaries[k], midpoints[k], loss, align),
+                                                target[k], loss, align, fused=fused)
+        member_total.backward()
+        alone_total += member_total.detach()
+        alone_parts = {name: alone_parts[name] + member_parts[name] / 2 for name in parts}
+        for name, grad in member_gradient(stacked, k).items():
+            torch.testing.assert_close(grad, dict(member.named_parameters())[name].grad, msg=lambda m: f"{name}: {m}")
+    torch.testing.assert_close(total.detach(), alone_total)
+    for name in parts:
+        torch.testing.assert_close(parts[name], alone_parts[name])
 
 
 def test_loss_gradients_flow_to_every_parameter():

@@ -190,3 +190,30 @@ def test_render_only_with_a_broken_checkpoint_fails_cleanly(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {broken}: not a model.pt")
     assert not (tmp_path / "render").exists()
+
+
+@pytest.mark.parametrize("flags", [["--iters", "0"], ["--window", "0.2", "--windows_batch", "0"], ["--window", "-1"]])
+def test_bad_numbers_on_the_command_line_fail_cleanly(sequence, tmp_path, flags):
+    result = train("-d", sequence, "-o", str(tmp_path), "-n", "bad", *SMALL, *flags)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --"), result.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_stacked_windows_render_and_rerender_like_one_by_one(sequence, tmp_path):
+    """--windows_batch writes the same outputs as one-by-one windows, and its model.pt (one
+    network per window) re-renders the same frames."""
+    flags = ["-d", sequence, "-o", str(tmp_path), "--window", "0.2", "--frames_at", "40", "--no_video", *SMALL]
+    assert train(*flags, "-n", "one_by_one").returncode == 0
+    result = train(*flags, "-n", "stacked", "--windows_batch", "2")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "stacked" / "config.json") as f:
+        summary = json.load(f)
+    assert len(summary["data"]["windows"]) == 3 and summary["config"]["windows_batch"] == 2
+    assert read_timestamps(tmp_path / "stacked") == read_timestamps(tmp_path / "one_by_one")
+    result = train("--render_only", str(tmp_path / "stacked" / "model.pt"), "-d", sequence, "-o", str(tmp_path),
+                   "-n", "again", "--frames_at", "40", "--no_video")
+    assert result.returncode == 0, result.stderr
+    for name in sorted(os.listdir(tmp_path / "stacked" / "frames")):
+        assert np.array_equal(utils.read_gray(str(tmp_path / "stacked" / "frames" / name)),
+                              utils.read_gray(str(tmp_path / "again" / "frames" / name))), name
