@@ -230,8 +230,9 @@ def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", 
     - autograd: n chunk centres and the chunk durations; dL/dt * duration is compared with
       event frame k (the midpoint rule for the integral of dL/dt over the chunk).
     `fused` selects the hand-written gradient for the diff loss (same values, faster).
-    Returns (total, parts): total summed over networks, parts a dict of detached terms
-    averaged over networks."""
+    Returns (total, parts, log_frames): total summed over networks, parts a dict of detached
+    terms averaged over networks, and the network's log frames at the query times (the chunk
+    centres for autograd), [K, T, C, H, W]."""
     w = {"temporal": 1.0, "spatial": 0.05, "brightness": 0.1, **(weights or {})}
     as_networks = lambda frames: frames.reshape(-1, *frames.shape[-4:])  # a view: [K, T, C, H, W]
     event_frames = as_networks(event_frames)
@@ -251,7 +252,7 @@ def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", 
         raise ValueError(f"unknown loss {loss!r}")
     total, temporal, spatial, brightness = terms
     return total, {"temporal": temporal.detach().mean(), "spatial": spatial.detach().mean(),
-                   "brightness": brightness.detach().mean()}
+                   "brightness": brightness.detach().mean()}, as_networks(log_frames)
 
 
 def query_times(boundaries, chunk_midpoints, loss="diff", align="boundary"):

@@ -181,9 +181,9 @@ class Window:
             raise EventDataError(events.path, f"no events between {begin:.6f} and {end:.6f} s")
         self.begin, self.end, self.sensor, self.args = begin, end, sensor, args
         self.t = events.t[first:last]
-        self.x = torch.from_numpy(events.x[first:last].astype(np.int64)).to(device)
-        self.y = torch.from_numpy(events.y[first:last].astype(np.int64)).to(device)
-        self.p = torch.from_numpy(events.p[first:last]).to(device)
+        # moved as stored (int16, int8): a quarter of the bytes of int64 to copy to a GPU, and
+        # no copy at all on the CPU; event_frames widens the indices where it needs them
+        self.x, self.y, self.p = (torch.from_numpy(column[first:last]).to(device) for column in (events.x, events.y, events.p))
         self.device = device
 
     def frames(self, n_chunks):
@@ -223,17 +223,25 @@ def stage_frames(windows, n_chunks, stacked):
     return per_window[0] if not stacked else [torch.stack(parts) for parts in zip(*per_window)]
 
 
-def seam_loss(model, tie_frame, device):
-    """Sum over window seams of the mean squared difference of the frames either side: between
-    stacked neighbours (network k's first frame and network k-1's last, both free), and between
-    the first window's first frame and `tie_frame`, the last frame of the window fitted before."""
-    if isinstance(model, StackedEvINR):
-        edges = model(torch.tensor([-1.0, 1.0], device=device).expand(model.n_models, 2))
-        firsts, before = edges[:, 0], edges[:-1, 1]
-    else:  # a single window's only seam is with the window before it
-        firsts = model(torch.full((1,), -1.0, device=device))
-        before = firsts[:0]
-    after = firsts[1:]
+def window_edges(model, loss_frames, args, edge_times):
+    """The first and last log frames of each window fitted, [K, C, H, W] each. With the default
+    supervision the loss already evaluated them (its query times are the chunk boundaries, which
+    begin at -1 and end at +1 exactly); otherwise they cost one more forward pass."""
+    if args.loss == "diff" and args.align == "boundary":
+        return loss_frames[:, 0], loss_frames[:, -1]
+    stacked = isinstance(model, StackedEvINR)
+    edges = model(edge_times.expand(model.n_models, 2) if stacked else edge_times).reshape(-1, 2, *loss_frames.shape[2:])
+    return edges[:, 0], edges[:, 1]
+
+
+def seam_loss(firsts, lasts, tie_frame):
+    """Sum over window seams of the mean squared difference of the frames either side. firsts,
+    lasts: [K, C, H, W], the first and last frames of K consecutive windows fitted together;
+    tie_frame: [1, C, H, W], the last frame of the window fitted before them, or None. Each
+    window's first frame is pulled to the last frame of the window before it, and not the other
+    way round (as when windows are fitted one by one), so a window never bends its end towards
+    a neighbour that has yet to converge."""
+    after, before = firsts[1:], lasts[:-1].detach()
     if tie_frame is not None:
         after, before = firsts, torch.cat([tie_frame, before])
     return ((after - before) ** 2).mean(dim=(1, 2, 3)).sum()
@@ -244,7 +252,7 @@ def fit(model, windows, args, tie_frame=None, log=None, label=""):
     StackedEvINR. `tie_frame`, the previous window's last log frame, pins the first window's
     first frame so brightness is continuous across windows."""
     stacked = isinstance(model, StackedEvINR)
-    device = windows[0].device
+    edge_times = torch.tensor([-1.0, 1.0], device=windows[0].device)
     optimizer = make_optimizer(model, args)
     schedule = [args.train_resolution] if args.no_c2f else [args.train_resolution, 2 * args.train_resolution]
     start_of_stage = [0] if args.no_c2f else [0, args.iters // 2]
@@ -259,9 +267,9 @@ def fit(model, windows, args, tie_frame=None, log=None, label=""):
             frames, boundaries, midpoints = stage_frames(windows, schedule[start_of_stage.index(iteration)], stacked)
             queries = query_times(boundaries, midpoints, args.loss, args.align)
             timings["event_frames_s"] += time.perf_counter() - began
-        loss, parts = evinr_loss(model, queries, frames, args.loss, args.align, fused=not args.plain)
+        loss, parts, log_frames = evinr_loss(model, queries, frames, args.loss, args.align, fused=not args.plain)
         if tied:
-            loss = loss + args.window_tie * seam_loss(model, tie_frame, device)
+            loss = loss + args.window_tie * seam_loss(*window_edges(model, log_frames, args, edge_times), tie_frame)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -47,8 +47,8 @@ def test_autograd_and_difference_losses_agree_on_a_smooth_signal():
     boundaries = torch.linspace(-1, 1, n + 1, dtype=torch.float64)
     with torch.no_grad():
         target = model(boundaries)[1:] - model(boundaries)[:-1]   # the model's own exact changes
-    diff_loss, diff_parts = evinr_loss(model, query_times(boundaries, None, "diff"), target, "diff")
-    auto_loss, auto_parts = evinr_loss(model, query_times(boundaries, None, "autograd"), target, "autograd")
+    diff_loss, diff_parts, _ = evinr_loss(model, query_times(boundaries, None, "diff"), target, "diff")
+    auto_loss, auto_parts, _ = evinr_loss(model, query_times(boundaries, None, "autograd"), target, "autograd")
     assert float(diff_parts["temporal"]) < 1e-20
     assert float(auto_parts["temporal"]) < 1e-6 * float((target ** 2).mean())
     torch.testing.assert_close(auto_loss, diff_loss, rtol=2e-3, atol=1e-6)
@@ -62,7 +62,7 @@ def test_fused_difference_loss_equals_the_plain_one(align):
     results = {}
     for fused in (True, False):
         model = small_model(seed=2)
-        total, parts = evinr_loss(model, boundaries, target, "diff", align, weights={"brightness": 0.7}, fused=fused)
+        total, parts, _ = evinr_loss(model, boundaries, target, "diff", align, weights={"brightness": 0.7}, fused=fused)
         total.backward()
         results[fused] = (total.detach(), parts, [p.grad for p in model.parameters()])
     torch.testing.assert_close(results[True][0], results[False][0])
@@ -110,12 +110,12 @@ def test_stacked_loss_is_the_sum_of_the_members_losses(loss, align, fused):
     midpoints = 0.5 * (boundaries[:, 1:] + boundaries[:, :-1])
     target = torch.randn(2, 8, 1, 6, 5, dtype=torch.float64, generator=generator)
     stacked = StackedEvINR([small_model(seed=7), small_model(seed=8)])
-    total, parts = evinr_loss(stacked, query_times(boundaries, midpoints, loss, align), target, loss, align, fused=fused)
+    total, parts, _ = evinr_loss(stacked, query_times(boundaries, midpoints, loss, align), target, loss, align, fused=fused)
     total.backward()
     alone_total, alone_parts = 0.0, {name: 0.0 for name in parts}
     for k in range(2):
         member = small_model(seed=7 + k)
-        member_total, member_parts = evinr_loss(member, query_times(boundaries[k], midpoints[k], loss, align),
+        member_total, member_parts, _ = evinr_loss(member, query_times(boundaries[k], midpoints[k], loss, align),
                                                 target[k], loss, align, fused=fused)
         member_total.backward()
         alone_total += member_total.detach()
@@ -133,7 +133,7 @@ def test_loss_gradients_flow_to_every_parameter():
     target = torch.randn(5, 1, 6, 5, dtype=torch.float64)
     for loss in ("diff", "autograd"):
         model.zero_grad()
-        total, _ = evinr_loss(model, query_times(boundaries, None, loss), target, loss)
+        total, _, _ = evinr_loss(model, query_times(boundaries, None, loss), target, loss)
         total.backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
@@ -176,7 +176,7 @@ def test_boundary_alignment_compares_each_event_frame_with_its_own_span():
     assert (change - frames.double()).abs().max() < 2 * threshold
     errors = {}
     for align in ("boundary", "midpoint"):
-        _, parts = evinr_loss(truth, query_times(boundaries, midpoints, "diff", align), frames.double(), "diff", align)
+        _, parts, _ = evinr_loss(truth, query_times(boundaries, midpoints, "diff", align), frames.double(), "diff", align)
         errors[align] = float(parts["temporal"])
     assert errors["boundary"] < 0.25 * errors["midpoint"], errors
 

@@ -25,7 +25,7 @@ import torch
 import train
 import utils
 from event_data import load_events
-from model import EvINR, StackedEvINR
+from model import EvINR, StackedEvINR, evinr_loss, query_times
 from simulate import moving_texture, simulate_events, write_sequence
 
 DURATION, WINDOW = 1.2, 0.4
@@ -121,13 +121,33 @@ def test_stacked_windows_fit_as_they_would_one_by_one(sequence):
             torch.testing.assert_close(stacked.unstacked()[k][name], value, msg=lambda m: f"{name}: {m}")
 
 
-def test_seam_loss_ties_neighbours_and_the_previous_window():
+def test_seam_loss_pulls_each_window_to_the_one_before():
+    generator = torch.Generator().manual_seed(0)
+    firsts, lasts = (torch.randn(3, 1, 3, 4, generator=generator, requires_grad=True) for _ in range(2))
+    tie_frame = torch.randn(1, 1, 3, 4, generator=generator)
+    mse = lambda a, b: ((a - b) ** 2).mean()
+    expected = mse(firsts[0], tie_frame) + mse(firsts[1], lasts[0]) + mse(firsts[2], lasts[1])
+    loss = train.seam_loss(firsts, lasts, tie_frame)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert firsts.grad.abs().min() > 0 and lasts.grad is None  # the earlier window is not pulled back
+    torch.testing.assert_close(train.seam_loss(firsts[:1], lasts[:1], tie_frame), mse(firsts[0], tie_frame))
+    torch.testing.assert_close(train.seam_loss(firsts, lasts, None), expected - mse(firsts[0], tie_frame))
+
+
+@pytest.mark.parametrize("loss, align", [("diff", "boundary"), ("diff", "midpoint"), ("autograd", "boundary")])
+def test_window_edges_are_the_first_and_last_instants(loss, align):
+    """Taken from the loss's own frames when they include the edges, else evaluated; same values."""
     torch.manual_seed(0)
-    members = [EvINR(3, 4, n_layers=1, hidden=8, neck=8) for _ in range(3)]
-    tie_frame = torch.randn(1, 1, 3, 4)
-    first, last = torch.tensor([-1.0]), torch.tensor([1.0])
-    mse = lambda a, b: float(((a - b) ** 2).mean())
-    expected = mse(members[0](first), tie_frame) + sum(mse(members[k](first), members[k - 1](last)) for k in (1, 2))
-    got = float(train.seam_loss(StackedEvINR(members), tie_frame, torch.device("cpu")))
-    assert got == pytest.approx(expected, rel=1e-5)
-    assert float(train.seam_loss(members[0], tie_frame, torch.device("cpu"))) == pytest.approx(mse(members[0](first), tie_frame), rel=1e-6)
+    members = [EvINR(3, 4, n_layers=1, hidden=8, neck=8) for _ in range(2)]
+    args = train.get_parser().parse_args(["--loss", loss, "--align", align])
+    boundaries = torch.tensor([-1.0, -0.2, 0.5, 1.0])
+    midpoints = 0.5 * (boundaries[1:] + boundaries[:-1])
+    edge_times = torch.tensor([-1.0, 1.0])
+    for model, times in ((members[0], boundaries), (StackedEvINR(members), torch.stack([boundaries, boundaries]))):
+        queries = query_times(times, midpoints.expand(*times.shape[:-1], 3), loss, align)
+        _, _, log_frames = evinr_loss(model, queries, torch.zeros(*times.shape[:-1], 3, 1, 3, 4), loss, align)
+        firsts, lasts = train.window_edges(model, log_frames, args, edge_times)
+        for k, member in enumerate(members[:len(firsts)]):
+            torch.testing.assert_close(firsts[k], member(edge_times[:1])[0])
+            torch.testing.assert_close(lasts[k], member(edge_times[1:])[0])
