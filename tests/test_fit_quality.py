@@ -31,7 +31,7 @@ def change_error(render, events, align):
     begin, end = float(events.t[0]), float(events.t[-1])
     window = train.Window(events, begin, end, SENSOR, args, torch.device("cpu"))
     model = train.make_model(SENSOR, args)
-    train.fit(model, window, args)
+    train.fit(model, [window], args)
     _, boundaries, _ = window.frames(args.train_resolution)
     with torch.no_grad():
         predicted = model(boundaries)[:, 0].double().numpy()
