@@ -77,7 +77,7 @@ def get_parser():
     parser.add_argument("--windows_batch", type=int, default=1,
                         help="with --window: fit this many consecutive windows at once, one network each with "
                              "their weights stacked (batched matrix products). Each batch starts from the previous "
-                             "batch's last network; neighbours are tied to each other. 1 fits windows one by one")
+                             "batch's last network, and each window is tied to the one before it. 1 fits windows one by one")
     parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same frames")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing experiment folder")
     parser.add_argument("--tensorboard", action="store_true", help="also log losses to TensorBoard (needs the tensorboard package)")
