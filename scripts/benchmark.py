@@ -15,6 +15,7 @@ one and ten at a time.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -26,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import repo  # noqa: F401  (first: makes train.py's modules importable)
 import train  # noqa: E402
 from simulate import standard_workload, write_sequence  # noqa: E402
 
@@ -70,15 +71,13 @@ def make_workload(folder, args):
 
 
 def run_config(data, out, extra, args, index):
-    flags = ["-d", data, "-o", out, "-n", f"config{index}", "--iters", str(args.iters), "--device", args.device,
-             "--frames_at", "aps", "--no_video", *shlex.split(extra)]
-    train_args = train.get_parser().parse_args(flags)
+    """train.run on the workload with one configuration's flags; returns its summary, in memory."""
+    config = dataclasses.replace(train.parse_config(shlex.split(extra)), data_path=data, output_dir=out,
+                                 exp_name=f"config{index}", iters=args.iters, device=args.device, frames_at="aps", no_video=True)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with PeakHostMemory() as host:
-        folder = train.run(train_args)
-    with open(os.path.join(folder, "config.json")) as f:
-        summary = json.load(f)
+        summary = train.run(config)
     timings, metrics = summary["timings"], summary["metrics"] or {}
     device = summary["environment"]["device"]
     return {"config": extra or "default", "device": device, "torch": torch.__version__,

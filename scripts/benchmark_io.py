@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(SCRIPTS))
+import repo  # noqa: F401  (first: makes train.py's modules importable)
 from convert_common import convert_sequence  # noqa: E402
 from event_data import collect, detect_format, stream_events  # noqa: E402
 

@@ -18,18 +18,16 @@ import argparse
 import json
 import os
 import queue
-import shutil
 import sys
-import tempfile
 import threading
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import repo  # noqa: F401  (first: makes train.py's modules importable)
 from datasets import DATASETS  # noqa: E402
-from event_data import BATCH, EventDataError, repair_frame_times, stream_events  # noqa: E402
+import utils  # noqa: E402
+from event_data import BATCH, EventDataError, check_events, repair_frame_times, stream_events  # noqa: E402
 
 NPY_HEADER_BYTES = 128  # room for the .npy header of any row count, so it can be written last
 FRAME_FOLDERS = ("images", "color_images")  # frame keys of event_data's streams, and folder names
@@ -68,15 +66,7 @@ class EventsNpyWriter:
                     self.write_error = error
 
     def write(self, t, x, y, p):
-        height, width = self.sensor
-        outside = (x >= width) | (y >= height)
-        if outside.any():
-            i = int(np.argmax(outside))
-            raise EventDataError(self.source, f"event {self.count + i} at x={x[i]}, y={y[i]} is outside "
-                                              f"the {width}x{height} (WxH) sensor")
-        finite = np.isfinite(t)
-        if not finite.all():
-            raise EventDataError(self.source, f"time stamp is NaN or inf at event {self.count + int(np.argmin(finite))}")
+        check_events(t, x, y, self.sensor, self.source, self.count)
         if len(t):
             self.in_order = self.in_order and t[0] >= self.last_t and not (np.diff(t) < 0).any()
             self.last_t = max(self.last_t, float(t.max()))
@@ -122,10 +112,7 @@ class EventsNpyWriter:
 def _write_frame(folder, key, index, image):
     """KEY/frame_XXXXXXXX.png, lossless; RGB frames as colour PNGs."""
     name = f"{key}/frame_{index:08d}.png"
-    if image.ndim == 3:  # frames are RGB, OpenCV writes BGR
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(os.path.join(folder, name), image):
-        raise EventDataError(os.path.join(folder, name), "could not write the image")
+    utils.write_png(os.path.join(folder, name), image)
     return name
 
 
@@ -178,20 +165,8 @@ def convert_sequence(source, destination, dataset, overwrite=False):
     destination = os.path.normpath(destination)
     if os.path.exists(destination) and not overwrite:
         raise EventDataError(destination, "already exists (pass --overwrite to replace it)")
-    parent, name = os.path.split(destination)
-    os.makedirs(parent or ".", exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent or ".")
-    try:
-        summary = _write_sequence(source, staging, dataset, name)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-        if os.path.exists(destination):
-            shutil.rmtree(destination)
-        os.rename(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with utils.staged_folder(destination, replace=overwrite) as staging:
+        summary = _write_sequence(source, staging, dataset, os.path.basename(destination))
     return summary
 
 

@@ -1,5 +1,5 @@
 """
-Score EvINR the way EVREAL scores event-to-video methods (docs/EVALUATION.md).
+Score EvINR the way EVREAL scores event-to-video methods (README, "Evaluation").
 
     python scripts/evaluate.py SEQUENCE -o OUT_DIR --dataset IJRR
     python scripts/evaluate.py DATASET_FOLDER -o OUT_DIR --dataset HQF --iters 500
@@ -7,9 +7,10 @@ Score EvINR the way EVREAL scores event-to-video methods (docs/EVALUATION.md).
     python scripts/evaluate.py --pair PRED.png REF.png
 
 A SEQUENCE is any recording train.py reads, with APS frames; a DATASET_FOLDER holds one sequence
-per sub-folder. Every sequence is fitted by train.py (whose flags are accepted here and recorded)
-over its evaluation interval from scripts/datasets.py, and the reconstructions at the APS time
-stamps are scored against the APS frames:
+per sub-folder. Every sequence is fitted in memory with train.reconstruct (train.py's flags are
+accepted here and recorded) over its evaluation interval from scripts/datasets.py, and the
+reconstructions at the APS time stamps are scored against the APS frames by utils'
+scorer (utils.score_reconstruction):
   - time is re-zeroed to the earlier of the first APS frame and the first event;
   - frame 0 is never scored; a frame counts when its time lies in the interval and its
     reconstruction was made within 1 ms of it; non-finite scores are dropped;
@@ -27,6 +28,7 @@ times that were reconstructed) and runs/CONFIGURATION/SEQUENCE/ (train.py's fold
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -37,24 +39,21 @@ import time
 from dataclasses import dataclass
 
 # train.py and its modules live one folder up
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import repo  # noqa: F401  (first: makes train.py's modules importable)
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 import train  # noqa: E402
 import utils  # noqa: E402
-from datasets import DATASETS  # noqa: E402
+from datasets import DATASETS, WHOLE_SEQUENCE  # noqa: E402
 from event_data import EventDataError, detect_format, load_events  # noqa: E402
 
 DEFAULT_WINDOW = 2.0       # seconds per window for a long span: what the authors fit at once
 LONGEST_SINGLE_FIT = 2.5   # seconds; a longer span is fitted in DEFAULT_WINDOW windows
-TIME_TOLERANCE = 1e-3      # EVREAL: a reconstruction stands for an APS frame within 1 ms of it
-WHOLE_SEQUENCE = (0.0, math.inf)
-METRICS = ("mse", "ssim", "lpips")
-PREVIEW_ROWS = 4
-TRAIN_OPTIONS = tuple(vars(train.get_parser().parse_args([])))
-# train.py options that evaluate.py sets itself for every sequence
-RESERVED = {"data_path": "-d/--data_path", "exp_name": "-n/--exp_name", "output_dir": "--output_dir",
+TRAIN_OPTIONS = tuple(spec.name for spec in dataclasses.fields(train.Config))
+# train.py options that evaluate.py sets itself for every sequence (-o is this script's own folder)
+RESERVED = {"data_path": "-d/--data_path", "exp_name": "-n/--exp_name",
             "t_start": "--t_start", "t_end": "--t_end", "frames_at": "--frames_at",
             "render_only": "--render_only", "overwrite": "--overwrite"}
 # train.py options that do not change the reconstruction: left out of the method record
@@ -73,21 +72,15 @@ class NothingToScore(EvaluationError):
 # command line
 
 
-UNSET = object()  # marks the train.py options not given on a command line
-
-
 def parse_given(parser, tokens, known_only=False):
-    """Parse `tokens`; the namespace holds the train.py options only where they were given, so
-    that flags can be stacked (defaults, then a dataset's, then the command line's)."""
+    """Parse `tokens`; the namespace holds the train.py options only where they were given (their
+    defaults are suppressed), so that flags can be stacked: defaults, then a dataset's, then the
+    command line's."""
     tokens, compare = train.split_configurations(tokens, "--compare")
-    namespace = argparse.Namespace(**dict.fromkeys(TRAIN_OPTIONS, UNSET))
     if known_only:
-        namespace, unknown = parser.parse_known_args(tokens, namespace=namespace)
+        namespace, unknown = parser.parse_known_args(tokens)
     else:
-        namespace, unknown = parser.parse_args(tokens, namespace=namespace), []
-    for name in TRAIN_OPTIONS:
-        if getattr(namespace, name) is UNSET:
-            delattr(namespace, name)
+        namespace, unknown = parser.parse_args(tokens), []
     if compare is not None:
         if not compare:
             parser.error("--compare needs at least one configuration")
@@ -95,17 +88,22 @@ def parse_given(parser, tokens, known_only=False):
     return namespace, unknown
 
 
+def train_flags_parser(parser):
+    """Add train.py's flags, defaults suppressed; its -o/--output_dir is this script's own."""
+    return train.add_config_arguments(parser, suppress_defaults=True, skip=("output_dir",))
+
+
 def options_parser(description):
     """train.py's flags plus the evaluation options that evaluate.py and reproduce_tables.py share."""
-    parser = argparse.ArgumentParser(description=description, parents=[train.get_parser()],
-                                     conflict_handler="resolve", formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-o", "--out_dir", help="where tables, frames and previews go")
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", "--output_dir", "--out_dir", dest="out_dir", help="where tables, frames and previews go")
     parser.add_argument("--compare", nargs="+", metavar="FLAGS",
                         help='last on the line: several configurations in one table, each a quoted string of train.py '
                              'flags or "default", e.g. --compare "default" "--align midpoint" "--no_c2f"')
     parser.add_argument("--histeq", choices=utils.HISTEQ_MODES, default="none",
                         help="histogram equalisation of both images before scoring")
     parser.add_argument("--no_lpips", action="store_true", help="score MSE and SSIM only (no LPIPS weights needed)")
+    train_flags_parser(parser.add_argument_group("train.py's flags (for every sequence)"))
     return parser
 
 
@@ -126,7 +124,7 @@ def check_reserved(given, where):
 
 def parse_train_flags(text):
     """{train option: value} of a --compare string."""
-    parser = train.get_parser()
+    parser = train_flags_parser(argparse.ArgumentParser(add_help=False))
     parser.exit_on_error = False  # a bad string is reported as this configuration's error
     try:
         given, unknown = parse_given(parser, shlex.split(text), known_only=True)
@@ -240,8 +238,18 @@ class Sequence:
     span: tuple              # (begin, end) of the fit on the recording's clock
     aps_index: np.ndarray    # the APS frames to reconstruct and score
     frame_t: np.ndarray      # their times, recording clock
-    references: np.ndarray   # their images, gray float [n, H, W] in [0, 1]
     use_lpips: bool
+
+
+def read_sequence(path, dataset, common):
+    """(events, sensor) of a sequence, read with the dataset's sensor flags unless given."""
+    flags = {**dataset_flags(dataset), **common}
+    try:
+        return load_events(path, sensor=(flags.get("H"), flags.get("W")))
+    except EventDataError as error:
+        from_table = dataset in DATASETS and not {"H", "W"} & set(common)
+        hint = f" (--H/--W are {dataset}'s sensor in scripts/datasets.py; give --H and --W to override)" if from_table else ""
+        raise EvaluationError(f"{sequence_name(path)}: {error}{hint}") from None
 
 
 def plan_sequence(path, dataset_choice, common, use_lpips):
@@ -250,13 +258,7 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
     dataset, interval = evaluation_interval(name, dataset_choice)
     if interval is None:
         return None, f"{name}: not in EVREAL's {dataset} evaluation set; skipped (--dataset none scores it whole)"
-    flags = {**dataset_flags(dataset), **common}
-    try:
-        events, sensor = load_events(path, sensor=(flags.get("H"), flags.get("W")))
-    except EventDataError as error:
-        from_table = dataset in DATASETS and not {"H", "W"} & set(common)
-        hint = f" (--H/--W are {dataset}'s sensor in scripts/datasets.py; give --H and --W to override)" if from_table else ""
-        raise EvaluationError(f"{name}: {error}{hint}") from None
+    events, sensor = read_sequence(path, dataset, common)
     if events.frames is None or len(events.frames) == 0:
         return None, f"{name}: no APS frames to score against; skipped"
     t_first, t_last = float(events.t[0]), float(events.t[-1])
@@ -270,7 +272,7 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
     t_end = min(t_zero + interval[1], t_last) - t_first
     if not t_end > t_start:
         raise EvaluationError(f"{name}: no events in the evaluation interval {interval[0]:g}-{interval[1]:g} s")
-    [(begin, end)] = train.fit_windows(events, argparse.Namespace(t_start=t_start, t_end=t_end, window=None))
+    [(begin, end)] = train.fit_windows(events, train.Config(t_start=t_start, t_end=t_end))
     inside = (events.frame_t[in_interval] >= begin) & (events.frame_t[in_interval] <= end)
     chosen = in_interval[inside]
     if chosen.size == 0:
@@ -278,15 +280,13 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
     if chosen.size < in_interval.size:
         print(f"note: {name}: {in_interval.size - chosen.size} APS frames of the interval lie outside the events "
               f"and cannot be reconstructed; they are not scored", file=sys.stderr)
-    frames = events.frames[chosen]
-    references = np.stack([utils.gray_float(frame) for frame in frames])
     lpips_fits = min(sensor) >= utils.LPIPS_MIN_SIZE
     if use_lpips and not lpips_fits:
         print(f"note: {name}: {sensor[1]}x{sensor[0]} frames are too small for LPIPS (AlexNet needs "
               f"{utils.LPIPS_MIN_SIZE} px a side); LPIPS not scored", file=sys.stderr)
     return Sequence(name=name, path=path, dataset=dataset, interval=interval, t_zero=t_zero, t_start=t_start,
                     t_end=t_end, span=(begin, end), aps_index=chosen, frame_t=events.frame_t[chosen].copy(),
-                    references=references, use_lpips=use_lpips and lpips_fits), None
+                    use_lpips=use_lpips and lpips_fits), None
 
 
 # -----------------------------------------------------------------------------
@@ -297,57 +297,38 @@ def slug(label):
     return re.sub(r"[^A-Za-z0-9.]+", "_", label).strip("_") or "default"
 
 
-def train_arguments(sequence, overrides, run_dir, times_path):
-    """train.py's arguments for one sequence: its defaults, the dataset's flags, the
-    configuration's flags, then what the evaluation fixes."""
-    args = train.get_parser().parse_args([])
-    vars(args).update({**dataset_flags(sequence.dataset), **overrides})
-    args.data_path, args.exp_name, args.output_dir = sequence.path, sequence.name, run_dir
-    args.t_start, args.t_end = sequence.t_start, sequence.t_end
-    args.frames_at, args.overwrite, args.no_video = times_path, True, True
-    if args.window is None and sequence.span[1] - sequence.span[0] > LONGEST_SINGLE_FIT:
-        args.window = DEFAULT_WINDOW
-    return args
+def sequence_config(sequence, overrides, run_dir, times_path):
+    """train.Config for one sequence: its defaults, the dataset's flags, the configuration's
+    flags, then what the evaluation fixes (the times file records the rendered APS times)."""
+    config = train.Config(**{**dataset_flags(sequence.dataset), **overrides})
+    window = config.window
+    if window is None and sequence.span[1] - sequence.span[0] > LONGEST_SINGLE_FIT:
+        window = DEFAULT_WINDOW
+    return dataclasses.replace(config, data_path=sequence.path, exp_name=sequence.name, output_dir=run_dir,
+                               t_start=sequence.t_start, t_end=sequence.t_end, frames_at=times_path,
+                               overwrite=True, no_video=True, window=window)
 
 
-def reconstruct(sequence, args):
-    """Fit with train.py; returns (experiment folder, frame paths, their times, wall seconds)."""
+def fit_and_score(sequence, events, config, histeq):
+    """Reconstruct the sequence's APS times in memory, write train.py's experiment folder, and
+    score. Returns (Reconstruction, per-frame rows with times re-zeroed, folder, seconds)."""
     began = time.perf_counter()
-    folder = train.run(args)
-    fit_seconds = time.perf_counter() - began
-    times = np.loadtxt(os.path.join(folder, "timestamps.txt"), ndmin=2)[:, 1]
-    frame_paths = [os.path.join(folder, "frames", name) for name in sorted(os.listdir(os.path.join(folder, "frames")))]
-    if len(frame_paths) != len(sequence.aps_index) or len(times) != len(frame_paths):
-        raise EvaluationError(f"{sequence.name}: train.py wrote {len(frame_paths)} frames for {len(sequence.aps_index)} APS times")
-    return folder, frame_paths, times, fit_seconds
-
-
-def score_sequence(sequence, frame_paths, times, histeq):
-    """Per-frame scores of the reconstructions made within TIME_TOLERANCE of their APS frame."""
-    rows = []
-    for k, index in enumerate(sequence.aps_index):
-        if abs(times[k] - sequence.frame_t[k]) > TIME_TOLERANCE:
-            continue
-        image = utils.read_gray(frame_paths[k])
-        reference = sequence.references[k]
-        if image.shape != reference.shape:
-            raise EvaluationError(f"{sequence.name}: reconstruction is {image.shape[1]}x{image.shape[0]} but APS frame "
-                                  f"{index} is {reference.shape[1]}x{reference.shape[0]} (WxH)")
-        scores = utils.score_frame(image, reference, histeq, use_lpips=sequence.use_lpips)
-        rows.append({"aps_index": int(index), "t": float(sequence.frame_t[k] - sequence.t_zero),
-                     "t_reconstruction": float(times[k] - sequence.t_zero), **scores})
-    return rows
-
-
-def frame_weighted(rows):
-    """Mean of each metric over all the frames in `rows` (non-finite and missing values dropped)."""
-    summary = {}
-    for metric in METRICS:
-        values = np.array([row[metric] for row in rows if row[metric] is not None], dtype=np.float64)
-        values = values[np.isfinite(values)]
-        summary[metric] = float(values.mean()) if values.size else None
-    summary["n_frames"] = len(rows)
-    return summary
+    try:
+        result = train.reconstruct(events, config, times=sequence.frame_t)
+    except (EventDataError, train.UsageError) as error:
+        raise EvaluationError(f"{sequence.name}: {error}") from None
+    folder = os.path.join(config.output_dir, config.exp_name)
+    with utils.staged_folder(folder, replace=True) as work:
+        train.write_experiment(work, result, events)
+    seconds = time.perf_counter() - began
+    try:
+        rows = utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t, histeq, sequence.use_lpips)
+    except ValueError as error:
+        raise EvaluationError(f"{sequence.name}: {error}") from None
+    for row in rows:
+        row["t"] -= sequence.t_zero
+        row["t_reconstruction"] -= sequence.t_zero
+    return result, rows, folder, seconds
 
 
 def summarise(fits):
@@ -355,7 +336,7 @@ def summarise(fits):
     {name: {dataset, rows, fit_seconds, seconds_fitted, ...}}."""
     sequences = {}
     for name, fit in fits.items():
-        sequences[name] = {**frame_weighted(fit["rows"]), "fit_seconds": fit["fit_seconds"],
+        sequences[name] = {**utils.mean_scores(fit["rows"]), "fit_seconds": fit["fit_seconds"],
                            "seconds_fitted": fit["seconds_fitted"],
                            "fit_seconds_per_second": fit["fit_seconds"] / fit["seconds_fitted"],
                            **{key: fit[key] for key in ("dataset", "interval", "window", "method", "timings", "run")}}
@@ -364,7 +345,7 @@ def summarise(fits):
         members = [fit for fit in fits.values() if fit["dataset"] == dataset]
         fit_seconds = sum(fit["fit_seconds"] for fit in members)
         seconds = sum(fit["seconds_fitted"] for fit in members)
-        datasets[dataset] = {**frame_weighted([row for fit in members for row in fit["rows"]]),
+        datasets[dataset] = {**utils.mean_scores([row for fit in members for row in fit["rows"]]),
                              "fit_seconds": fit_seconds, "seconds_fitted": seconds,
                              "fit_seconds_per_second": fit_seconds / seconds, "n_sequences": len(members)}
     return {"sequences": sequences, "datasets": datasets}
@@ -394,13 +375,13 @@ def paper_table(configurations_results):
     """Rows are configurations, columns MSE, SSIM and LPIPS per dataset and the total fit time.
     `configurations_results`: {label: {"datasets": {name: summary}}}. Returns (header, rows) of text."""
     datasets = list(dict.fromkeys(name for result in configurations_results.values() for name in result["datasets"]))
-    header = ["configuration"] + [f"{name} {HEADINGS[m]}" for name in datasets for m in METRICS] + ["fit s"]
+    header = ["configuration"] + [f"{name} {HEADINGS[m]}" for name in datasets for m in utils.METRICS] + ["fit s"]
     rows = []
     for label, result in configurations_results.items():
         cells = [label]
         for name in datasets:
             summary = result["datasets"].get(name, {})
-            cells += [number(summary.get(m), DIGITS[m]) for m in METRICS]
+            cells += [number(summary.get(m), DIGITS[m]) for m in utils.METRICS]
         cells.append(number(sum(s["fit_seconds"] for s in result["datasets"].values()), 1))
         rows.append(cells)
     return header, rows
@@ -424,7 +405,7 @@ def write_table(path_without_extension, header, rows, records=None):
 
 
 def write_outputs(out_dir, results, per_frame):
-    columns = ["n_frames", *METRICS, "fit_seconds", "seconds_fitted", "fit_seconds_per_second"]
+    columns = ["n_frames", *utils.METRICS, "fit_seconds", "seconds_fitted", "fit_seconds_per_second"]
     cells = lambda summary: [summary["n_frames"]] + [number(summary[key], DIGITS[key]) for key in columns[1:]]
     configs = results["configurations"]
     sequence_rows = [[label, s["dataset"], name, *cells(s)] for label, r in configs.items() for name, s in r["sequences"].items()]
@@ -435,26 +416,11 @@ def write_outputs(out_dir, results, per_frame):
                 dataset_rows, {label: r["datasets"] for label, r in configs.items()})
     write_table(os.path.join(out_dir, "table"), *paper_table(configs))
     with open(os.path.join(out_dir, "per_frame.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, ["configuration", "dataset", "sequence", "aps_index", "t", "t_reconstruction", *METRICS])
+        writer = csv.DictWriter(f, ["configuration", "dataset", "sequence", "aps_index", "t", "t_reconstruction", *utils.METRICS])
         writer.writeheader()
         writer.writerows(per_frame)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-
-
-def write_preview(path, sequence, picks, images):
-    """APS frames beside each configuration's reconstruction, at a few of the scored times.
-    `images`: {label: [uint8 image at each pick]}."""
-    rows = []
-    for k, pick in enumerate(picks):
-        row = [(images[label][k], label[:28]) for label in images]
-        row.append((utils.tone_map_to_uint8(sequence.references[pick]), f"APS {sequence.frame_t[pick] - sequence.t_zero:.2f}s"))
-        rows.append(row)
-    utils.make_preview(path, rows)
-
-
-# -----------------------------------------------------------------------------
-# the evaluation
 
 
 def evaluate(options):
@@ -476,71 +442,73 @@ def evaluate(options):
     if any(sequence.use_lpips for sequence in plans):
         load_lpips()  # before any fitting: missing weights must not cost a fit
 
-    os.makedirs(os.path.join(options.out_dir, "times"), exist_ok=True)
-    times_paths = {}
-    for sequence in plans:
-        times_paths[sequence.name] = os.path.join(options.out_dir, "times", f"{sequence.name}.txt")
-        np.savetxt(times_paths[sequence.name], sequence.frame_t, fmt="%.17g")  # exact: train.py renders exactly these
-
-    picks = {s.name: np.unique(np.linspace(0, len(s.aps_index) - 1, min(PREVIEW_ROWS, len(s.aps_index))).round().astype(int))
-             for s in plans}
-    preview_images = {s.name: {} for s in plans}
-    results = {"configurations": {}}
+    for folder in ("times", "previews"):
+        os.makedirs(os.path.join(options.out_dir, folder), exist_ok=True)
+    fits = {label: {} for label, _ in configs}
     per_frame = []
-    for label, overrides in configs:
-        fits = {}
-        for sequence in plans:
+    for sequence in plans:
+        times_path = os.path.join(options.out_dir, "times", f"{sequence.name}.txt")
+        np.savetxt(times_path, sequence.frame_t, fmt="%.17g")  # exact: train.py --frames_at renders exactly these
+        events, _ = read_sequence(sequence.path, sequence.dataset, common)  # once for all configurations
+        picks = utils.preview_picks(len(sequence.aps_index))
+        columns = []
+        for label, overrides in configs:
             print(f"{label}: {sequence.name} ({sequence.dataset}, {len(sequence.aps_index)} APS frames, "
                   f"{sequence.span[1] - sequence.span[0]:.2f} s)", file=sys.stderr)
-            args = train_arguments(sequence, overrides, os.path.join(options.out_dir, "runs", slug(label)),
-                                   times_paths[sequence.name])
-            try:
-                folder, frame_paths, times, fit_seconds = reconstruct(sequence, args)
-            except (EventDataError, train.UsageError) as error:
-                raise EvaluationError(f"{sequence.name}: {error}") from None
-            rows = score_sequence(sequence, frame_paths, times, options.histeq)
-            with open(os.path.join(folder, "config.json")) as f:
-                timings = json.load(f)["timings"]
-            fits[sequence.name] = {"dataset": sequence.dataset, "rows": rows, "fit_seconds": fit_seconds,
-                                   "seconds_fitted": sequence.span[1] - sequence.span[0],
-                                   "interval": [bound if math.isfinite(bound) else None for bound in sequence.interval],  # None: no end
-                                   "window": args.window,
-                                   "method": {k: v for k, v in vars(args).items() if k not in NOT_METHOD},
-                                   "timings": timings, "run": folder}
+            config = sequence_config(sequence, overrides, os.path.join(options.out_dir, "runs", slug(label)), times_path)
+            result, rows, folder, seconds = fit_and_score(sequence, events, config, options.histeq)
+            fits[label][sequence.name] = {
+                "dataset": sequence.dataset, "rows": rows, "fit_seconds": seconds,
+                "seconds_fitted": sequence.span[1] - sequence.span[0],
+                "interval": [bound if math.isfinite(bound) else None for bound in sequence.interval],  # None: no end
+                "window": config.window,
+                "method": {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_METHOD},
+                "timings": result.timings, "run": folder}
             per_frame += [{"configuration": label, "dataset": sequence.dataset, "sequence": sequence.name, **row} for row in rows]
-            preview_images[sequence.name][label] = [utils.tone_map_to_uint8(utils.read_gray(frame_paths[k]))
-                                                    for k in picks[sequence.name]]
-        results["configurations"][label] = {"flags": overrides, **summarise(fits)}
+            columns.append((label, [result.frames[k] for k in picks]))
+        columns.append(("APS", [events.frames[sequence.aps_index[k]] for k in picks]))
+        utils.write_preview(os.path.join(options.out_dir, "previews", f"{sequence.name}.png"),
+                            sequence.frame_t[picks] - sequence.t_zero, columns)
 
+    results = {"configurations": {label: {"flags": overrides, **summarise(fits[label])} for label, overrides in configs}}
     first = next(iter(results["configurations"].values()))
     results = {"sequences": first["sequences"], "datasets": first["datasets"], **results,
                "evaluation": {"dataset": options.dataset, "histeq": options.histeq, "lpips": use_lpips,
-                              "time_tolerance_s": TIME_TOLERANCE, "default_window_s": DEFAULT_WINDOW,
+                              "time_tolerance_s": utils.TIME_TOLERANCE, "default_window_s": DEFAULT_WINDOW,
                               "longest_single_fit_s": LONGEST_SINGLE_FIT},
                "skipped": skipped}
-    os.makedirs(os.path.join(options.out_dir, "previews"), exist_ok=True)
-    for sequence in plans:
-        write_preview(os.path.join(options.out_dir, "previews", f"{sequence.name}.png"), sequence,
-                      picks[sequence.name], preview_images[sequence.name])
     write_outputs(options.out_dir, results, per_frame)
     return results
 
 
+def read_image(path):
+    """uint8 gray [H, W] or RGB [H, W, 3] as stored."""
+    if not os.path.isfile(path):
+        raise EvaluationError(f"{path}: no such file")
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None or image.dtype != np.uint8:
+        raise EvaluationError(f"{path}: not an 8-bit image")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    return image
+
+
 def score_pair(pred_path, ref_path, histeq, use_lpips):
-    """MSE, SSIM and LPIPS of one image pair (LPIPS None when skipped or the images are too small)."""
-    for path in (pred_path, ref_path):
-        if not os.path.isfile(path):
-            raise EvaluationError(f"{path}: no such file")
-    try:
-        pred, ref = utils.read_gray(pred_path), utils.read_gray(ref_path)
-    except (OSError, ValueError) as error:
-        raise EvaluationError(str(error)) from None
-    if pred.shape != ref.shape:
+    """MSE, SSIM and LPIPS of one image pair (LPIPS None when skipped or the images are too
+    small). MSE and SSIM are scored in gray, as EVREAL does; LPIPS in colour when both images
+    are colour (as the LPIPS reference does), else in gray. `lpips_on` says which."""
+    pred, ref = read_image(pred_path), read_image(ref_path)
+    if pred.shape[:2] != ref.shape[:2]:
         raise EvaluationError(f"{pred_path} is {pred.shape[1]}x{pred.shape[0]} but {ref_path} is {ref.shape[1]}x{ref.shape[0]} (WxH)")
-    use_lpips = use_lpips and min(ref.shape) >= utils.LPIPS_MIN_SIZE
+    use_lpips = use_lpips and min(ref.shape[:2]) >= utils.LPIPS_MIN_SIZE
+    scores = utils.score_frame(utils.gray_float(pred), utils.gray_float(ref), histeq, use_lpips=False)
+    colour = pred.ndim == 3 and ref.ndim == 3 and histeq == "none"
     if use_lpips:
         load_lpips()
-    return {"pred": pred_path, "ref": ref_path, "histeq": histeq, **utils.score_frame(pred, ref, histeq, use_lpips)}
+        as_float = (lambda image: image / 255.0) if colour else (lambda image: utils.histogram_equalize(utils.gray_float(image), histeq))
+        scores["lpips"] = utils.lpips(as_float(pred), as_float(ref))
+    return {"pred": pred_path, "ref": ref_path, "histeq": histeq, "lpips_on": ("rgb" if colour else "gray") if use_lpips else None,
+            **scores}
 
 
 def main(argv=None):

@@ -10,7 +10,7 @@ import os
 import sys
 
 # the script lives in scripts/; utils.py sits one folder up
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import repo  # noqa: F401  (first: makes train.py's modules importable)
 import utils  # noqa: E402
 
 

@@ -10,12 +10,11 @@ event_cnn_minimal HDF5 layout with gzip compression, so it stays a few MB.
 
 import argparse
 import os
-import sys
 
 import h5py
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import repo  # noqa: F401  (first: makes train.py's modules importable)
 from event_data import load_events  # noqa: E402
 
 BEGIN, END = 0.95, 2.55

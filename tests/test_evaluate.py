@@ -105,25 +105,12 @@ def test_dataset_means_weight_every_frame_and_drop_non_finite_values():
     assert summary["datasets"]["Y"]["mse"] == pytest.approx(0.2)
 
 
-def test_only_reconstructions_within_a_millisecond_are_scored(tmp_path):
-    image = np.full((12, 12), 100, dtype=np.uint8)  # SSIM needs 11 px a side
-    paths = []
-    for k in range(2):
-        paths.append(str(tmp_path / f"frame_{k}.png"))
-        utils.write_png(paths[-1], image)
-    sequence = evaluate.Sequence(name="s", path="", dataset="X", interval=(0.0, 9.0), t_zero=1.0, t_start=0.0, t_end=2.0,
-                                 span=(1.0, 3.0), aps_index=np.array([1, 2]), frame_t=np.array([1.5, 2.0]),
-                                 references=np.stack([image, image]) / 255.0, use_lpips=False)
-    rows = evaluate.score_sequence(sequence, paths, np.array([1.5009, 2.002]), "none")
-    assert [row["aps_index"] for row in rows] == [1] and rows[0]["t"] == pytest.approx(0.5) and rows[0]["mse"] == 0.0
-
-
 def test_long_spans_get_windows_unless_the_flags_say_otherwise():
     def window(span, overrides):
         sequence = evaluate.Sequence(name="s", path="p", dataset="IJRR", interval=(5.0, 20.0), t_zero=0.0, t_start=0.0,
                                      t_end=span, span=(0.0, span), aps_index=np.array([1]), frame_t=np.array([1.0]),
-                                     references=np.zeros((1, 2, 2)), use_lpips=False)
-        args = evaluate.train_arguments(sequence, overrides, "runs", "times.txt")
+                                     use_lpips=False)
+        args = evaluate.sequence_config(sequence, overrides, "runs", "times.txt")
         assert (args.H, args.W, args.frames_at, args.t_end) == (180, 240, "times.txt", span)  # the dataset's flags
         return args.window
     assert window(15.0, {}) == evaluate.DEFAULT_WINDOW

@@ -24,7 +24,7 @@ ERROR_LIMIT = 0.75
 
 
 def change_error(render, events, align):
-    args = train.get_parser().parse_args(["--iters", "600", "--align", align, "--event_thresh", str(THRESHOLD),
+    args = train.parse_config(["--iters", "600", "--align", align, "--event_thresh", str(THRESHOLD),
                                           "--net_width", "128", "--net_layers", "2", "--train_resolution", "20",
                                           "--lr", "1e-3", "--no_c2f"])
     torch.manual_seed(0)

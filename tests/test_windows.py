@@ -58,9 +58,9 @@ def seam_ratios(folder):
 
 
 def fit(sequence, out, tie, windows_batch=1):
-    args = train.get_parser().parse_args(["-d", sequence, "-o", str(out), "-n", f"tie{tie}", "--window_tie", str(tie),
+    args = train.parse_config(["-d", sequence, "-o", str(out), "-n", f"tie{tie}", "--window_tie", str(tie),
                                           "--windows_batch", str(windows_batch), *FIT])
-    return train.run(args)
+    return train.run(args)["folder"]
 
 
 @pytest.mark.parametrize("windows_batch", [1, 3])
@@ -80,7 +80,7 @@ def test_windows_are_equal_and_close_to_the_requested_length():
     from types import SimpleNamespace
     events = SimpleNamespace(t=np.array([10.0, 13.4]), path="rec")
     for window, expected in ((1.7, 2), (1.0, 3), (0.9, 4), (5.0, 1)):
-        args = train.get_parser().parse_args(["--window", str(window)])
+        args = train.parse_config(["--window", str(window)])
         windows = train.fit_windows(events, args)
         assert len(windows) == expected
         lengths = np.diff(np.array(windows), axis=1).ravel()
@@ -104,7 +104,7 @@ class DoubleWindow:
 def test_stacked_windows_fit_as_they_would_one_by_one(sequence):
     """Without the tie, fitting windows stacked (--windows_batch) steps every network exactly as
     fitting each window alone from the same start: same parameters after a few iterations."""
-    args = train.get_parser().parse_args(["--iters", "8", "--train_resolution", "4", "--log_interval", "4",
+    args = train.parse_config(["--iters", "8", "--train_resolution", "4", "--log_interval", "4",
                                           "--window_tie", "0", "--net_width", "32", "--net_layers", "1"])
     events, sensor = load_events(sequence)
     windows = [DoubleWindow(train.Window(events, begin, begin + WINDOW, sensor, args, torch.device("cpu")))
@@ -140,7 +140,7 @@ def test_window_edges_are_the_first_and_last_instants(loss, align):
     """Taken from the loss's own frames when they include the edges, else evaluated; same values."""
     torch.manual_seed(0)
     members = [EvINR(3, 4, n_layers=1, hidden=8, neck=8) for _ in range(2)]
-    args = train.get_parser().parse_args(["--loss", loss, "--align", align])
+    args = train.parse_config(["--loss", loss, "--align", align])
     boundaries = torch.tensor([-1.0, -0.2, 0.5, 1.0])
     midpoints = 0.5 * (boundaries[1:] + boundaries[:-1])
     edge_times = torch.tensor([-1.0, 1.0])
