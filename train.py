@@ -26,6 +26,7 @@ import os
 import platform
 import runpy
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -88,9 +89,10 @@ class Config:
                                  "0.67-1.5x this long), each warm-started from the previous one and tied to its last frame",
                            type=float)
     window_tie: float = option(1.0, "weight of the boundary-frame tie between windows")
-    windows_batch: int = option(1, "with --window: fit this many consecutive windows at once, one network each with their "
-                                   "weights stacked (batched matrix products). Each batch starts from the previous batch's "
-                                   "last network, and each window is tied to the one before it. 1 fits windows one by one")
+    windows_batch: int = option(None, "with --window: fit this many consecutive windows at once, one network each with their "
+                                      "weights stacked (batched matrix products). Each batch starts from the previous batch's "
+                                      "last network, and each window is tied to the one before it. Default: 1 (one by one) on "
+                                      "a CPU; on a GPU as many as half its free memory holds", type=int)
     seed: int = option(0, "random seed: the same seed gives the same frames")
     overwrite: bool = option(False, "replace an existing experiment folder")
     tensorboard: bool = option(False, "also log losses to TensorBoard (needs the tensorboard package)")
@@ -102,12 +104,18 @@ class Config:
                                            "(where scripts/benchmark.py measured the same quality, 11%% faster), highest "
                                            "elsewhere", choices=("auto", "highest", "high", "medium"))
     no_video: bool = option(False, "skip video.mp4")
+    cuda_graph: str = option("auto", "capture one training step per coarse-to-fine stage as a CUDA graph and replay it "
+                                     "(removes the launch cost of ~30 small kernels a step). auto: on CUDA devices, falling "
+                                     "back to eager steps with a note if capture fails; on: fail instead",
+                             choices=("auto", "on", "off"))
 
     def check(self):
         """Refuse settings that cannot work, before any work is done."""
-        for name in ("iters", "train_resolution", "val_resolution", "log_interval", "windows_batch", "net_width"):
+        for name in ("iters", "train_resolution", "val_resolution", "log_interval", "net_width"):
             if not getattr(self, name) >= 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.windows_batch is not None and not self.windows_batch >= 1:
+            raise UsageError(f"--windows_batch must be at least 1, got {self.windows_batch}")
         if self.window is not None and not self.window > 0:
             raise UsageError(f"--window must be positive, got {self.window:g}")
         if self.H is not None and self.W is not None and not (self.H >= 1 and self.W >= 1):
@@ -296,15 +304,17 @@ def make_model(sensor, config):
                  n_layers=config.net_layers, hidden=config.net_width)
 
 
-def make_optimizer(model, config):
+def make_optimizer(model, config, capturable=False):
     """AdamW; the fused single-kernel update unless --plain (torch before 2.4 has no fused CPU
-    AdamW, and falls back to the default)."""
+    AdamW, and falls back to the default). `capturable` keeps its step count on the device, as a
+    CUDA graph needs."""
+    options = {"capturable": True} if capturable else {}
     if not config.plain:
         try:
-            return torch.optim.AdamW(model.parameters(), lr=config.lr, fused=True)
+            return torch.optim.AdamW(model.parameters(), lr=config.lr, fused=True, **options)
         except (RuntimeError, TypeError):
             pass
-    return torch.optim.AdamW(model.parameters(), lr=config.lr)
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, **options)
 
 
 def stage_frames(windows, n_chunks, stacked):
@@ -339,16 +349,100 @@ def seam_loss(firsts, lasts, tie_frame):
     return ((after - before) ** 2).mean(dim=(1, 2, 3)).sum()
 
 
+def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windows=1):
+    """One optimisation step on fixed inputs, as a function of nothing: every tensor it reads
+    (event frames, query times, the tie frame, the parameters and the optimizer's state) stays
+    at one address, so the step can be captured once as a CUDA graph and replayed. Returns
+    (loss, parts) as device tensors; reading them is the only host synchronisation."""
+    edge_times = torch.tensor([-1.0, 1.0], device=frames.device)
+    tied = config.window_tie != 0 and (tie_frame is not None or n_windows > 1)
+
+    def step():
+        loss, parts, log_frames = evinr_loss(model, queries, frames, config.loss, config.align, fused=not config.plain)
+        if tied:
+            loss = loss + config.window_tie * seam_loss(*window_edges(model, log_frames, config, edge_times), tie_frame)
+        # set_to_none=False keeps the gradients at their addresses, as a captured graph needs
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        optimizer.step()
+        return loss.detach(), parts
+    return step
+
+
+class GraphedStep:
+    """Runs `step` eagerly for a few warm-up calls (on a side stream, as CUDA graph capture wants:
+    the optimizer's state and cuBLAS's workspace are created there), then captures the next call
+    as a CUDA graph and replays it for every later call. Every call is one real step: a capture
+    only records, so the capturing call replays once. If capture fails, `fallback` says whether
+    to go on eagerly (with a note) or to raise."""
+
+    WARM_UP = 3
+
+    def __init__(self, step, fallback=True):
+        self.step, self.fallback, self.calls, self.graph, self.outputs, self.failed = step, fallback, 0, None, None, False
+
+    def eager(self):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            outputs = self.step()
+        torch.cuda.current_stream().wait_stream(side)
+        return outputs
+
+    def __call__(self):
+        self.calls += 1
+        if self.graph is not None:
+            self.graph.replay()
+            return self.outputs
+        if self.calls <= self.WARM_UP or self.failed:
+            return self.eager()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.outputs = self.step()
+        except RuntimeError as error:
+            reason = str(error).splitlines()[0]
+            if not self.fallback:
+                raise UsageError(f"--cuda_graph on: capturing a training step failed ({reason}); use --cuda_graph off") from None
+            print(f"note: CUDA graph capture failed ({reason}); fitting with eager steps", file=sys.stderr)
+            self.failed = True
+            torch.cuda.synchronize()
+            return self.eager()
+        self.graph = graph
+        graph.replay()
+        return self.outputs
+
+
+def use_cuda_graph(config, device):
+    return config.cuda_graph != "off" and device.type == "cuda"
+
+
+BYTES_PER_PARAMETER = 16   # float32 weight, gradient and AdamW's two moments
+FRAME_COPIES = 13          # [T, C, H, W] tensors alive in one step: frames, gradients, loss temporaries, events
+
+
+def stacked_batch_size(sensor, config, n_windows, free_bytes):
+    """How many windows to fit at once on a device with `free_bytes` free: as many as half of it
+    holds (the rest is headroom for the allocator and rendering), at most all of them."""
+    height, width = sensor
+    channels = 3 if config.color_event else 1
+    width_hidden, pixels = config.net_width, height * width * channels
+    parameters = 2 * width_hidden + config.net_layers * (width_hidden + 1) * width_hidden + (width_hidden + 1) * 256 + 257 * pixels
+    n_times = (config.train_resolution if config.no_c2f else 2 * config.train_resolution) + 1
+    per_window = BYTES_PER_PARAMETER * parameters + 4 * FRAME_COPIES * n_times * pixels
+    return int(max(1, min(n_windows, free_bytes // 2 // per_window)))
+
+
 def fit(model, windows, config, tie_frame=None, log=None, label=""):
     """Run the optimisation on a list of windows: one window for an EvINR, one per network for a
     StackedEvINR. `tie_frame`, the previous window's last log frame, pins the first window's
     first frame so brightness is continuous across windows. Returns the timings."""
     stacked = isinstance(model, StackedEvINR)
-    edge_times = torch.tensor([-1.0, 1.0], device=windows[0].device)
-    optimizer = make_optimizer(model, config)
+    device = windows[0].device
+    graphs = use_cuda_graph(config, device)
+    optimizer = make_optimizer(model, config, capturable=graphs)
     schedule = [config.train_resolution] if config.no_c2f else [config.train_resolution, 2 * config.train_resolution]
     start_of_stage = [0] if config.no_c2f else [0, config.iters // 2]
-    tied = config.window_tie != 0 and (tie_frame is not None or len(windows) > 1)
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
     bar = tqdm(range(config.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True)
     start = time.perf_counter()
@@ -358,22 +452,20 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
             began = time.perf_counter()
             frames, boundaries, midpoints = stage_frames(windows, schedule[start_of_stage.index(iteration)], stacked)
             queries = query_times(boundaries, midpoints, config.loss, config.align)
+            step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows))
+            if graphs:
+                step = GraphedStep(step, fallback=config.cuda_graph == "auto")
             timings["event_frames_s"] += time.perf_counter() - began
-        loss, parts, log_frames = evinr_loss(model, queries, frames, config.loss, config.align, fused=not config.plain)
-        if tied:
-            loss = loss + config.window_tie * seam_loss(*window_edges(model, log_frames, config, edge_times), tie_frame)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, parts = step()
         if (iteration + 1) % config.log_interval == 0 or iteration + 1 == config.iters:
-            total = float(loss.detach())
+            total = float(loss)
             log_points.append((iteration + 1, time.perf_counter()))
             bar.set_postfix(loss=f"{total:.4g}")
             if log is not None:
                 log(iteration, total, {name: float(value) for name, value in parts.items()})
     timings["train_s"] = time.perf_counter() - start - timings["event_frames_s"]
-    # The first interval holds the warm-up (allocation, first kernels); the median of the others
-    # is the steady-state cost per iteration.
+    # The first interval holds the warm-up (allocation, first kernels, graph capture); the
+    # median of the others is the steady-state cost per iteration.
     steady = [1000.0 * (t1 - t0) / (i1 - i0) for (i0, t0), (i1, t1) in zip(log_points[1:], log_points[2:])]
     timings["steady_ms_per_iter"] = steady
     return timings
@@ -425,7 +517,10 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
         writer = SummaryWriter(tensorboard_dir)
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
     steady_ms, states, tie_frame, model = [], [], None, make_model(events.sensor, config).to(device)
-    batch_size = config.windows_batch
+    batch_size = config.windows_batch or 1
+    if config.windows_batch is None and device.type == "cuda" and len(windows) > 1:
+        batch_size = stacked_batch_size(events.sensor, config, len(windows), torch.cuda.mem_get_info(device)[0])
+    config = dataclasses.replace(config, windows_batch=batch_size)
     progress = tqdm(total=len(windows), desc="windows", unit="window", disable=len(windows) == 1)
     for first in range(0, len(windows), batch_size):
         batch = range(first, min(first + batch_size, len(windows)))
@@ -618,6 +713,19 @@ def write_preview(path, reconstruction, events):
 # -----------------------------------------------------------------------------
 # the command line
 
+def start_device(device):
+    """Initialise CUDA and load the first kernels in a thread, while the events are read: both
+    take a second or more, and neither needs the other."""
+    def touch():
+        if device.type == "cuda":
+            torch.cuda.init()
+            probe = torch.ones(64, 64, device=device)
+            torch.sin(probe @ probe).sum().item()
+    thread = threading.Thread(target=touch, daemon=True)
+    thread.start()
+    return thread
+
+
 def run(config):
     """load, then reconstruct (or render config.render_only), then write, then publish.
     Returns config.json's content, with the folder it went to under "folder"."""
@@ -627,9 +735,11 @@ def run(config):
     states = spans = None
     if config.render_only:
         _, states, spans = load_checkpoint(config.render_only)
+    warm_up = start_device(resolve_device(config.device))
     began = time.perf_counter()
     events, _ = load_events(data_path, sensor=(config.H, config.W))
     load_s = time.perf_counter() - began
+    warm_up.join()
     final = experiment_path(config, data_path)
     if config.render_only:
         config = prepare(config, events)

@@ -1,0 +1,113 @@
+"""The logic of the GPU paths, tested where it runs (on the CPU) and, marked `cuda`, on a GPU
+(scripts/gpu_check.sh runs those): the static-buffer training step that CUDA graphs capture,
+graph replay against eager steps, and the stacked-batch size chosen from free memory."""
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from event_data import events_from_columns
+from model import StackedEvINR
+from simulate import moving_texture, simulate_events
+
+SENSOR = (16, 20)
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (run scripts/gpu_check.sh on one)")
+
+
+def simulated(sensor=SENSOR, duration=0.4):
+    render = moving_texture(*sensor, duration, "pan", seed=2, speed=30.0)
+    columns = simulate_events(render, duration, threshold=0.2)
+    return events_from_columns(columns["t"], columns["x"], columns["y"], columns["p"], "sim", "sim")
+
+
+def small_config(**changes):
+    return dataclasses.replace(train.parse_config(["--net_width", "32", "--net_layers", "1", "--train_resolution", "6",
+                                                   "--log_interval", "5", "--iters", "10", "--no_c2f"]), **changes)
+
+
+def test_the_static_step_is_the_fit_loop():
+    """Calling make_step's function N times on its fixed buffers gives the parameters that fit()
+    gives after N iterations, from the same start."""
+    events = simulated()
+    config = small_config(cuda_graph="off")
+    window = train.Window(events, float(events.t[0]), float(events.t[-1]), SENSOR, config, torch.device("cpu"))
+    torch.manual_seed(0)
+    start = train.make_model(SENSOR, config)
+    fitted = copy.deepcopy(start)
+    train.fit(fitted, [window], config)
+    stepped = copy.deepcopy(start)
+    frames, boundaries, midpoints = window.frames(config.train_resolution)
+    step = train.make_step(stepped, train.make_optimizer(stepped, config), frames,
+                           train.query_times(boundaries, midpoints), config)
+    addresses = [p.data_ptr() for p in stepped.parameters()]
+    for _ in range(config.iters):
+        loss, parts = step()
+    assert [p.data_ptr() for p in stepped.parameters()] == addresses  # static: nothing moves
+    assert all(p.grad is not None and p.grad.data_ptr() == p.grad.data_ptr() for p in stepped.parameters())
+    for name, value in fitted.state_dict().items():
+        torch.testing.assert_close(stepped.state_dict()[name], value, rtol=0, atol=0)
+    assert loss.dim() == 0 and set(parts) == {"temporal", "spatial", "brightness"}
+
+
+def test_stacked_batch_size_follows_the_memory_budget():
+    config = train.Config()
+    assert train.stacked_batch_size((180, 240), config, 30, 0) == 1  # never less than one window
+    sizes = [train.stacked_batch_size((180, 240), config, 30, gb * 2**30) for gb in (1, 8, 16, 140)]
+    assert sizes == sorted(sizes) and sizes[0] >= 1 and sizes[-1] == 30  # more memory, more windows, at most all
+    assert 5 <= sizes[2] < 30  # 16 GB: about 0.4 GB a 240x180 window, half the memory used
+    # the estimate grows with the sensor: fewer 1280x720 windows fit in the same memory
+    assert train.stacked_batch_size((720, 1280), config, 30, 16 * 2**30) < sizes[2]
+
+
+def test_cuda_graph_flag_is_checked_and_off_on_a_cpu():
+    assert not train.use_cuda_graph(train.Config(), torch.device("cpu"))
+    assert train.use_cuda_graph(train.Config(), torch.device("cuda"))
+    assert not train.use_cuda_graph(train.Config(cuda_graph="off"), torch.device("cuda"))
+    with pytest.raises(SystemExit):
+        train.parse_config(["--cuda_graph", "sometimes"])
+
+
+# -----------------------------------------------------------------------------
+# on a GPU
+
+
+def fitted_parameters(config, stacked, steps=50):
+    events = simulated((60, 80), duration=0.6)
+    device = torch.device("cuda")
+    spans = [(0.0, 0.3), (0.3, 0.6)] if stacked else [(float(events.t[0]), float(events.t[-1]))]
+    windows = [train.Window(events, begin, end, (60, 80), config, device) for begin, end in spans]
+    torch.manual_seed(0)
+    model = train.make_model((60, 80), config).to(device)
+    if stacked:
+        model = StackedEvINR([model] * len(windows)).to(device)
+    train.fit(model, windows, dataclasses.replace(config, iters=steps))
+    torch.cuda.synchronize()
+    return {name: value.detach().cpu() for name, value in model.state_dict().items()}
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("stacked", [False, True])
+def test_graph_replay_equals_eager_steps(stacked):
+    """50 steps replayed from a CUDA graph give the parameters of 50 eager steps, one network or
+    stacked windows, to within float tolerance (the loss's reductions may order additions
+    differently between runs)."""
+    config = small_config(iters=50, log_interval=10)
+    eager = fitted_parameters(dataclasses.replace(config, cuda_graph="off"), stacked)
+    graphed = fitted_parameters(dataclasses.replace(config, cuda_graph="on"), stacked)
+    for name, value in eager.items():
+        torch.testing.assert_close(graphed[name], value, rtol=1e-4, atol=1e-5)
+
+
+@cuda
+@pytest.mark.cuda
+def test_reconstruct_on_cuda_with_graphs_matches_without():
+    events = simulated((60, 80), duration=0.6)
+    config = dataclasses.replace(small_config(iters=40), device="cuda", frames_at="uniform", val_resolution=5)
+    with_graphs = train.reconstruct(events, config)
+    without = train.reconstruct(events, dataclasses.replace(config, cuda_graph="off"))
+    assert np.abs(with_graphs.frames.astype(int) - without.frames.astype(int)).max() <= 2
