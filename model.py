@@ -12,6 +12,12 @@ import math
 import torch
 import torch.nn as nn
 
+try:  # optional: only the GPU loss kernels (TritonDifferenceLoss) need Triton
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+
 
 class SineLayer(nn.Module):
     """sin(w0 * (W x + b)), with SIREN's initialisation for the weights."""
@@ -217,7 +223,189 @@ class FusedDifferenceLoss(torch.autograd.Function):
         return grad.mul_(grad_total), None, None, None, None
 
 
-def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", weights=None, fused=True):
+# The same loss as two Triton kernels, for GPUs. There the dozen elementwise and reduction
+# passes of FusedDifferenceLoss are bound by kernel launches and memory traffic. The first
+# kernel reads the frames and event frames once and accumulates, with atomic adds, each frame's
+# sum and each network's four loss sums. The gradient needs every frame mean of its network (the
+# brightness term), which only exists once the first kernel has finished, so a second kernel
+# reads the frames again, writes the gradient and, from its first program of each network, the
+# loss terms. Nothing waits on the host, so the pair can be captured in a CUDA graph. The
+# kernels exist only where Triton is installed.
+
+def triton_available():
+    """Whether Triton is installed (only the GPU loss kernels need it)."""
+    return triton is not None
+
+
+if triton is not None:
+    # Each program handles one tile of BLOCK elements of one frame: the grid is (tiles per
+    # frame, frames T, networks K), and a frame is its C*H*W values, row-major.
+
+    @triton.jit
+    def _sign(x):
+        # 0 at 0, like torch.sign: a pixel equal to its neighbour has no L1 gradient
+        return (x > 0).to(x.dtype) - (x < 0).to(x.dtype)
+
+    @triton.jit
+    def _loss_sums_kernel(frames, target, frame_sums, term_sums, n_times, frame_size, height, width,
+                          target_network_stride, target_time_stride, BLOCK: tl.constexpr):
+        tile, t, k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        offsets = tile * BLOCK + tl.arange(0, BLOCK)
+        inside = offsets < frame_size
+        # 64-bit frame starts: K * T * C*H*W may exceed 2**31
+        frame = frames + (k.to(tl.int64) * n_times + t) * frame_size
+        target_frame = target + k.to(tl.int64) * target_network_stride + t * target_time_stride
+        value = tl.load(frame + offsets, mask=inside, other=0.0)
+        tl.atomic_add(frame_sums + k * n_times + t, tl.sum(value), sem="relaxed")
+
+        # the change to the next frame, against event frame t (the last frame has no next; a
+        # scalar condition goes through tl.where because the interpreter mistypes `inside & it`)
+        has_next = tl.where(t < n_times - 1, inside, False)
+        change = tl.where(has_next, tl.load(frame + frame_size + offsets, mask=has_next, other=0.0) - value, 0.0)
+        residual = change - tl.load(target_frame + offsets, mask=has_next, other=0.0)
+
+        # differences to the neighbour above and to the left, within each channel's H x W
+        column = offsets % width
+        has_up = inside & ((offsets // width) % height > 0)
+        has_left = inside & (column > 0)
+        vertical = tl.where(has_up, tl.abs(value - tl.load(frame + offsets - width, mask=has_up, other=0.0)), 0.0)
+        horizontal = tl.where(has_left, tl.abs(value - tl.load(frame + offsets - 1, mask=has_left, other=0.0)), 0.0)
+
+        # term_sums[k] holds sum residual^2, sum |change|, sum |vertical|, sum |horizontal|
+        network_sums = term_sums + k * 4
+        tl.atomic_add(network_sums + 0, tl.sum(residual * residual), sem="relaxed")
+        tl.atomic_add(network_sums + 1, tl.sum(tl.abs(change)), sem="relaxed")
+        tl.atomic_add(network_sums + 2, tl.sum(vertical), sem="relaxed")
+        tl.atomic_add(network_sums + 3, tl.sum(horizontal), sem="relaxed")
+
+    @triton.jit
+    def _loss_gradient_kernel(frames, target, frame_sums, term_sums, grad, total, temporal, spatial, brightness,
+                              n_times, frame_size, height, width, target_network_stride, target_time_stride,
+                              inv_change, inv_vertical, inv_horizontal, w_temporal, w_spatial, w_brightness,
+                              BLOCK: tl.constexpr, TIME_BLOCK: tl.constexpr):
+        tile, t, k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        offsets = tile * BLOCK + tl.arange(0, BLOCK)
+        inside = offsets < frame_size
+        frame_start = (k.to(tl.int64) * n_times + t) * frame_size
+        frame = frames + frame_start
+        target_frame = target + k.to(tl.int64) * target_network_stride + t * target_time_stride
+        value = tl.load(frame + offsets, mask=inside, other=0.0)
+
+        # brightness: the variance over time of the frame means moves every pixel of frame t by
+        # the same 2 w_b (mean_t - mean of means) / (T * C*H*W)
+        times = tl.arange(0, TIME_BLOCK)
+        in_time = times < n_times
+        means = tl.load(frame_sums + k * n_times + times, mask=in_time, other=0.0) / frame_size
+        mean_of_means = tl.sum(means) / n_times
+        deviation = tl.load(frame_sums + k * n_times + t) / frame_size - mean_of_means
+        gradient = tl.zeros([BLOCK], dtype=value.dtype) + 2.0 * w_brightness * deviation / (n_times * frame_size)
+
+        # temporal and |change|: frame t ends change t-1 (plus) and starts change t (minus), each
+        # with d/d change = (2 w_t residual + w_s sign(change)) / n_change
+        has_previous = tl.where(t > 0, inside, False)
+        change_in = value - tl.load(frame - frame_size + offsets, mask=has_previous, other=0.0)
+        residual_in = change_in - tl.load(target_frame - target_time_stride + offsets, mask=has_previous, other=0.0)
+        has_next = tl.where(t < n_times - 1, inside, False)
+        change_out = tl.load(frame + frame_size + offsets, mask=has_next, other=0.0) - value
+        residual_out = change_out - tl.load(target_frame + offsets, mask=has_next, other=0.0)
+        residual_scale, sign_scale = 2.0 * w_temporal * inv_change, w_spatial * inv_change
+        gradient += tl.where(has_previous, residual_scale * residual_in + sign_scale * _sign(change_in), 0.0)
+        gradient -= tl.where(has_next, residual_scale * residual_out + sign_scale * _sign(change_out), 0.0)
+
+        # spatial: each pixel is the lower end of the difference to the neighbour above and the
+        # upper end of the one to the neighbour below (left and right likewise)
+        column = offsets % width
+        row = (offsets // width) % height
+        has_up, has_down = inside & (row > 0), inside & (row < height - 1)
+        has_left, has_right = inside & (column > 0), inside & (column < width - 1)
+        up = tl.load(frame + offsets - width, mask=has_up, other=0.0)
+        down = tl.load(frame + offsets + width, mask=has_down, other=0.0)
+        left = tl.load(frame + offsets - 1, mask=has_left, other=0.0)
+        right = tl.load(frame + offsets + 1, mask=has_right, other=0.0)
+        gradient += w_spatial * inv_vertical * (tl.where(has_up, _sign(value - up), 0.0)
+                                                - tl.where(has_down, _sign(down - value), 0.0))
+        gradient += w_spatial * inv_horizontal * (tl.where(has_left, _sign(value - left), 0.0)
+                                                  - tl.where(has_right, _sign(right - value), 0.0))
+        tl.store(grad + frame_start + offsets, gradient, mask=inside)
+
+        # one program per network turns its sums into the loss terms
+        if (tile == 0) & (t == 0):
+            network_sums = term_sums + k * 4
+            network_temporal = tl.load(network_sums + 0) * inv_change
+            network_spatial = (tl.load(network_sums + 1) * inv_change + tl.load(network_sums + 2) * inv_vertical
+                               + tl.load(network_sums + 3) * inv_horizontal)
+            squared_deviations = tl.where(in_time, (means - mean_of_means) * (means - mean_of_means), 0.0)
+            network_brightness = tl.sum(squared_deviations) / n_times
+            tl.store(temporal + k, network_temporal)
+            tl.store(spatial + k, network_spatial)
+            tl.store(brightness + k, network_brightness)
+            tl.atomic_add(total, w_temporal * network_temporal + w_spatial * network_spatial
+                          + w_brightness * network_brightness, sem="relaxed")
+
+
+def next_power_of_two(n):
+    return 1 << (n - 1).bit_length()
+
+
+class TritonDifferenceLoss(FusedDifferenceLoss):
+    """FusedDifferenceLoss's values and gradient from the two Triton kernels above (float32
+    frames on a GPU, or on the CPU with TRITON_INTERPRET=1 set before this module is imported).
+    The backward, which scales the gradient built in the forward, is FusedDifferenceLoss's."""
+
+    @staticmethod
+    def forward(ctx, log_frames, target, w_temporal, w_spatial, w_brightness):
+        if not triton_available():
+            raise RuntimeError("TritonDifferenceLoss needs Triton, an optional dependency: pip install triton")
+        if log_frames.dtype != torch.float32 or target.dtype != torch.float32:
+            raise TypeError(f"the Triton loss takes float32 frames, not {log_frames.dtype} and {target.dtype}")
+        n_networks, n_times, channels, height, width = log_frames.shape
+        frame_size = channels * height * width
+        frames = log_frames.contiguous()
+        # each event frame must be contiguous, but a slice over networks or times (align=midpoint)
+        # is read in place through its strides
+        target = target.flatten(2)
+        target = target if target.stride(2) == 1 else target.contiguous()
+        inv_change = 1.0 / ((n_times - 1) * frame_size)
+        inv_vertical = 1.0 / (n_times * channels * (height - 1) * width)
+        inv_horizontal = 1.0 / (n_times * channels * height * (width - 1))
+
+        # tiles of 1024 (8 values per thread at Triton's default 4 warps) keep the atomic adds few;
+        # a smaller frame is one tile
+        block = min(1024, next_power_of_two(frame_size))
+        grid = ((frame_size + block - 1) // block, n_times, n_networks)
+        on_device = dict(device=frames.device, dtype=torch.float32)
+        frame_sums = torch.zeros(n_networks, n_times, **on_device)
+        term_sums = torch.zeros(n_networks, 4, **on_device)
+        shape_args = (n_times, frame_size, height, width, target.stride(0), target.stride(1))
+        # no fused multiply-adds: each product is rounded as in torch's separate operations (and
+        # Triton 3.10 changes the default)
+        options = dict(enable_fp_fusion=False)
+        _loss_sums_kernel[grid](frames, target, frame_sums, term_sums, *shape_args, BLOCK=block, **options)
+
+        grad = torch.empty_like(frames)
+        total = torch.zeros((), **on_device)
+        temporal, spatial, brightness = (torch.empty(n_networks, **on_device) for _ in range(3))
+        _loss_gradient_kernel[grid](frames, target, frame_sums, term_sums, grad, total, temporal, spatial, brightness,
+                                    *shape_args, inv_change, inv_vertical, inv_horizontal,
+                                    w_temporal, w_spatial, w_brightness,
+                                    BLOCK=block, TIME_BLOCK=next_power_of_two(n_times), **options)
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(temporal, spatial, brightness)
+        return total, temporal, spatial, brightness
+
+
+def use_triton_loss(log_frames, kernel):
+    """Whether the fused difference loss runs on the Triton kernels: kernel 'triton' or 'torch'
+    forces the choice, 'auto' takes Triton for float32 frames on CUDA when it is installed."""
+    if kernel not in ("auto", "triton", "torch"):
+        raise ValueError(f"unknown loss kernel {kernel!r}: expected 'auto', 'triton' or 'torch'")
+    if kernel == "auto":
+        return log_frames.is_cuda and log_frames.dtype == torch.float32 and triton_available()
+    return kernel == "triton"
+
+
+def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", weights=None, fused=True,
+               kernel="auto"):
     """The EvINR objective for one iteration, for an EvINR (frames [n, C, H, W]) or a
     StackedEvINR (frames [K, n, C, H, W], query times with a leading K).
 
@@ -228,7 +416,8 @@ def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", 
       event frame k, half a chunk off, and the last event frame is left out;
     - autograd: n chunk centres and the chunk durations; dL/dt * duration is compared with
       event frame k (the midpoint rule for the integral of dL/dt over the chunk).
-    `fused` selects the hand-written gradient for the diff loss (same values, faster).
+    `fused` selects the hand-written gradient for the diff loss (same values, faster), and
+    `kernel` its implementation (see `use_triton_loss`): two Triton kernels or torch operations.
     Returns (total, parts, log_frames): total summed over networks, parts a dict of detached
     terms averaged over networks, and the network's log frames at the query times (the chunk
     centres for autograd), [K, T, C, H, W]."""
@@ -239,7 +428,8 @@ def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", 
         log_frames = as_networks(model(query_times))
         target = event_frames if align == "boundary" else event_frames[:, : log_frames.shape[1] - 1]
         if fused:
-            terms = FusedDifferenceLoss.apply(log_frames, target, w["temporal"], w["spatial"], w["brightness"])
+            fused_loss = TritonDifferenceLoss if use_triton_loss(log_frames, kernel) else FusedDifferenceLoss
+            terms = fused_loss.apply(log_frames, target, w["temporal"], w["spatial"], w["brightness"])
         else:
             terms = loss_terms(log_frames, log_frames[:, 1:] - log_frames[:, :-1], target, w)
     elif loss == "autograd":

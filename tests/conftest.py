@@ -18,3 +18,7 @@ def shared_data(*parts):
     if not os.path.exists(path):
         pytest.skip(f"real data not available: {path} is absent (it lives in ../shared/data beside the checkout)")
     return path
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (and Triton); skips without one")
