@@ -104,6 +104,9 @@ class Config:
                                            "(where scripts/benchmark.py measured the same quality, 11%% faster), highest "
                                            "elsewhere", choices=("auto", "highest", "high", "medium"))
     no_video: bool = option(False, "skip video.mp4")
+    loss_kernel: str = option("auto", "implementation of the fused difference loss: 'triton' (two GPU kernels, needs the "
+                                       "triton package), 'torch' (the reference); auto: triton on CUDA when installed",
+                              choices=("auto", "triton", "torch"))
     cuda_graph: str = option("auto", "capture one training step per coarse-to-fine stage as a CUDA graph and replay it "
                                      "(removes the launch cost of ~30 small kernels a step). auto: on CUDA devices, falling "
                                      "back to eager steps with a note if capture fails; on: fail instead",
@@ -358,7 +361,8 @@ def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windo
     tied = config.window_tie != 0 and (tie_frame is not None or n_windows > 1)
 
     def step():
-        loss, parts, log_frames = evinr_loss(model, queries, frames, config.loss, config.align, fused=not config.plain)
+        loss, parts, log_frames = evinr_loss(model, queries, frames, config.loss, config.align, fused=not config.plain,
+                                             kernel=config.loss_kernel)
         if tied:
             loss = loss + config.window_tie * seam_loss(*window_edges(model, log_frames, config, edge_times), tie_frame)
         # set_to_none=False keeps the gradients at their addresses, as a captured graph needs

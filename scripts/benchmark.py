@@ -63,7 +63,19 @@ class PeakHostMemory:
 
 
 def make_workload(folder, args):
+    """The recording to fit: the simulator's pan (with APS frames, so quality is scored), or, with
+    --workload random, uniformly random events (no APS frames): the time per iteration does not
+    depend on what the events show, and the simulator is slow at high resolutions."""
     began = time.perf_counter()
+    if args.workload == "random":
+        rng = np.random.default_rng(args.seed)
+        rows = np.stack([np.sort(rng.uniform(0.0, args.duration, args.events)), rng.integers(0, args.W, args.events),
+                         rng.integers(0, args.H, args.events), rng.choice([-1.0, 1.0], args.events)], axis=1)
+        os.makedirs(folder)
+        np.save(os.path.join(folder, "events.npy"), rows)
+        with open(os.path.join(folder, "metadata.json"), "w") as f:
+            json.dump({"sensor_resolution": [args.H, args.W]}, f)
+        return args.events, time.perf_counter() - began
     render, events = standard_workload(args.H, args.W, args.duration, args.events, seed=args.seed)
     frame_times = np.arange(0.0, args.duration, 1.0 / APS_RATE)[1:]
     write_sequence(folder, render, events, frame_times)
@@ -73,7 +85,8 @@ def make_workload(folder, args):
 def run_config(data, out, extra, args, index):
     """train.run on the workload with one configuration's flags; returns its summary, in memory."""
     config = dataclasses.replace(train.parse_config(shlex.split(extra)), data_path=data, output_dir=out,
-                                 exp_name=f"config{index}", iters=args.iters, device=args.device, frames_at="aps", no_video=True)
+                                 exp_name=f"config{index}", iters=args.iters, device=args.device, no_video=True,
+                                 frames_at=str(APS_RATE) if args.workload == "random" else "aps")
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with PeakHostMemory() as host:
@@ -101,6 +114,8 @@ def main():
     parser.add_argument("--duration", type=float, default=2.0, help="seconds of simulated recording")
     parser.add_argument("--iters", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workload", choices=["simulated", "random"], default="simulated",
+                        help="the simulator's textured pan with APS frames (quality scored), or uniformly random events")
     parser.add_argument("--configs", nargs="*", metavar="FLAGS",
                         help="last on the line: train.py flags for each configuration, one quoted string each "
                              "('' or 'default' = the defaults)")
