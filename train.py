@@ -19,6 +19,7 @@ when the recording has APS frames, metrics.json) and print a summary.
 """
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -190,6 +191,18 @@ def matmul_precision(choice, device):
         return choice
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     return "medium" if device.type == "cpu" and amx else "highest"
+
+
+@contextlib.contextmanager
+def float32_matmul_precision(precision):
+    """torch's float32 matmul precision for the block only: torch keeps it process-wide, and a
+    library call must not change it under its caller."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def configure_host_memory():
@@ -492,7 +505,7 @@ class Reconstruction:
 
 def prepare(config, events):
     """The settings as they will be used: the sensor from the events, the device and matmul
-    precision resolved. Seeds torch and sets the precision (process-wide, as torch keeps them)."""
+    precision resolved. Seeds torch's random generators."""
     config.check()
     sensor = events.sensor
     if config.color_event and (sensor[0] % 2 or sensor[1] % 2):
@@ -500,7 +513,6 @@ def prepare(config, events):
     device = resolve_device(config.device)
     precision = matmul_precision(config.matmul_precision, device)
     torch.manual_seed(config.seed)
-    torch.set_float32_matmul_precision(precision)
     return dataclasses.replace(config, H=int(sensor[0]), W=int(sensor[1]), device=str(device), matmul_precision=precision)
 
 
@@ -508,57 +520,58 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
     """Fit EvINR to `events` (an event_data.Events, e.g. from load_events) and render frames at
     `times` (seconds on the recording's clock; default: config.frames_at). No file is written."""
     config = prepare(config or Config(), events)
-    configure_host_memory()
-    device = torch.device(config.device)
-    windows = fit_windows(events, config)
-    times = render_times(events, config, windows[0][0], windows[-1][1]) if times is None else np.asarray(times, dtype=np.float64)
-    writer = None
-    if tensorboard_dir is not None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        writer = SummaryWriter(tensorboard_dir)
-    timings = {"event_frames_s": 0.0, "train_s": 0.0}
-    steady_ms, states, tie_frame, model = [], [], None, make_model(events.sensor, config).to(device)
-    batch_size = config.windows_batch or 1
-    if config.windows_batch is None and device.type == "cuda" and len(windows) > 1:
-        batch_size = stacked_batch_size(events.sensor, config, len(windows), torch.cuda.mem_get_info(device)[0])
-    config = dataclasses.replace(config, windows_batch=batch_size)
-    progress = tqdm(total=len(windows), desc="windows", unit="window", disable=len(windows) == 1)
-    for first in range(0, len(windows), batch_size):
-        batch = range(first, min(first + batch_size, len(windows)))
-        name = f"window {first + 1}" if len(batch) == 1 else f"windows {first + 1}-{batch[-1] + 1}"
-        log = None
+    with float32_matmul_precision(config.matmul_precision):
+        configure_host_memory()
+        device = torch.device(config.device)
+        windows = fit_windows(events, config)
+        times = render_times(events, config, windows[0][0], windows[-1][1]) if times is None else np.asarray(times, dtype=np.float64)
+        writer = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            writer = SummaryWriter(tensorboard_dir)
+        timings = {"event_frames_s": 0.0, "train_s": 0.0}
+        steady_ms, states, tie_frame, model = [], [], None, make_model(events.sensor, config).to(device)
+        batch_size = config.windows_batch or 1
+        if config.windows_batch is None and device.type == "cuda" and len(windows) > 1:
+            batch_size = stacked_batch_size(events.sensor, config, len(windows), torch.cuda.mem_get_info(device)[0])
+        config = dataclasses.replace(config, windows_batch=batch_size)
+        progress = tqdm(total=len(windows), desc="windows", unit="window", disable=len(windows) == 1)
+        for first in range(0, len(windows), batch_size):
+            batch = range(first, min(first + batch_size, len(windows)))
+            name = f"window {first + 1}" if len(batch) == 1 else f"windows {first + 1}-{batch[-1] + 1}"
+            log = None
+            if writer is not None:
+                log = lambda i, total, parts, name=name: [writer.add_scalar(f"{name}/{part}", value, i)
+                                                          for part, value in {"total": total, **parts}.items()]
+            # a batch of windows starts from copies of the network fitted last (or of the fresh one)
+            trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
+            spent = fit(trained, [Window(events, *windows[k], events.sensor, config, device) for k in batch], config, tie_frame, log,
+                        label=f" {name}/{len(windows)}" if len(windows) > 1 else "")
+            steady_ms += spent.pop("steady_ms_per_iter")
+            for part, value in spent.items():
+                timings[part] += value
+            fitted = trained.unstacked() if len(batch) > 1 else [model.state_dict()]
+            states += [{name: value.detach().cpu().clone() for name, value in state.items()} for state in fitted]
+            model.load_state_dict(fitted[-1])
+            if len(windows) > 1:
+                with torch.no_grad():
+                    tie_frame = model(torch.ones(1, device=device)).detach()
+            progress.update(len(batch))
+        progress.close()
         if writer is not None:
-            log = lambda i, total, parts, name=name: [writer.add_scalar(f"{name}/{part}", value, i)
-                                                      for part, value in {"total": total, **parts}.items()]
-        # a batch of windows starts from copies of the network fitted last (or of the fresh one)
-        trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
-        spent = fit(trained, [Window(events, *windows[k], events.sensor, config, device) for k in batch], config, tie_frame, log,
-                    label=f" {name}/{len(windows)}" if len(windows) > 1 else "")
-        steady_ms += spent.pop("steady_ms_per_iter")
-        for part, value in spent.items():
-            timings[part] += value
-        fitted = trained.unstacked() if len(batch) > 1 else [model.state_dict()]
-        states += [{name: value.detach().cpu().clone() for name, value in state.items()} for state in fitted]
-        model.load_state_dict(fitted[-1])
-        if len(windows) > 1:
-            with torch.no_grad():
-                tie_frame = model(torch.ones(1, device=device)).detach()
-        progress.update(len(batch))
-    progress.close()
-    if writer is not None:
-        writer.close()
-    # An iteration is one optimisation step; with stacked windows it advances every window
-    # of its batch, so the cost per window and iteration is reported too.
-    n_fits = -(-len(windows) // batch_size)
-    timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (config.iters * n_fits)
-    timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (config.iters * len(windows))
-    timings["ms_per_iter_median"] = float(np.median(steady_ms)) if steady_ms else None
-    result = render(states, windows, config, times, log_frames)
-    result.timings = {**timings, **result.timings}
-    return result
+            writer.close()
+        # An iteration is one optimisation step; with stacked windows it advances every window
+        # of its batch, so the cost per window and iteration is reported too.
+        n_fits = -(-len(windows) // batch_size)
+        timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (config.iters * n_fits)
+        timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (config.iters * len(windows))
+        timings["ms_per_iter_median"] = float(np.median(steady_ms)) if steady_ms else None
+        result = render(states, windows, config, times, log_frames)
+        result.timings = {**timings, **result.timings}
+        return result
 
 
 @torch.no_grad()
@@ -568,27 +581,28 @@ def render(states, windows, config, times, log_frames=False):
     sensor (H, W), as a Reconstruction's or a checkpoint's does."""
     began = time.perf_counter()
     device = resolve_device(config.device)
-    times = np.asarray(times, dtype=np.float64)
-    model = make_model((config.H, config.W), config).to(device)
-    images, logs = [None] * len(times), [None] * len(times) if log_frames else None
-    owner = window_of(times, windows)
-    for k, (begin, end) in enumerate(windows):
-        mine = np.flatnonzero(owner == k)
-        if not mine.size:
-            continue
-        model.load_state_dict(states[k])
-        inputs = normalised(times[mine], begin, end)
-        for offset in range(0, len(mine), RENDER_BATCH):
-            batch = torch.tensor(inputs[offset:offset + RENDER_BATCH], dtype=torch.float32, device=device)
-            log_batch = model(batch)
-            for index, image, log_image in zip(mine[offset:offset + RENDER_BATCH], tone_map(log_batch).cpu(), log_batch.cpu()):
-                images[index] = to_image(image)
-                if log_frames:
-                    logs[index] = log_image.numpy()
-    stack = lambda arrays, dtype: np.stack(arrays) if arrays else np.empty((0, config.H, config.W), dtype=dtype)
-    return Reconstruction(frames=stack(images, np.uint8), times=times, states=states, windows=list(windows), config=config,
-                          timings={"render_s": time.perf_counter() - began},
-                          log_frames=stack(logs, np.float32) if log_frames else None)
+    with float32_matmul_precision(matmul_precision(config.matmul_precision, device)):
+        times = np.asarray(times, dtype=np.float64)
+        model = make_model((config.H, config.W), config).to(device)
+        images, logs = [None] * len(times), [None] * len(times) if log_frames else None
+        owner = window_of(times, windows)
+        for k, (begin, end) in enumerate(windows):
+            mine = np.flatnonzero(owner == k)
+            if not mine.size:
+                continue
+            model.load_state_dict(states[k])
+            inputs = normalised(times[mine], begin, end)
+            for offset in range(0, len(mine), RENDER_BATCH):
+                batch = torch.tensor(inputs[offset:offset + RENDER_BATCH], dtype=torch.float32, device=device)
+                log_batch = model(batch)
+                for index, image, log_image in zip(mine[offset:offset + RENDER_BATCH], tone_map(log_batch).cpu(), log_batch.cpu()):
+                    images[index] = to_image(image)
+                    if log_frames:
+                        logs[index] = log_image.numpy()
+        stack = lambda arrays, dtype: np.stack(arrays) if arrays else np.empty((0, config.H, config.W), dtype=dtype)
+        return Reconstruction(frames=stack(images, np.uint8), times=times, states=states, windows=list(windows), config=config,
+                              timings={"render_s": time.perf_counter() - began},
+                              log_frames=stack(logs, np.float32) if log_frames else None)
 
 
 def to_image(frame):
@@ -623,13 +637,22 @@ def config_for_render(checkpoint, given):
     return dataclasses.replace(config, **given)
 
 
-def demo_data():
-    """The bundled demo recording: in the checkout, or installed beside the scripts by pip."""
-    local = os.path.join(REPO, "assets", DEMO_NAME)
-    if os.path.isfile(local):
+def bundled(folder, package, name):
+    """The path of `name` in one of the repository's folders: in the checkout, or where pip
+    installed that folder as the data package `package` (the checkout's layout is kept flat)."""
+    local = os.path.join(REPO, folder, name)
+    if os.path.exists(local):
         return local
-    from importlib.resources import files
-    return str(files("evinr_assets") / DEMO_NAME)
+    from importlib.util import find_spec
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(f"{folder}/{name}: not found beside train.py, and {package} is not installed (pip install .)")
+    return os.path.join(list(spec.submodule_search_locations)[0], name)
+
+
+def demo_data():
+    """The bundled demo recording."""
+    return bundled("assets", "evinr_assets", DEMO_NAME)
 
 
 def experiment_path(config, data_path):
@@ -791,15 +814,6 @@ COMMANDS = {
 }
 
 
-def script_folder():
-    """The scripts: scripts/ in a checkout, or the evinr_scripts package pip installed."""
-    local = os.path.join(REPO, "scripts")
-    if os.path.isdir(local):
-        return local
-    from importlib.util import find_spec
-    return os.path.dirname(find_spec("evinr_scripts").origin)
-
-
 def cli(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     usage = "usage: evinr COMMAND [ARGS]\n\n" + "\n".join(f"  {name:12s} {text}" for name, (_, text) in COMMANDS.items())
@@ -822,7 +836,11 @@ def cli(argv=None):
             print(f"usage: evinr convert {'|'.join(datasets)} --raw_data_dir DIR --output_data_dir DIR", file=sys.stderr)
             sys.exit(2)
         script, rest = script.format(datasets[rest[0].lower()]), rest[1:]
-    path = os.path.join(script_folder(), os.path.basename(script))
+    try:
+        path = bundled("scripts", "evinr_scripts", os.path.basename(script))
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     sys.path.insert(0, os.path.dirname(path))  # the script's own helpers, as when it is run directly
     sys.argv = [path, *rest]
     runpy.run_path(path, run_name="__main__")

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import train
 import utils
@@ -64,8 +65,10 @@ def test_reconstruct_in_memory_equals_the_written_frames(sequence, tmp_path):
 
 def test_render_at_other_times_and_windows(sequence):
     events, _ = load_events(sequence)
-    config = train.parse_config([*SMALL, "--window", "0.2"])
+    config = train.parse_config([*SMALL, "--window", "0.2", "--matmul_precision", "medium"])
+    before = torch.get_float32_matmul_precision()
     reconstruction = train.reconstruct(events, config, times=[0.1, 0.3, 0.5])
+    assert torch.get_float32_matmul_precision() == before  # a library call leaves the caller's setting alone
     assert len(reconstruction.states) == len(reconstruction.windows) == 3
     again = train.render(reconstruction.states, reconstruction.windows, reconstruction.config, [0.5, 0.1])
     assert np.array_equal(again.frames, reconstruction.frames[[2, 0]])
