@@ -499,8 +499,7 @@ def fit_and_write(args, events, sensor, windows, times, aps_index, device, work,
 
     began = time.perf_counter()
     os.makedirs(os.path.join(work, "frames"))
-    for index, image in enumerate(tqdm(images, desc="writing frames", unit="frame", leave=False)):
-        utils.write_png(os.path.join(work, "frames", f"frame_{index:010d}.png"), image)
+    utils.write_frames(os.path.join(work, "frames"), images, progress=True)
     with open(os.path.join(work, "timestamps.txt"), "w") as f:
         f.writelines(f"{index} {t:.9f}\n" for index, t in enumerate(times))
     if not args.no_video:
