@@ -693,14 +693,13 @@ def write_experiment(folder, reconstruction, events):
     config.json. Returns config.json's content."""
     config, times, images = reconstruction.config, reconstruction.times, reconstruction.frames
     began = time.perf_counter()
-    os.makedirs(os.path.join(folder, "frames"), exist_ok=True)
-    for index, image in enumerate(tqdm(images, desc="writing frames", unit="frame", leave=False)):
-        utils.write_png(os.path.join(folder, "frames", f"frame_{index:010d}.png"), image)
+    # PNGs are encoded by a thread pool, and the video from the same arrays alongside
+    spacing = np.median(np.diff(times)) if len(times) > 1 else 1.0
+    video = None if config.no_video else os.path.join(folder, "video.mp4")
+    utils.write_frames(os.path.join(folder, "frames"), images, video=video, fps=float(np.clip(1.0 / spacing, 1.0, 240.0)),
+                       progress=True)
     with open(os.path.join(folder, "timestamps.txt"), "w") as f:
         f.writelines(f"{index} {t:.9f}\n" for index, t in enumerate(times))
-    if not config.no_video:
-        spacing = np.median(np.diff(times)) if len(times) > 1 else 1.0
-        utils.write_video(os.path.join(folder, "video.mp4"), images, fps=float(np.clip(1.0 / spacing, 1.0, 240.0)))
     write_preview(os.path.join(folder, "preview.png"), reconstruction, events)
     metrics = scores(reconstruction, events)
     if metrics is not None:

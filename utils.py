@@ -1,4 +1,4 @@
-"""Images, videos, previews and the reconstruction metrics (MSE, SSIM, LPIPS).
+"""Images, videos (PNG frames written in parallel), previews and the reconstruction metrics (MSE, SSIM, LPIPS).
 
 The metrics follow the EVREAL protocol (README, "Evaluation"): gray images as floats in [0, 1],
 the prediction clipped to [0, 1], optional histogram equalisation of both images, then
@@ -11,6 +11,7 @@ only accepts numpy arrays, converted once and cached as an .npz under the user's
 """
 
 import collections
+import concurrent.futures
 import contextlib
 import glob
 import hashlib
@@ -18,11 +19,13 @@ import io
 import os
 import pickle
 import platform
+import queue
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import zipfile
 
 import cv2
@@ -33,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from skimage import exposure
 from skimage.metrics import structural_similarity
+from tqdm import tqdm
 
 # numpy 2 moved numpy.core to numpy._core; pickles written by numpy 1 (like the LPIPS weights)
 # still name the old module, so the unpickler maps both names to this one function.
@@ -66,17 +70,24 @@ def _as_rgb(image):
 
 
 def write_png(path, image_uint8):
-    """Write a uint8 gray [H, W] or RGB [H, W, 3] image (RGB order) as PNG."""
+    """Write a uint8 gray [H, W] or RGB [H, W, 3] image (RGB order) as PNG, creating its folder.
+
+    The PNG is encoded in memory and written with Python's open(), so any path Python can open
+    works: str or bytes, names that are not valid UTF-8 included (cv2.imwrite fails on those).
+    The bytes are the ones cv2.imwrite writes. Safe to call from several threads at once."""
     image = np.asarray(image_uint8)
     if image.dtype != np.uint8:
         raise TypeError(f"write_png wants uint8 (see tone_map_to_uint8), got {image.dtype}")
     if image.ndim == 3:
         image = cv2.cvtColor(_as_rgb(image), cv2.COLOR_RGB2BGR)  # OpenCV stores BGR
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path!r} as PNG")
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    if not cv2.imwrite(path, image):
-        raise OSError(f"could not write {path}")
+    with open(path, "wb") as f:
+        f.write(encoded)
 
 
 @contextlib.contextmanager
@@ -232,6 +243,126 @@ def write_video(path, frames_uint8, fps):
         os.remove(path)
         raise ValueError(f"no frames given for {path}")
     return n_frames
+
+
+class FrameWriter:
+    """Writes numbered PNG frames, folder/frame_%010d.png, on a pool of threads and, optionally,
+    the same frames as an mp4, while the caller goes on producing (e.g. rendering) the next ones:
+
+        with FrameWriter("out/frames", video="out/video.mp4", fps=30.0) as writer:
+            for batch in batches:
+                writer.extend(batch)
+        # here every PNG is on disk and the video is closed
+
+    Frames are numbered in the order they are appended, from start_index, and the video gets
+    them in that order. PNG encoding (cv2.imencode) and file writes release the GIL, so the
+    `workers` threads (default min(8, CPUs)) run in parallel. One more thread feeds the video
+    writer from the same arrays, so the video is encoded alongside the PNGs and never from PNGs
+    read back. At most `pending` frames (default 4 per worker) wait for each of the two; append
+    blocks beyond that, so memory stays bounded however fast frames come. An appended array is
+    read later by those threads: do not modify it afterwards.
+
+    The first error of any thread (e.g. OSError for a full disk) is raised by the next append and
+    by close, which always waits for all work first. When the with block itself raises, frames not
+    yet started are dropped and that error is the one that propagates."""
+
+    def __init__(self, folder, workers=None, start_index=0, video=None, fps=None, pending=None,
+                 progress=False, total=None):
+        if video is not None and fps is None:
+            raise ValueError("a video needs its fps")
+        self.folder = os.fsdecode(folder)  # bytes work too: open() encodes the name back as it was
+        self.workers = workers or min(8, os.cpu_count() or 1)
+        self.pending = pending or 4 * self.workers
+        self.next_index = start_index
+        self.error = None
+        self.closed = False
+        os.makedirs(self.folder, exist_ok=True)
+        self._lock = threading.Lock()  # guards error and the progress bar, shared by the threads
+        self._slots = threading.BoundedSemaphore(self.pending)  # one per PNG not yet written
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="png")
+        self._bar = tqdm(total=total, desc="writing frames", unit="frame", leave=False,
+                         disable=not progress)
+        self._video = None
+        if video is not None:
+            self._video_frames = queue.Queue(maxsize=self.pending)
+            self._video = threading.Thread(target=self._encode_video, args=(video, fps), daemon=True)
+            self._video.start()
+
+    def append(self, image):
+        """Queue one uint8 frame (gray [H, W] or RGB [H, W, 3]); returns the path it will have."""
+        if self.closed:
+            raise ValueError("FrameWriter is closed")
+        self._raise_first_error()  # stop the caller early rather than after every frame failed
+        path = os.path.join(self.folder, f"frame_{self.next_index:010d}.png")
+        self.next_index += 1
+        self._slots.acquire()
+        self._pool.submit(write_png, path, image).add_done_callback(self._png_done)
+        if self._video is not None:
+            self._video_frames.put(image)
+        return path
+
+    def extend(self, images):
+        """Queue every frame of an iterable (a generator is consumed as it goes); returns paths."""
+        return [self.append(image) for image in images]
+
+    def close(self):
+        """Wait until every frame is written and the video closed; raise the first error met."""
+        self._shutdown(cancel=False)
+        self._raise_first_error()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None:
+            self.close()
+        else:
+            self._shutdown(cancel=True)
+
+    def _png_done(self, future):
+        with self._lock:
+            if not future.cancelled() and future.exception() is not None and self.error is None:
+                self.error = future.exception()
+            self._bar.update(1)
+        self._slots.release()
+
+    def _encode_video(self, path, fps):
+        frames = self._queued_video_frames()
+        try:
+            write_video(path, frames, fps)
+        except Exception as error:
+            with self._lock:
+                self.error = self.error or error
+        for _ in frames:  # after a failure keep taking frames, so that append never blocks forever
+            pass
+
+    def _queued_video_frames(self):
+        while (frame := self._video_frames.get()) is not None:  # None marks the end
+            yield frame
+
+    def _shutdown(self, cancel):
+        if self.closed:
+            return
+        self.closed = True
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
+        if self._video is not None:
+            self._video_frames.put(None)
+            self._video.join()
+        self._bar.close()
+
+    def _raise_first_error(self):
+        if self.error is not None:
+            raise self.error
+
+
+def write_frames(folder, images, workers=None, start_index=0, video=None, fps=None,
+                 progress=False):
+    """Write uint8 frames (any iterable) as folder/frame_%010d.png from start_index, in parallel,
+    and optionally as an mp4 at `video` too (see FrameWriter); returns the PNG paths in order."""
+    total = len(images) if hasattr(images, "__len__") else None
+    with FrameWriter(folder, workers, start_index, video, fps, progress=progress,
+                     total=total) as writer:
+        return writer.extend(images)
 
 
 def count_video_frames(path):
