@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 import utils
-from event_data import EventDataError, chunk_boundaries, event_frames, event_sum, load_events
+from event_data import EventDataError, chunk_boundaries, event_frames, event_sum, load_events, validate
 from model import EvINR, StackedEvINR, evinr_loss, query_times, tone_map
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -101,8 +101,8 @@ class Config:
                                     "here on top", type=str, metavar="CHECKPOINT")
     plain: bool = option(False, "reference path: autograd loss and unfused AdamW (same results, slower; for checking)")
     matmul_precision: str = option("auto", "torch.set_float32_matmul_precision: 'high' allows TF32 on NVIDIA GPUs, 'medium' "
-                                           "also bfloat16 (on GPUs, and on CPUs with AMX). auto: medium on a CPU with AMX "
-                                           "(where scripts/benchmark.py measured the same quality, 11%% faster), highest "
+                                           "also bfloat16 (on GPUs, and on CPUs with AMX). auto: high on a GPU, medium on a "
+                                           "CPU with AMX (where scripts/benchmark.py measured the same quality), highest "
                                            "elsewhere", choices=("auto", "highest", "high", "medium"))
     no_video: bool = option(False, "skip video.mp4")
     loss_kernel: str = option("auto", "implementation of the fused difference loss: 'triton' (two GPU kernels, needs the "
@@ -184,11 +184,14 @@ def resolve_device(choice):
 
 
 def matmul_precision(choice, device):
-    """Resolve --matmul_precision auto. bfloat16 matrix products are used only where the benchmark
-    showed unchanged quality: CPUs with AMX tiles, which multiply bfloat16 natively. Elsewhere
-    (GPUs included, not measured here) full float32."""
+    """Resolve --matmul_precision auto to what scripts/benchmark.py measured to keep quality:
+    TF32 ('high') on NVIDIA GPUs (H200: MSE 0.0720 against 0.0725 in float32, SSIM 0.310 against
+    0.312, 1.4x faster at 240x180), bfloat16 ('medium') on CPUs with AMX tiles, which multiply
+    bfloat16 natively (same quality, 11% faster), float32 on other CPUs."""
     if choice != "auto":
         return choice
+    if device.type == "cuda":
+        return "high"
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     return "medium" if device.type == "cpu" and amx else "highest"
 
@@ -507,6 +510,8 @@ def prepare(config, events):
     """The settings as they will be used: the sensor from the events, the device and matmul
     precision resolved. Seeds torch's random generators."""
     config.check()
+    if events.sensor is None:  # Events built by hand rather than by load_events: check them first
+        events.sensor = tuple(int(v) for v in validate(events, (config.H, config.W)))
     sensor = events.sensor
     if config.color_event and (sensor[0] % 2 or sensor[1] % 2):
         raise EventDataError(events.path, f"--color_event needs an even sensor size for the 2x2 Bayer cells, got H={sensor[0]}, W={sensor[1]}")
@@ -761,6 +766,10 @@ def run(config):
     states = spans = None
     if config.render_only:
         _, states, spans = load_checkpoint(config.render_only)
+    if not config.no_video and not utils.video_available():
+        print("note: video.mp4 skipped: writing it needs the imageio-ffmpeg package (pip install imageio-ffmpeg)",
+              file=sys.stderr)
+        config = dataclasses.replace(config, no_video=True)
     warm_up = start_device(resolve_device(config.device))
     began = time.perf_counter()
     events, _ = load_events(data_path, sensor=(config.H, config.W))

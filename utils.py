@@ -365,6 +365,15 @@ def write_frames(folder, images, workers=None, start_index=0, video=None, fps=No
         return writer.extend(images)
 
 
+def video_available():
+    """Whether mp4 videos can be written: imageio's FFMPEG plugin needs the imageio-ffmpeg package."""
+    try:
+        import imageio_ffmpeg  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 def count_video_frames(path):
     """Number of frames in a video, counted by decoding it (container metadata can be off)."""
     with imageio.get_reader(path, format="FFMPEG") as reader:

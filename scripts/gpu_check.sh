@@ -18,27 +18,28 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 SCRATCH="$(mktemp -d)"
 trap 'rm -rf "$SCRATCH"' EXIT
-EAGER="--cuda_graph off --loss_kernel torch --matmul_precision highest"
+EAGER="--cuda_graph off --loss_kernel torch --matmul_precision highest"  # the path before graphs and kernels
 bench() { timeout "$1" python scripts/benchmark.py --device cuda "${@:2}" 2>"$SCRATCH/stderr" | grep '^{'; }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
   python -c "import triton; print('triton', triton.__version__)" 2>&1 | tail -1; } > "$OUT/gpu.txt"
 
-{ timeout 150 python -m pytest -q -s -p no:cacheprovider -m cuda -rs tests/test_gpu_paths.py tests/test_loss_kernel.py 2>&1 | tail -25
+{ timeout 150 python -m pytest -q -s -p no:cacheprovider -m cuda -rfs tests/test_gpu_paths.py tests/test_loss_kernel.py 2>&1 | tail -40
   timeout 60 python -m pytest -q -p no:cacheprovider tests/test_frame_writer.py 2>&1 | tail -3; } > "$OUT/cuda_tests.txt"
 
 # 240x180, the standard simulated workload (quality against the simulated frames)
-bench 120 --configs "$EAGER" default "--matmul_precision high" > "$OUT/bench_240.jsonl"
+bench 120 --configs "$EAGER" default "--loss_kernel torch" "--matmul_precision highest" > "$OUT/bench_240.jsonl"
 # 346x260, 29 M events; 1280x720, 1.2 M events, 200 iterations (random events: speed only)
 bench 120 --workload random --H 260 --W 346 --events 29000000 --configs "$EAGER" default > "$OUT/bench_346.jsonl"
-bench 90 --workload random --H 720 --W 1280 --events 1200000 --iters 200 --configs "$EAGER" default > "$OUT/bench_1280.jsonl"
+bench 90 --workload random --H 720 --W 1280 --events 1200000 --iters 200 --configs "$EAGER" default "--loss_kernel torch" > "$OUT/bench_1280.jsonl"
 # a whole 60 s recording, 31 M events, 2 s windows (stacked as GPU memory allows), 1,500 frames written
 bench 150 --workload random --duration 60 --events 31000000 --configs "--window 2" > "$OUT/bench_60s.jsonl"
 
 { for flags in "" "$EAGER"; do
     start=$(date +%s%N)
-    timeout 60 python train.py -o "$SCRATCH/demo" $flags 2>/dev/null | tail -1
+    timeout 60 python train.py -o "$SCRATCH/demo" $flags 2>"$SCRATCH/demo_stderr" | tail -1
+    grep -a -E "^(error|note|warning)|Error" "$SCRATCH/demo_stderr" | tail -3
     echo "flags: ${flags:-default}; wall from the shell: $(( ($(date +%s%N) - start) / 1000000 )) ms"
   done; } > "$OUT/demo.txt"
 

@@ -112,6 +112,7 @@ def test_video_error_does_not_block_appending(tmp_path):
         utils.write_frames(tmp_path / "frames", frames(40), workers=2, video=tmp_path / "file" / "v.mp4", fps=10)
 
 
+@pytest.mark.skipif(not utils.video_available(), reason="writing mp4 needs the imageio-ffmpeg package")
 def test_video_from_the_writer(tmp_path):
     images = [image for image in frames(13, size=(35, 47))]  # odd size: padded for the encoder
     video = str(tmp_path / "out" / "video.mp4")

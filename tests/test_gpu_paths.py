@@ -21,7 +21,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA
 def simulated(sensor=SENSOR, duration=0.4):
     render = moving_texture(*sensor, duration, "pan", seed=2, speed=30.0)
     columns = simulate_events(render, duration, threshold=0.2)
-    return events_from_columns(columns["t"], columns["x"], columns["y"], columns["p"], "sim", "sim")
+    return events_from_columns(columns["t"], columns["x"], columns["y"], columns["p"], "sim", "sim", sensor=sensor)
 
 
 def small_config(**changes):
