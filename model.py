@@ -225,11 +225,13 @@ class FusedDifferenceLoss(torch.autograd.Function):
 
 # The same loss as two Triton kernels, for GPUs. There the dozen elementwise and reduction
 # passes of FusedDifferenceLoss are bound by kernel launches and memory traffic. The first
-# kernel reads the frames and event frames once and accumulates, with atomic adds, each frame's
-# sum and each network's four loss sums. The gradient needs every frame mean of its network (the
-# brightness term), which only exists once the first kernel has finished, so a second kernel
+# kernel reads the frames and event frames once and writes, per tile, the partial sums of the
+# frame and of the four loss terms; torch adds the partials up in a fixed order (atomic adds
+# would be faster by a hair but would change the sums' rounding from run to run, and with it the
+# fit: the same seed must give the same frames). The gradient needs every frame mean of its
+# network (the brightness term), which only exists once the sums are done, so a second kernel
 # reads the frames again, writes the gradient and, from its first program of each network, the
-# loss terms. Nothing waits on the host, so the pair can be captured in a CUDA graph. The
+# loss terms. Nothing waits on the host, so the whole can be captured in a CUDA graph. The
 # kernels exist only where Triton is installed.
 
 def triton_available():
@@ -247,16 +249,18 @@ if triton is not None:
         return (x > 0).to(x.dtype) - (x < 0).to(x.dtype)
 
     @triton.jit
-    def _loss_sums_kernel(frames, target, frame_sums, term_sums, n_times, frame_size, height, width,
+    def _loss_sums_kernel(frames, target, partials, n_times, frame_size, height, width,
                           target_network_stride, target_time_stride, BLOCK: tl.constexpr):
         tile, t, k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        # partials[k, t, tile] holds sum L, sum residual^2, sum |change|, sum |vertical|, sum |horizontal|
+        mine = partials + ((k.to(tl.int64) * n_times + t) * tl.num_programs(0) + tile) * 5
         offsets = tile * BLOCK + tl.arange(0, BLOCK)
         inside = offsets < frame_size
         # 64-bit frame starts: K * T * C*H*W may exceed 2**31
         frame = frames + (k.to(tl.int64) * n_times + t) * frame_size
         target_frame = target + k.to(tl.int64) * target_network_stride + t * target_time_stride
         value = tl.load(frame + offsets, mask=inside, other=0.0)
-        tl.atomic_add(frame_sums + k * n_times + t, tl.sum(value), sem="relaxed")
+        tl.store(mine + 0, tl.sum(value))
 
         # the change to the next frame, against event frame t (the last frame has no next; a
         # scalar condition goes through tl.where because the interpreter mistypes `inside & it`)
@@ -271,15 +275,13 @@ if triton is not None:
         vertical = tl.where(has_up, tl.abs(value - tl.load(frame + offsets - width, mask=has_up, other=0.0)), 0.0)
         horizontal = tl.where(has_left, tl.abs(value - tl.load(frame + offsets - 1, mask=has_left, other=0.0)), 0.0)
 
-        # term_sums[k] holds sum residual^2, sum |change|, sum |vertical|, sum |horizontal|
-        network_sums = term_sums + k * 4
-        tl.atomic_add(network_sums + 0, tl.sum(residual * residual), sem="relaxed")
-        tl.atomic_add(network_sums + 1, tl.sum(tl.abs(change)), sem="relaxed")
-        tl.atomic_add(network_sums + 2, tl.sum(vertical), sem="relaxed")
-        tl.atomic_add(network_sums + 3, tl.sum(horizontal), sem="relaxed")
+        tl.store(mine + 1, tl.sum(residual * residual))
+        tl.store(mine + 2, tl.sum(tl.abs(change)))
+        tl.store(mine + 3, tl.sum(vertical))
+        tl.store(mine + 4, tl.sum(horizontal))
 
     @triton.jit
-    def _loss_gradient_kernel(frames, target, frame_sums, term_sums, grad, total, temporal, spatial, brightness,
+    def _loss_gradient_kernel(frames, target, frame_sums, term_sums, grad, temporal, spatial, brightness,
                               n_times, frame_size, height, width, target_network_stride, target_time_stride,
                               inv_change, inv_vertical, inv_horizontal, w_temporal, w_spatial, w_brightness,
                               BLOCK: tl.constexpr, TIME_BLOCK: tl.constexpr):
@@ -339,8 +341,6 @@ if triton is not None:
             tl.store(temporal + k, network_temporal)
             tl.store(spatial + k, network_spatial)
             tl.store(brightness + k, network_brightness)
-            tl.atomic_add(total, w_temporal * network_temporal + w_spatial * network_spatial
-                          + w_brightness * network_brightness, sem="relaxed")
 
 
 def next_power_of_two(n):
@@ -369,26 +369,27 @@ class TritonDifferenceLoss(FusedDifferenceLoss):
         inv_vertical = 1.0 / (n_times * channels * (height - 1) * width)
         inv_horizontal = 1.0 / (n_times * channels * height * (width - 1))
 
-        # tiles of 1024 (8 values per thread at Triton's default 4 warps) keep the atomic adds few;
-        # a smaller frame is one tile
+        # tiles of 1024 (8 values per thread at Triton's default 4 warps) keep the partial sums
+        # few; a smaller frame is one tile
         block = min(1024, next_power_of_two(frame_size))
         grid = ((frame_size + block - 1) // block, n_times, n_networks)
         on_device = dict(device=frames.device, dtype=torch.float32)
-        frame_sums = torch.zeros(n_networks, n_times, **on_device)
-        term_sums = torch.zeros(n_networks, 4, **on_device)
+        partials = torch.empty(n_networks, n_times, grid[0], 5, **on_device)
         shape_args = (n_times, frame_size, height, width, target.stride(0), target.stride(1))
         # no fused multiply-adds: each product is rounded as in torch's separate operations (and
         # Triton 3.10 changes the default)
         options = dict(enable_fp_fusion=False)
-        _loss_sums_kernel[grid](frames, target, frame_sums, term_sums, *shape_args, BLOCK=block, **options)
+        _loss_sums_kernel[grid](frames, target, partials, *shape_args, BLOCK=block, **options)
+        sums = partials.sum(dim=2)
+        frame_sums, term_sums = sums[..., 0].contiguous(), sums[..., 1:].sum(dim=1)
 
         grad = torch.empty_like(frames)
-        total = torch.zeros((), **on_device)
         temporal, spatial, brightness = (torch.empty(n_networks, **on_device) for _ in range(3))
-        _loss_gradient_kernel[grid](frames, target, frame_sums, term_sums, grad, total, temporal, spatial, brightness,
+        _loss_gradient_kernel[grid](frames, target, frame_sums, term_sums, grad, temporal, spatial, brightness,
                                     *shape_args, inv_change, inv_vertical, inv_horizontal,
                                     w_temporal, w_spatial, w_brightness,
                                     BLOCK=block, TIME_BLOCK=next_power_of_two(n_times), **options)
+        total = (w_temporal * temporal + w_spatial * spatial + w_brightness * brightness).sum()
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(temporal, spatial, brightness)
         return total, temporal, spatial, brightness
