@@ -185,9 +185,9 @@ def resolve_device(choice):
 
 def matmul_precision(choice, device):
     """Resolve --matmul_precision auto to what scripts/benchmark.py measured to keep quality:
-    TF32 ('high') on NVIDIA GPUs (H200: MSE 0.0720 against 0.0725 in float32, SSIM 0.310 against
-    0.312, 1.4x faster at 240x180), bfloat16 ('medium') on CPUs with AMX tiles, which multiply
-    bfloat16 natively (same quality, 11% faster), float32 on other CPUs."""
+    TF32 ('high') on NVIDIA GPUs (H200, 240x180: 1.4x faster, MSE and SSIM within float32's
+    run-to-run spread), bfloat16 ('medium') on CPUs with AMX tiles, which multiply bfloat16
+    natively (same quality, 11% faster), float32 on other CPUs."""
     if choice != "auto":
         return choice
     if device.type == "cuda":
