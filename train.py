@@ -368,11 +368,13 @@ def seam_loss(firsts, lasts, tie_frame):
     return ((after - before) ** 2).mean(dim=(1, 2, 3)).sum()
 
 
-def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windows=1):
+def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windows=1, keep_gradients=False):
     """One optimisation step on fixed inputs, as a function of nothing: every tensor it reads
     (event frames, query times, the tie frame, the parameters and the optimizer's state) stays
-    at one address, so the step can be captured once as a CUDA graph and replayed. Returns
-    (loss, parts) as device tensors; reading them is the only host synchronisation."""
+    at one address, so the step can be captured once as a CUDA graph and replayed. A graph also
+    needs the gradients kept at their addresses (`keep_gradients`); eagerly, fresh gradients
+    save zeroing them. Returns (loss, parts) as device tensors; reading them is the only host
+    synchronisation."""
     edge_times = torch.tensor([-1.0, 1.0], device=frames.device)
     tied = config.window_tie != 0 and (tie_frame is not None or n_windows > 1)
 
@@ -381,8 +383,7 @@ def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windo
                                              kernel=config.loss_kernel)
         if tied:
             loss = loss + config.window_tie * seam_loss(*window_edges(model, log_frames, config, edge_times), tie_frame)
-        # set_to_none=False keeps the gradients at their addresses, as a captured graph needs
-        optimizer.zero_grad(set_to_none=False)
+        optimizer.zero_grad(set_to_none=not keep_gradients)
         loss.backward()
         optimizer.step()
         return loss.detach(), parts
@@ -472,7 +473,7 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
             began = time.perf_counter()
             frames, boundaries, midpoints = stage_frames(windows, schedule[start_of_stage.index(iteration)], stacked)
             queries = query_times(boundaries, midpoints, config.loss, config.align)
-            step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows))
+            step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows), keep_gradients=graphs)
             if graphs:
                 step = GraphedStep(step, fallback=config.cuda_graph == "auto")
             timings["event_frames_s"] += time.perf_counter() - began
