@@ -12,6 +12,7 @@ Run `python event_data.py --info PATH` for a one-line JSON summary of a recordin
 import argparse
 import json
 import os
+import signal
 import struct
 import sys
 import warnings
@@ -19,7 +20,6 @@ import zipfile
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 class EventDataError(Exception):
@@ -152,6 +152,35 @@ def repair_frame_times(frame_t, path):
     return frame_t
 
 
+# Time stamps are seconds in every format this project writes, but many tools write integer
+# microseconds (or nanoseconds) into the same [N, 4] arrays and text lines. The unit is the
+# first of seconds, microseconds, nanoseconds in which the time stamps are plausible: they span
+# at most SECONDS_SPAN_LIMIT (about 28 hours; a recording lasts minutes or hours), and read at
+# most LATEST_CLOCK (the year 2100 in Unix time; a clock counts from the recording's start or
+# from 1970). Time stamps in another unit are converted, with a note. The span is that of the
+# central 98% of the events, so that one corrupt time stamp does not decide it (train.covered_span
+# leaves those out). Nanoseconds from the recording's start spanning under 100 s look like
+# microseconds 1000 times longer; the note gives the resulting length, so that shows.
+SECONDS_SPAN_LIMIT = 1e5
+LATEST_CLOCK = 4.1e9
+TIME_UNITS = ((1.0, "seconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
+
+
+def units_per_second(t, path):
+    """The divisor that takes time stamps `t` (sorted) to seconds (see SECONDS_SPAN_LIMIT)."""
+    n = len(t)
+    if n < 2:
+        return 1.0
+    first, last = float(t[n // 100]), float(t[n - 1 - n // 100])
+    for divisor, unit in TIME_UNITS:
+        if (last - first) / divisor <= SECONDS_SPAN_LIMIT and max(abs(first), abs(last)) / divisor <= LATEST_CLOCK:
+            if divisor != 1.0:
+                print(f"note: {path}: time stamps span {last - first:.0f} units, too long for seconds; read as {unit} "
+                      f"({(last - first) / divisor:.3f} s)", file=sys.stderr)
+            return divisor
+    return 1.0  # plausible in no unit (unsorted, NaN, corrupt): validation and planning name the problem
+
+
 def collect(pieces, path, fmt, sort=False):
     """Gather a stream of pieces into one `Events` (frames of key "images" only)."""
     columns = _ColumnBuffer()
@@ -169,6 +198,10 @@ def collect(pieces, path, fmt, sort=False):
         print(f"note: {path}: events are not in time order; sorting them (stable)", file=sys.stderr)
         order = np.argsort(t, kind="stable")
         t, x, y, p = t[order], x[order], y[order], p[order]
+    divisor = units_per_second(t, path)
+    if divisor != 1.0:
+        t /= divisor  # in place: the columns are this function's own
+        frame_t = [value / divisor for value in frame_t]
     if frames and len({frame.shape for frame in frames}) != 1:
         raise EventDataError(path, "APS frames have different sizes")
     return Events(t=t, x=x, y=y, p=p, sensor=sensor,
@@ -908,6 +941,7 @@ def event_frames(x, y, p, starts, sensor, threshold=1.0, color=False):
     x, y, p are tensors on the device the frames are wanted on; the sum is one scatter-add,
     with no loop over chunks or events. Returns [n_chunks, C, H, W] float32, where C = 3 for
     colour (Bayer RGGB) events and 1 otherwise."""
+    import torch  # here, not at the top: reading events needs only numpy, and --info starts 2 s sooner
     height, width = sensor
     n_chunks = len(starts) - 1
     counts = torch.as_tensor(np.diff(starts), device=x.device)
@@ -922,6 +956,7 @@ def event_frames(x, y, p, starts, sensor, threshold=1.0, color=False):
 def event_sum(events, begin, end):
     """The per-pixel sum of polarities of the events between two times, float32 [H, W] (a colour
     sensor's mosaic as it is): one chunk of `event_frames`."""
+    import torch
     first, last = np.searchsorted(events.t, [begin, end])
     columns = (torch.from_numpy(column[first:last]) for column in (events.x, events.y, events.p))
     return event_frames(*columns, np.array([0, last - first]), events.sensor)[0, 0].numpy()
@@ -930,6 +965,7 @@ def event_sum(events, begin, end):
 def bayer_to_rgb(frames):
     """Split an RGGB Bayer mosaic [n, 1, H, W] into R, mean(G1, G2), B, each brought back to
     full size by repeating every 2x2 cell (nearest). H and W must be even."""
+    import torch
     red = frames[:, :, 0::2, 0::2]
     green = 0.5 * (frames[:, :, 0::2, 1::2] + frames[:, :, 1::2, 0::2])
     blue = frames[:, :, 1::2, 1::2]
@@ -945,11 +981,21 @@ def main(argv=None):
     parser.add_argument("--events_topic", default="/dvs/events", help="bags: the dvs_msgs/EventArray topic")
     parser.add_argument("--images_topic", default=None, help="bags: the sensor_msgs/Image topic (default /dvs/image_raw if present)")
     args = parser.parse_args(argv)
+    # Exit status as every command of the project: 2 bad input, 1 the environment, 130 interrupted.
+    # SIGTERM and SIGHUP stop it like Ctrl-C (there is nothing to clean up: it writes nothing).
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.default_int_handler)
     try:
         print(json.dumps(info(args.info, sensor=(args.H, args.W), events_topic=args.events_topic, images_topic=args.images_topic)))
     except EventDataError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:
+        print(f"error: {error.filename or args.info}: {error.strerror or error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

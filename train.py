@@ -287,8 +287,9 @@ def covered_span(events):
         last = int(np.searchsorted(t, high + reach, side="right")) - 1
         for start, stop, where in ((0, first, "before"), (last + 1, n, "after")):
             if stop > start:
-                which = f"event {start}" if stop - start == 1 else f"events {start}-{stop - 1}"
-                print(f"warning: {events.path}: {which} at {t[start]:.6f} s lie far {where} the other events "
+                which = f"event {start} at {t[start]:.6f} s lies" if stop - start == 1 else \
+                    f"events {start}-{stop - 1} at {t[start]:.6f}-{t[stop - 1]:.6f} s lie"
+                print(f"warning: {events.path}: {which} far {where} the other events "
                       f"({t[first]:.6f}-{t[last]:.6f} s): corrupt time stamps, left out", file=sys.stderr)
     return float(t[first]), float(t[last])
 
@@ -610,13 +611,16 @@ def memory_plan(events, config, windows, n_frames, training=True):
             (2 * n_frames * pixels, "host", f"the {n_frames} rendered frames", "fewer frames (--frames_at, --val_resolution)")]
     if training:
         plan += [(batch * network, "device", "the network and its optimizer", network_flag + batch_flag),
-                 (batch * frames, "device", "the event frames", "a lower --train_resolution" + batch_flag),
+                 (batch * frames, "device", "the event frames", "a lower --train_resolution or a smaller sensor (--H/--W)" + batch_flag),
                  (EVENT_BYTES * most_events, "device", f"the {most_events} events of the busiest window", "shorter windows (--window)")]
     return plan
 
 
 def human_bytes(count):
-    return f"{count / 2 ** 30:.1f} GB" if count >= 2 ** 30 else f"{count / 2 ** 20:.0f} MB"
+    for unit, size in (("TB", 2 ** 40), ("GB", 2 ** 30)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count / 2 ** 20:.0f} MB"
 
 
 def check_memory(events, config, windows, n_frames, training=True):
@@ -633,8 +637,9 @@ def check_memory(events, config, windows, n_frames, training=True):
         needed, available = sum(part[0] for part in parts), available_memory(place)
         if available is not None and needed > available:
             size, _, what, flag = max(parts)
-            raise UsageError(f"the run needs about {human_bytes(needed)} of {name} memory and {human_bytes(available)} is "
-                             f"free; most of it ({human_bytes(size)}) for {what}: ask for {flag}")
+            raise UsageError(f"the run needs about {human_bytes(needed)} of {name} memory for the {events.sensor[1]}x"
+                             f"{events.sensor[0]} (WxH) sensor and {human_bytes(available)} is free; most of it "
+                             f"({human_bytes(size)}) for {what}: ask for {flag}")
 
 
 def fit(model, windows, config, tie_frame=None, log=None, label=""):
