@@ -153,11 +153,11 @@ def repair_frame_times(frame_t, path):
 
 
 # Time stamps are seconds in every format this project writes, but many tools write integer
-# microseconds (or nanoseconds) into the same [N, 4] arrays and text lines. The unit is the
-# first of seconds, microseconds, nanoseconds in which the time stamps are plausible: they span
-# at most SECONDS_SPAN_LIMIT (about 28 hours; a recording lasts minutes or hours), and read at
-# most LATEST_CLOCK (the year 2100 in Unix time; a clock counts from the recording's start or
-# from 1970). Time stamps in another unit are converted, with a note. The span is that of the
+# microseconds (or nanoseconds) into the same [N, 4] arrays and text lines. Whole-number time
+# stamps are read in the first of seconds, microseconds, nanoseconds in which they are plausible:
+# they span at most SECONDS_SPAN_LIMIT (about 28 hours; a recording lasts minutes or hours) and
+# read at most LATEST_CLOCK (the year 2100 in Unix time; a clock counts from the recording's start
+# or from 1970). Time stamps in another unit are converted, with a note. The span is that of the
 # central 98% of the events, so that one corrupt time stamp does not decide it (train.covered_span
 # leaves those out). Nanoseconds from the recording's start spanning under 100 s look like
 # microseconds 1000 times longer; the note gives the resulting length, so that shows.
@@ -169,7 +169,8 @@ TIME_UNITS = ((1.0, "seconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
 def units_per_second(t, path):
     """The divisor that takes time stamps `t` (sorted) to seconds (see SECONDS_SPAN_LIMIT)."""
     n = len(t)
-    if n < 2:
+    head = t[:BATCH]  # whole numbers are checked on the first batch: enough to tell, and bounded
+    if n < 2 or not (head == np.round(head)).all():
         return 1.0
     first, last = float(t[n // 100]), float(t[n - 1 - n // 100])
     for divisor, unit in TIME_UNITS:
@@ -178,7 +179,7 @@ def units_per_second(t, path):
                 print(f"note: {path}: time stamps span {last - first:.0f} units, too long for seconds; read as {unit} "
                       f"({(last - first) / divisor:.3f} s)", file=sys.stderr)
             return divisor
-    return 1.0  # plausible in no unit (unsorted, NaN, corrupt): validation and planning name the problem
+    return 1.0  # plausible in no unit (unsorted, corrupt): validation and planning name the problem
 
 
 def collect(pieces, path, fmt, sort=False):

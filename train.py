@@ -150,20 +150,19 @@ class Config:
         for name in ("H", "W"):
             need(getattr(self, name) is None or 1 <= getattr(self, name) <= MAX_SENSOR_SIDE, name,
                  f"the sensor side must be 1 to {MAX_SENSOR_SIDE} pixels")
-        need(self.window is None or (math.isfinite(self.window) and self.window > 0), "window", "must be a positive number of seconds")
+        need(self.window is None or (math.isfinite(self.window) and self.window >= 0), "window",
+             "must be a positive number of seconds (or 0: one piece)")
         need(math.isfinite(self.window_tie) and self.window_tie >= 0, "window_tie", "must be 0 or more")
         need(self.windows_batch is None or self.windows_batch >= 1, "windows_batch", "must be at least 1")
         need(0 <= self.seed < 2 ** 63, "seed", "must be 0 to 2**63 - 1")
         if self.exp_name is not None and not is_plain_name(self.exp_name):
             raise UsageError(f"-n {self.exp_name!r}: the experiment name must be one printable folder name, "
                              f"without '/' and not '.' or '..' (it goes inside -o {self.output_dir})")
-        if self.frames_at not in ("auto", "aps", "uniform") and not os.path.isfile(self.frames_at):
-            try:
-                fps = float(self.frames_at)
-            except ValueError:
-                raise UsageError(f"--frames_at {self.frames_at!r}: expected aps, uniform, auto, a number of frames "
-                                 "per second, or an existing file") from None
-            need(math.isfinite(fps) and fps > 0, "frames_at", "frames per second must be a positive number")
+        try:  # a number of frames per second; anything else is a mode or a file, read when rendering
+            fps = float(self.frames_at)
+        except ValueError:
+            fps = None
+        need(fps is None or (math.isfinite(fps) and fps > 0), "frames_at", "frames per second must be a positive number")
         resolve_device(self.device)
 
 

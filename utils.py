@@ -243,6 +243,8 @@ def make_folders(path):
     while not os.path.exists(folder):
         missing.append(folder)
         folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the output folder", folder)
     os.makedirs(path, exist_ok=True)  # with the user's umask, like any folder
     return missing[::-1]
 
