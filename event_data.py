@@ -624,8 +624,8 @@ def stream_h5(path, **options):
                     if "timestamp" not in image.attrs:
                         raise EventDataError(path, f"images/{name} has no timestamp attribute")
                     yield ("frame", "images", float(image.attrs["timestamp"]), image[()])
-    except OSError as error:
-        problem = " ".join(str(error).split())
+    except (OSError, KeyError, ValueError, RuntimeError) as error:  # h5py raises KeyError for a corrupt object header
+        problem = " ".join(str(error).strip("'\"").split()) or type(error).__name__
         raise EventDataError(path, f"unreadable or truncated HDF5 file ({problem})") from None
 
 
@@ -736,8 +736,10 @@ def stream_bag(path, events_topic="/dvs/events", images_topic=None, color_images
                 yield _ros_events(payloads, path)
             if total + pending == 0:
                 raise EventDataError(path, f"no events on {events_topic}")
-    except (ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError) as error:
-        problem = " ".join(str(error).split()) or type(error).__name__
+    except (ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError,
+            AssertionError, KeyError, IndexError) as error:  # rosbags asserts, and looks up what a corrupt record names
+        corrupt = isinstance(error, (AssertionError, KeyError, IndexError))
+        problem = "a corrupt record" if corrupt else " ".join(str(error).split()) or type(error).__name__
         raise EventDataError(path, f"unreadable or truncated bag ({problem})") from None
 
 
@@ -758,10 +760,29 @@ def _aedat_frame(frame):
     return t, np.ascontiguousarray(pixels)
 
 
+def _check_aedat_header(path):
+    """Refuse an AEDAT4 file whose header the `aedat` package would crash on: its Rust code
+    aborts the whole process (no exception to catch) when the header's XML description is not
+    UTF-8, as after one flipped bit."""
+    with open(path, "rb") as f:
+        start = f.read(18)
+        if len(start) < 18 or not start.startswith(b"#!AER-DAT4.0"):
+            raise EventDataError(path, "not an AEDAT4 file (no #!AER-DAT4.0 signature)")
+        header = f.read(min(struct.unpack_from("<I", start, 14)[0], 1 << 24))
+    begin = header.find(b"<dv")  # the description: a flatbuffer string, its length just before it
+    if begin >= 4:
+        length = struct.unpack_from("<I", header, begin - 4)[0]
+        try:
+            header[begin:begin + length].decode("utf-8")
+        except UnicodeDecodeError:
+            raise EventDataError(path, "corrupt AEDAT4 header (its description is not UTF-8 text)") from None
+
+
 @stream_reader("aedat4", lambda path: path.endswith(".aedat4") and os.path.isfile(path))
 def stream_aedat4(path, **options):
     """AEDAT4 (iniVation DV) via the `aedat` package: events (t in us) and frames."""
     import aedat
+    _check_aedat_header(path)
     try:
         decoder = aedat.Decoder(path)
         streams = decoder.id_to_stream()
@@ -788,6 +809,11 @@ def stream_aedat4(path, **options):
     except (OSError, RuntimeError, ValueError) as error:
         problem = " ".join(str(error).split()) or type(error).__name__
         raise EventDataError(path, f"unreadable or truncated AEDAT4 file ({problem})") from None
+    except BaseException as error:
+        if type(error).__name__ != "PanicException":  # a panic of the aedat package's Rust code (pyo3's, a BaseException)
+            raise
+        problem = " ".join(str(error).split()) or "the decoder panicked"
+        raise EventDataError(path, f"unreadable or corrupt AEDAT4 file ({problem})") from None
 
 
 def stream_events(path, **options):
