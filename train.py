@@ -573,8 +573,8 @@ def stacked_batch_size(sensor, config, n_windows, free_bytes):
 
 def available_memory(device):
     """Bytes this run can still allocate on `device`: CUDA's free memory on a GPU; on the host,
-    MemAvailable from /proc/meminfo, or less when a cgroup (a container, a batch job) caps the
-    memory lower. None where it cannot be told."""
+    MemAvailable from /proc/meminfo, or less when a cgroup (a container, a batch job) or
+    `ulimit -v` caps the memory lower. None where it cannot be told (not Linux)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
@@ -589,6 +589,12 @@ def available_memory(device):
             available = min(available, int(limit) - used)
     except (OSError, ValueError):
         pass
+    import resource  # Unix only; here /proc/meminfo was read, so this is Linux
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]  # `ulimit -v`: address space, of which this process holds VmSize
+    if limit != resource.RLIM_INFINITY:
+        with open("/proc/self/status") as f:
+            used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        available = min(available, limit - used)
     return available
 
 
