@@ -52,7 +52,9 @@ from event_data import EventDataError, detect_format, load_events  # noqa: E402
 
 DEFAULT_WINDOW = 2.0       # seconds per window for a long span: what the authors fit at once
 LONGEST_SINGLE_FIT = 2.5   # seconds; a longer span is fitted in DEFAULT_WINDOW windows
-TRAIN_OPTIONS = tuple(spec.name for spec in dataclasses.fields(train.Config))
+# train.py options that evaluate.py has its own of: -o is where the evaluation goes, --overwrite replaces it
+OWN_OPTIONS = ("output_dir", "overwrite")
+TRAIN_OPTIONS = tuple(spec.name for spec in dataclasses.fields(train.Config) if spec.name not in OWN_OPTIONS)
 # train.py options that evaluate.py sets itself for every sequence (-o is this script's own folder)
 RESERVED = {"data_path": "-d/--data_path", "exp_name": "-n/--exp_name",
             "t_start": "--t_start", "t_end": "--t_end", "frames_at": "--frames_at",
@@ -90,8 +92,8 @@ def parse_given(parser, tokens, known_only=False):
 
 
 def train_flags_parser(parser):
-    """Add train.py's flags, defaults suppressed; -o/--output_dir and --overwrite are this script's own."""
-    return train.add_config_arguments(parser, suppress_defaults=True, skip=("output_dir", "overwrite"))
+    """Add train.py's flags, defaults suppressed, but for this script's own (OWN_OPTIONS)."""
+    return train.add_config_arguments(parser, suppress_defaults=True, skip=OWN_OPTIONS)
 
 
 def options_parser(description):
