@@ -10,6 +10,7 @@ own."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,10 +195,16 @@ def test_time_stamps_in_other_units_are_converted_and_said(tmp_path, capsys, uni
     assert len(np.unique(times)) == len(times) == 50
 
 
-def test_info_says_which_unit_it_read(tmp_path, capsys):
+@pytest.mark.parametrize("name", ["events.npy", "events.txt"])
+def test_info_says_which_unit_it_read(tmp_path, capsys, name):
     rows = recording()
     rows[:, 0] = np.round(rows[:, 0] * 1e6)
-    status = call(event_data.main, "--info", save(tmp_path, rows))
+    if name.endswith(".npy"):
+        path = save(tmp_path, rows)
+    else:
+        path = str(tmp_path / name)
+        np.savetxt(path, rows, fmt="%d")
+    status = call(event_data.main, "--info", path)
     captured = capsys.readouterr()
     assert status == 0 and "read as microseconds" in captured.err
     summary = json.loads(captured.out)
@@ -396,6 +403,19 @@ def test_evaluate_checks_flags_before_anything_is_written(sequence, tmp_path, ca
                   "--lr -1")
     assert_error(status, capsys.readouterr().err, 2, "--compare '--lr -1'", "--lr -1")
     assert_nothing_left(out)
+
+
+def test_evaluate_leaves_a_corrupt_time_stamp_out(sequence, tmp_path, capsys):
+    """evaluate.py fits spans over 2.5 s in 2 s windows: one event at 1e9 s once planned 5e8 of them."""
+    folder = tmp_path / "sim"
+    shutil.copytree(sequence, folder)
+    rows = np.load(folder / "events.npy")
+    np.save(folder / "events.npy", np.concatenate([rows, [[1e9, 1, 1, 1]]]))
+    status = call(evaluate.main, str(folder), "-o", str(tmp_path / "out"), "--dataset", "none", "--no_lpips", *TINY)
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert f"event {len(rows)} at 1000000000.000000 s lies far after the other events" in err
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["sequences"]["sim"]["window"] is None
 
 
 def test_pair_of_tiny_images(tmp_path, capsys):
