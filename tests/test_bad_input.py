@@ -139,6 +139,23 @@ def test_a_plan_beyond_memory_is_refused_with_the_figure(tmp_path, capsys):
     assert_nothing_left(out)
 
 
+def test_on_a_gpu_device_and_host_memory_are_planned_apart(monkeypatch):
+    """The fit and rendering against the GPU's free memory, the networks kept per window and the
+    frames against the host's (no GPU here: the free figures are given)."""
+    events = event_data.Events(t=np.linspace(0.0, 2.0, 100_000), x=None, y=None, p=None, sensor=(180, 240), path="rec")
+    config = train.Config(window=0.01, device="cuda")
+    windows = [(k * 0.01, (k + 1) * 0.01) for k in range(200)]  # 200 networks of 12 M parameters: 9.3 GB
+    free = {"cuda": 10 << 30, "cpu": 1 << 30}
+    monkeypatch.setattr(train, "available_memory", lambda device: free[device.type])
+    with pytest.raises(train.UsageError, match=r"9\.\d GB of host memory .* for the 200 fitted networks: ask for fewer, longer"):
+        train.check_memory(events, config, windows, 50)
+    free["cpu"] = 100 << 30
+    train.check_memory(events, config, windows, 50)
+    free["cuda"] = 100 << 20
+    with pytest.raises(train.UsageError, match=r"of GPU memory .* 100 MB is free; most of it .* for the event frames"):
+        train.check_memory(events, config, windows, 50)
+
+
 def test_an_empty_span_is_named_before_any_work(tmp_path, capsys):
     rows = recording()
     rows = rows[(rows[:, 0] < 0.5) | (rows[:, 0] > 1.5)]
