@@ -12,6 +12,7 @@ Run `python event_data.py --info PATH` for a one-line JSON summary of a recordin
 import argparse
 import json
 import os
+import signal
 import struct
 import sys
 import warnings
@@ -19,7 +20,6 @@ import zipfile
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 class EventDataError(Exception):
@@ -152,6 +152,36 @@ def repair_frame_times(frame_t, path):
     return frame_t
 
 
+# Time stamps are seconds in every format this project writes, but many tools write integer
+# microseconds (or nanoseconds) into the same [N, 4] arrays and text lines. Whole-number time
+# stamps are read in the first of seconds, microseconds, nanoseconds in which they are plausible:
+# they span at most SECONDS_SPAN_LIMIT (about 28 hours; a recording lasts minutes or hours) and
+# read at most LATEST_CLOCK (the year 2100 in Unix time; a clock counts from the recording's start
+# or from 1970). Time stamps in another unit are converted, with a note. The span is that of the
+# central 98% of the events, so that one corrupt time stamp does not decide it (train.covered_span
+# leaves those out). Nanoseconds from the recording's start spanning under 100 s look like
+# microseconds 1000 times longer; the note gives the resulting length, so that shows.
+SECONDS_SPAN_LIMIT = 1e5
+LATEST_CLOCK = 4.1e9
+TIME_UNITS = ((1.0, "seconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
+
+
+def units_per_second(t, path):
+    """The divisor that takes time stamps `t` (sorted) to seconds (see SECONDS_SPAN_LIMIT)."""
+    n = len(t)
+    head = t[:BATCH]  # whole numbers are checked on the first batch: enough to tell, and bounded
+    if n < 2 or not (head == np.round(head)).all():
+        return 1.0
+    first, last = float(t[n // 100]), float(t[n - 1 - n // 100])
+    for divisor, unit in TIME_UNITS:
+        if (last - first) / divisor <= SECONDS_SPAN_LIMIT and max(abs(first), abs(last)) / divisor <= LATEST_CLOCK:
+            if divisor != 1.0:
+                print(f"note: {path}: time stamps span {last - first:.0f} units, too long for seconds; read as {unit} "
+                      f"({(last - first) / divisor:.3f} s)", file=sys.stderr)
+            return divisor
+    return 1.0  # plausible in no unit (unsorted, corrupt): validation and planning name the problem
+
+
 def collect(pieces, path, fmt, sort=False):
     """Gather a stream of pieces into one `Events` (frames of key "images" only)."""
     columns = _ColumnBuffer()
@@ -169,6 +199,10 @@ def collect(pieces, path, fmt, sort=False):
         print(f"note: {path}: events are not in time order; sorting them (stable)", file=sys.stderr)
         order = np.argsort(t, kind="stable")
         t, x, y, p = t[order], x[order], y[order], p[order]
+    divisor = units_per_second(t, path)
+    if divisor != 1.0:
+        t /= divisor  # in place: the columns are this function's own
+        frame_t = [value / divisor for value in frame_t]
     if frames and len({frame.shape for frame in frames}) != 1:
         raise EventDataError(path, "APS frames have different sizes")
     return Events(t=t, x=x, y=y, p=p, sensor=sensor,
@@ -590,8 +624,8 @@ def stream_h5(path, **options):
                     if "timestamp" not in image.attrs:
                         raise EventDataError(path, f"images/{name} has no timestamp attribute")
                     yield ("frame", "images", float(image.attrs["timestamp"]), image[()])
-    except OSError as error:
-        problem = " ".join(str(error).split())
+    except (OSError, KeyError, ValueError, RuntimeError) as error:  # h5py raises KeyError for a corrupt object header
+        problem = " ".join(str(error).strip("'\"").split()) or type(error).__name__
         raise EventDataError(path, f"unreadable or truncated HDF5 file ({problem})") from None
 
 
@@ -702,8 +736,10 @@ def stream_bag(path, events_topic="/dvs/events", images_topic=None, color_images
                 yield _ros_events(payloads, path)
             if total + pending == 0:
                 raise EventDataError(path, f"no events on {events_topic}")
-    except (ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError) as error:
-        problem = " ".join(str(error).split()) or type(error).__name__
+    except (ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError,
+            AssertionError, KeyError, IndexError) as error:  # rosbags asserts, and looks up what a corrupt record names
+        corrupt = isinstance(error, (AssertionError, KeyError, IndexError))
+        problem = "a corrupt record" if corrupt else " ".join(str(error).split()) or type(error).__name__
         raise EventDataError(path, f"unreadable or truncated bag ({problem})") from None
 
 
@@ -724,10 +760,29 @@ def _aedat_frame(frame):
     return t, np.ascontiguousarray(pixels)
 
 
+def _check_aedat_header(path):
+    """Refuse an AEDAT4 file whose header the `aedat` package would crash on: its Rust code
+    aborts the whole process (no exception to catch) when the header's XML description is not
+    UTF-8, as after one flipped bit."""
+    with open(path, "rb") as f:
+        start = f.read(18)
+        if len(start) < 18 or not start.startswith(b"#!AER-DAT4.0"):
+            raise EventDataError(path, "not an AEDAT4 file (no #!AER-DAT4.0 signature)")
+        header = f.read(min(struct.unpack_from("<I", start, 14)[0], 1 << 24))
+    begin = header.find(b"<dv")  # the description: a flatbuffer string, its length just before it
+    if begin >= 4:
+        length = struct.unpack_from("<I", header, begin - 4)[0]
+        try:
+            header[begin:begin + length].decode("utf-8")
+        except UnicodeDecodeError:
+            raise EventDataError(path, "corrupt AEDAT4 header (its description is not UTF-8 text)") from None
+
+
 @stream_reader("aedat4", lambda path: path.endswith(".aedat4") and os.path.isfile(path))
 def stream_aedat4(path, **options):
     """AEDAT4 (iniVation DV) via the `aedat` package: events (t in us) and frames."""
     import aedat
+    _check_aedat_header(path)
     try:
         decoder = aedat.Decoder(path)
         streams = decoder.id_to_stream()
@@ -754,6 +809,11 @@ def stream_aedat4(path, **options):
     except (OSError, RuntimeError, ValueError) as error:
         problem = " ".join(str(error).split()) or type(error).__name__
         raise EventDataError(path, f"unreadable or truncated AEDAT4 file ({problem})") from None
+    except BaseException as error:
+        if type(error).__name__ != "PanicException":  # a panic of the aedat package's Rust code (pyo3's, a BaseException)
+            raise
+        problem = " ".join(str(error).split()) or "the decoder panicked"
+        raise EventDataError(path, f"unreadable or corrupt AEDAT4 file ({problem})") from None
 
 
 def stream_events(path, **options):
@@ -908,6 +968,7 @@ def event_frames(x, y, p, starts, sensor, threshold=1.0, color=False):
     x, y, p are tensors on the device the frames are wanted on; the sum is one scatter-add,
     with no loop over chunks or events. Returns [n_chunks, C, H, W] float32, where C = 3 for
     colour (Bayer RGGB) events and 1 otherwise."""
+    import torch  # here, not at the top: reading events needs only numpy, and --info starts 2 s sooner
     height, width = sensor
     n_chunks = len(starts) - 1
     counts = torch.as_tensor(np.diff(starts), device=x.device)
@@ -922,6 +983,7 @@ def event_frames(x, y, p, starts, sensor, threshold=1.0, color=False):
 def event_sum(events, begin, end):
     """The per-pixel sum of polarities of the events between two times, float32 [H, W] (a colour
     sensor's mosaic as it is): one chunk of `event_frames`."""
+    import torch
     first, last = np.searchsorted(events.t, [begin, end])
     columns = (torch.from_numpy(column[first:last]) for column in (events.x, events.y, events.p))
     return event_frames(*columns, np.array([0, last - first]), events.sensor)[0, 0].numpy()
@@ -930,6 +992,7 @@ def event_sum(events, begin, end):
 def bayer_to_rgb(frames):
     """Split an RGGB Bayer mosaic [n, 1, H, W] into R, mean(G1, G2), B, each brought back to
     full size by repeating every 2x2 cell (nearest). H and W must be even."""
+    import torch
     red = frames[:, :, 0::2, 0::2]
     green = 0.5 * (frames[:, :, 0::2, 1::2] + frames[:, :, 1::2, 0::2])
     blue = frames[:, :, 1::2, 1::2]
@@ -945,11 +1008,21 @@ def main(argv=None):
     parser.add_argument("--events_topic", default="/dvs/events", help="bags: the dvs_msgs/EventArray topic")
     parser.add_argument("--images_topic", default=None, help="bags: the sensor_msgs/Image topic (default /dvs/image_raw if present)")
     args = parser.parse_args(argv)
+    # Exit status as every command of the project: 2 bad input, 1 the environment, 130 interrupted.
+    # SIGTERM and SIGHUP stop it like Ctrl-C (there is nothing to clean up: it writes nothing).
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.default_int_handler)
     try:
         print(json.dumps(info(args.info, sensor=(args.H, args.W), events_topic=args.events_topic, images_topic=args.images_topic)))
     except EventDataError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:
+        print(f"error: {error.filename or args.info}: {error.strerror or error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import json
+import math
 import os
 import platform
 import runpy
@@ -53,6 +55,20 @@ class UsageError(Exception):
 
 def option(default, help, short=None, type=None, choices=None, metavar=None):
     return field(default=default, metadata={"help": help, "short": short, "type": type, "choices": choices, "metavar": metavar})
+
+
+# Limits of the flags: far beyond what a fit can use, low enough that a typo is caught at once.
+MAX_SENSOR_SIDE = 32767    # pixel coordinates are int16
+MAX_NET_WIDTH = 16384      # 16384 wide: 4 GB of weights and optimizer state per hidden layer
+MAX_NET_LAYERS = 64
+MAX_FRAMES = 1_000_000     # frames rendered by one run (9 hours at 30 frames per second)
+MAX_WINDOWS = 100_000      # windows of one run (55 hours of 2 s windows)
+
+
+def is_plain_name(name):
+    """A name that stays one folder inside its parent."""
+    return bool(name) and name not in (".", "..") and name.isprintable() and not any(
+        separator and separator in name for separator in (os.sep, os.altsep))
 
 
 @dataclass
@@ -114,16 +130,40 @@ class Config:
                              choices=("auto", "on", "off"))
 
     def check(self):
-        """Refuse settings that cannot work, before any work is done."""
-        for name in ("iters", "train_resolution", "val_resolution", "log_interval", "net_width"):
-            if not getattr(self, name) >= 1:
-                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.windows_batch is not None and not self.windows_batch >= 1:
-            raise UsageError(f"--windows_batch must be at least 1, got {self.windows_batch}")
-        if self.window is not None and not self.window > 0:
-            raise UsageError(f"--window must be positive, got {self.window:g}")
-        if self.H is not None and self.W is not None and not (self.H >= 1 and self.W >= 1):
-            raise UsageError(f"--H and --W must be positive, got {self.H} and {self.W}")
+        """Refuse settings that cannot work, before any work is done: one line naming the flag."""
+        def need(ok, flag, why):
+            if not ok:  # written as `ok`, not `bad`, so that NaN (which fails every comparison) is refused too
+                raise UsageError(f"--{flag} {getattr(self, flag)}: {why}")
+        for name in ("iters", "train_resolution", "log_interval"):
+            need(getattr(self, name) >= 1, name, "must be at least 1")
+        need(1 <= self.val_resolution <= MAX_FRAMES, "val_resolution", f"must be 1 to {MAX_FRAMES} frames")
+        need(1 <= self.net_width <= MAX_NET_WIDTH, "net_width", f"must be 1 to {MAX_NET_WIDTH}")
+        need(0 <= self.net_layers <= MAX_NET_LAYERS, "net_layers", f"must be 0 to {MAX_NET_LAYERS}")
+        need(math.isfinite(self.lr) and self.lr > 0, "lr", "the learning rate must be a positive number")
+        need(math.isfinite(self.event_thresh) and self.event_thresh > 0, "event_thresh",
+             "the contrast threshold must be a positive number")
+        need(math.isfinite(self.t_start) and self.t_start >= 0, "t_start", "must be 0 or more seconds after the first event")
+        need(self.t_end is None or (math.isfinite(self.t_end) and self.t_end > self.t_start), "t_end",
+             f"must be a number of seconds after --t_start ({self.t_start:g})")
+        if (self.H is None) != (self.W is None):
+            raise UsageError("--H and --W go together: give both, or neither to take the size from the data")
+        for name in ("H", "W"):
+            need(getattr(self, name) is None or 1 <= getattr(self, name) <= MAX_SENSOR_SIDE, name,
+                 f"the sensor side must be 1 to {MAX_SENSOR_SIDE} pixels")
+        need(self.window is None or (math.isfinite(self.window) and self.window >= 0), "window",
+             "must be a positive number of seconds (or 0: one piece)")
+        need(math.isfinite(self.window_tie) and self.window_tie >= 0, "window_tie", "must be 0 or more")
+        need(self.windows_batch is None or self.windows_batch >= 1, "windows_batch", "must be at least 1")
+        need(0 <= self.seed < 2 ** 63, "seed", "must be 0 to 2**63 - 1")
+        if self.exp_name is not None and not is_plain_name(self.exp_name):
+            raise UsageError(f"-n {self.exp_name!r}: the experiment name must be one printable folder name, "
+                             f"without '/' and not '.' or '..' (it goes inside -o {self.output_dir})")
+        try:  # a number of frames per second; anything else is a mode or a file, read when rendering
+            fps = float(self.frames_at)
+        except ValueError:
+            fps = None
+        need(fps is None or (math.isfinite(fps) and fps > 0), "frames_at", "frames per second must be a positive number")
+        resolve_device(self.device)
 
 
 # Fields that shape the fitted networks and their time axis: a saved fit is rendered with its own.
@@ -224,9 +264,40 @@ def configure_host_memory():
 # -----------------------------------------------------------------------------
 # time windows and render times
 
+# An outlier is an event more than OUTLIER_GAP times the span of the bulk of the recording (its
+# central 98% of events, by index, the events being sorted) plus 1 s away from that bulk. No
+# camera pauses for ten times the length of what it recorded, with so few events on the far side;
+# a corrupt time stamp (one flipped bit of a bag's seconds gives 956,302,312 s in a recording of
+# seconds) lies millions of times beyond. The bulk leaves out 1% at each end, so at most that
+# many events can be outliers, and recordings of under OUTLIER_MIN_EVENTS are taken whole.
+OUTLIER_GAP = 10.0
+OUTLIER_MIN_EVENTS = 100
+
+
+def covered_span(events):
+    """(first, last) time stamp of the events that make up the recording: outliers (see
+    OUTLIER_GAP) are reported by event index on stderr and left out of every window."""
+    t, n = events.t, len(events.t)
+    first, last = 0, n - 1
+    if n >= OUTLIER_MIN_EVENTS:
+        low, high = float(t[n // 100]), float(t[n - 1 - n // 100])
+        reach = OUTLIER_GAP * (high - low) + 1.0
+        first = int(np.searchsorted(t, low - reach, side="left"))
+        last = int(np.searchsorted(t, high + reach, side="right")) - 1
+        for start, stop, where in ((0, first, "before"), (last + 1, n, "after")):
+            if stop > start:
+                which = f"event {start} at {t[start]:.6f} s lies" if stop - start == 1 else \
+                    f"events {start}-{stop - 1} at {t[start]:.6f}-{t[stop - 1]:.6f} s lie"
+                print(f"warning: {events.path}: {which} far {where} the other events "
+                      f"({t[first]:.6f}-{t[last]:.6f} s): corrupt time stamps, left out", file=sys.stderr)
+    return float(t[first]), float(t[last])
+
+
 def fit_windows(events, config):
-    """[(begin, end)] seconds on the recording's clock: one window, or consecutive --window ones."""
-    t_first, t_last = float(events.t[0]), float(events.t[-1])
+    """[(begin, end)] seconds on the recording's clock: one window, or consecutive --window ones,
+    over the span the events really cover (covered_span). Checked before any work: every window
+    has events, and there are at most MAX_WINDOWS."""
+    t_first, t_last = covered_span(events)
     t_end = config.t_end if config.t_end is not None else (None if config.window else 2.0)
     begin = t_first + config.t_start
     end = t_last if t_end is None else min(t_first + t_end, t_last)
@@ -235,14 +306,45 @@ def fit_windows(events, config):
         raise EventDataError(events.path, f"no events in the window {asked} after the first event "
                                           f"(the recording spans {t_last - t_first:.3f} s)")
     if not config.window:
+        if events_between(events, begin, end) == 0:
+            raise EventDataError(events.path, f"no events between {begin - t_first:.6f} and {end - t_first:.6f} s "
+                                              "after the first event; choose another --t_start/--t_end")
         return [(begin, end)]
-    if config.window <= 0:
-        raise UsageError("--window must be positive")
     # Equal windows as close to --window as a whole number of them allows, rather than full
     # windows and a leftover sliver with too few events to fit.
-    n_windows = max(1, int(np.ceil((end - begin) / config.window - 0.5)))
-    edges = np.linspace(begin, end, n_windows + 1)
-    return [(float(b), float(e)) for b, e in zip(edges[:-1], edges[1:])]
+    ratio = (end - begin) / config.window
+    if not ratio <= MAX_WINDOWS + 0.5:
+        raise UsageError(f"--window {config.window:g}: {ratio:.3g} windows over {end - begin:.3f} s, more than "
+                         f"{MAX_WINDOWS}; use a longer --window")
+    n_windows = max(1, int(np.ceil(ratio - 0.5)))
+    return merge_quiet_windows(events, np.linspace(begin, end, n_windows + 1), config, t_first)
+
+
+def events_between(events, begin, end):
+    return int(np.searchsorted(events.t, end, side="right") - np.searchsorted(events.t, begin, side="left"))
+
+
+def merge_quiet_windows(events, edges, config, t_first):
+    """Windows between consecutive `edges`, each with at least --train_resolution events (one per
+    event frame): a quieter window (the camera still, nothing moving) is fitted together with the
+    window before it, or the leading ones with the first window after them that has enough.
+    So a quiet spell is fitted through, where it used to fail when its window was reached."""
+    positions = np.searchsorted(events.t, edges, side="left")
+    positions[-1] = np.searchsorted(events.t, edges[-1], side="right")  # the last window ends with its edge
+    counts = np.diff(positions)
+    groups = []  # [index of the first window, index of the last, events]
+    for k, count in enumerate(counts):
+        if groups and (count < config.train_resolution or groups[-1][2] < config.train_resolution):
+            groups[-1][1:] = [k, groups[-1][2] + count]
+        else:
+            groups.append([k, k, count])
+    quiet = np.flatnonzero(counts < config.train_resolution)
+    if quiet.size and len(groups) < len(counts):
+        spans = ", ".join(f"{edges[k] - t_first:.3f}-{edges[k + 1] - t_first:.3f} s" for k in quiet[:3])
+        print(f"note: {events.path}: {quiet.size} of {len(counts)} windows have fewer than {config.train_resolution} events "
+              f"(--train_resolution) ({spans}{', ...' if quiet.size > 3 else ''} after the first event); each is fitted "
+              f"with a neighbour, {len(groups)} windows in all", file=sys.stderr)
+    return [(float(edges[first]), float(edges[last + 1])) for first, last, _ in groups]
 
 
 def render_times(events, config, begin, end):
@@ -267,6 +369,8 @@ def render_times(events, config, begin, end):
         outside = times[(times < begin) | (times > end)]
         if outside.size:
             raise EventDataError(mode, f"time {outside[0]:.6f} s is outside the fitted window {begin:.6f}-{end:.6f} s")
+        if times.size > MAX_FRAMES:
+            raise EventDataError(mode, f"{times.size} times, more than the {MAX_FRAMES} frames one run renders")
         return np.sort(times)
     try:
         fps = float(mode)
@@ -274,6 +378,10 @@ def render_times(events, config, begin, end):
         raise UsageError(f"--frames_at {mode!r}: expected aps, uniform, auto, a number of frames per second, or an existing file") from None
     if not fps > 0:
         raise UsageError("--frames_at: frames per second must be positive")
+    count = (end - begin) * fps
+    if not count < MAX_FRAMES:
+        raise UsageError(f"--frames_at {mode}: {count:.3g} frames over {end - begin:.3f} s, more than the {MAX_FRAMES} "
+                         "one run renders; ask for fewer frames per second")
     return np.arange(begin, end + 1e-12, 1.0 / fps)
 
 
@@ -440,18 +548,104 @@ def use_cuda_graph(config, device):
 
 BYTES_PER_PARAMETER = 16   # float32 weight, gradient and AdamW's two moments
 FRAME_COPIES = 13          # [T, C, H, W] tensors alive in one step: frames, gradients, loss temporaries, events
+EVENT_BYTES = 29           # per event of a window on the device: x, y, p as stored, p as float32, two int64 indices
+
+
+def parameter_count(sensor, config):
+    """Parameters of one network: mostly its output layer, one weight per pixel and neck unit."""
+    width_hidden, pixels = config.net_width, sensor[0] * sensor[1] * (3 if config.color_event else 1)
+    return 2 * width_hidden + config.net_layers * (width_hidden + 1) * width_hidden + (width_hidden + 1) * 256 + 257 * pixels
+
+
+def fit_bytes(sensor, config):
+    """Device memory of fitting one window: (the network and its optimizer state, the event
+    frames and the loss's temporaries)."""
+    pixels = sensor[0] * sensor[1] * (3 if config.color_event else 1)
+    n_times = (config.train_resolution if config.no_c2f else 2 * config.train_resolution) + 1
+    return BYTES_PER_PARAMETER * parameter_count(sensor, config), 4 * FRAME_COPIES * n_times * pixels
 
 
 def stacked_batch_size(sensor, config, n_windows, free_bytes):
     """How many windows to fit at once on a device with `free_bytes` free: as many as half of it
     holds (the rest is headroom for the allocator and rendering), at most all of them."""
-    height, width = sensor
-    channels = 3 if config.color_event else 1
-    width_hidden, pixels = config.net_width, height * width * channels
-    parameters = 2 * width_hidden + config.net_layers * (width_hidden + 1) * width_hidden + (width_hidden + 1) * 256 + 257 * pixels
-    n_times = (config.train_resolution if config.no_c2f else 2 * config.train_resolution) + 1
-    per_window = BYTES_PER_PARAMETER * parameters + 4 * FRAME_COPIES * n_times * pixels
+    per_window = sum(fit_bytes(sensor, config))
     return int(max(1, min(n_windows, free_bytes // 2 // per_window)))
+
+
+def available_memory(device):
+    """Bytes this run can still allocate on `device`: CUDA's free memory on a GPU; on the host,
+    MemAvailable from /proc/meminfo, or less when a cgroup (a container, a batch job) or
+    `ulimit -v` caps the memory lower. None where it cannot be told (not Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f_max, open("/sys/fs/cgroup/memory.current") as f_current:
+            limit, used = f_max.read().strip(), int(f_current.read())
+        if limit != "max":
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    import resource  # Unix only; here /proc/meminfo was read, so this is Linux
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]  # `ulimit -v`: address space, of which this process holds VmSize
+    if limit != resource.RLIM_INFINITY:
+        with open("/proc/self/status") as f:
+            used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+        available = min(available, limit - used)
+    return available
+
+
+def memory_plan(events, config, windows, n_frames, training=True):
+    """[(bytes, "device" or "host", what, the flag that changes it)] that a run holds at its
+    peak: fitting a batch of windows and rendering on the device; every window's network and
+    the rendered frames on the host."""
+    sensor, batch = events.sensor, config.windows_batch or 1
+    pixels = sensor[0] * sensor[1] * (3 if config.color_event else 1)
+    parameters = parameter_count(sensor, config)
+    per_pixel = 257 * pixels > parameters / 2  # the output layer is most of the network
+    network_flag = "a smaller sensor (--H/--W): the network has a weight per pixel" if per_pixel else "a lower --net_width"
+    batch_flag = f" or a lower --windows_batch ({batch})" if batch > 1 else ""
+    bounds = np.array(windows)
+    most_events = int(np.max(np.searchsorted(events.t, bounds[:, 1], side="right") - np.searchsorted(events.t, bounds[:, 0])))
+    network, frames = fit_bytes(sensor, config)
+    plan = [(4 * 3 * RENDER_BATCH * pixels, "device", "rendering", "fewer pixels (--H/--W)"),
+            (4 * len(windows) * parameters, "host", f"the {len(windows)} fitted networks", "fewer, longer windows (--window)"),
+            (2 * n_frames * pixels, "host", f"the {n_frames} rendered frames", "fewer frames (--frames_at, --val_resolution)")]
+    if training:
+        plan += [(batch * network, "device", "the network and its optimizer", network_flag + batch_flag),
+                 (batch * frames, "device", "the event frames", "a lower --train_resolution or a smaller sensor (--H/--W)" + batch_flag),
+                 (EVENT_BYTES * most_events, "device", f"the {most_events} events of the busiest window", "shorter windows (--window)")]
+    return plan
+
+
+def human_bytes(count):
+    for unit, size in (("TB", 2 ** 40), ("GB", 2 ** 30)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count / 2 ** 20:.0f} MB"
+
+
+def check_memory(events, config, windows, n_frames, training=True):
+    """Refuse a plan that needs more memory than the device (and, for a GPU, the host) has free,
+    naming the figures and the flag that changes its largest part."""
+    device = torch.device(config.device)
+    plan = memory_plan(events, config, windows, n_frames, training)
+    if device.type == "cuda":
+        groups = [("GPU", device, [part for part in plan if part[1] == "device"]),
+                  ("host", torch.device("cpu"), [part for part in plan if part[1] == "host"])]
+    else:
+        groups = [("host", device, plan)]
+    for name, place, parts in groups:
+        needed, available = sum(part[0] for part in parts), available_memory(place)
+        if available is not None and needed > available:
+            size, _, what, flag = max(parts)
+            raise UsageError(f"the run needs about {human_bytes(needed)} of {name} memory for the {events.sensor[1]}x"
+                             f"{events.sensor[0]} (WxH) sensor and {human_bytes(available)} is free; most of it "
+                             f"({human_bytes(size)}) for {what}: ask for {flag}")
 
 
 def fit(model, windows, config, tie_frame=None, log=None, label=""):
@@ -465,25 +659,29 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
     schedule = [config.train_resolution] if config.no_c2f else [config.train_resolution, 2 * config.train_resolution]
     start_of_stage = [0] if config.no_c2f else [0, config.iters // 2]
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
-    bar = tqdm(range(config.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True)
     start = time.perf_counter()
     log_points = [(0, start)]  # (iteration, time): the loss read-out syncs the device anyway
-    for iteration in bar:
-        if iteration in start_of_stage:
-            began = time.perf_counter()
-            frames, boundaries, midpoints = stage_frames(windows, schedule[start_of_stage.index(iteration)], stacked)
-            queries = query_times(boundaries, midpoints, config.loss, config.align)
-            step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows), keep_gradients=graphs)
-            if graphs:
-                step = GraphedStep(step, fallback=config.cuda_graph == "auto")
-            timings["event_frames_s"] += time.perf_counter() - began
-        loss, parts = step()
-        if (iteration + 1) % config.log_interval == 0 or iteration + 1 == config.iters:
-            total = float(loss)
-            log_points.append((iteration + 1, time.perf_counter()))
-            bar.set_postfix(loss=f"{total:.4g}")
-            if log is not None:
-                log(iteration, total, {name: float(value) for name, value in parts.items()})
+    # closed on any error too, so that the error message gets a line of its own
+    with tqdm(range(config.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True) as bar:
+        for iteration in bar:
+            if iteration in start_of_stage:
+                began = time.perf_counter()
+                frames, boundaries, midpoints = stage_frames(windows, schedule[start_of_stage.index(iteration)], stacked)
+                queries = query_times(boundaries, midpoints, config.loss, config.align)
+                step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows), keep_gradients=graphs)
+                if graphs:
+                    step = GraphedStep(step, fallback=config.cuda_graph == "auto")
+                timings["event_frames_s"] += time.perf_counter() - began
+            loss, parts = step()
+            if (iteration + 1) % config.log_interval == 0 or iteration + 1 == config.iters:
+                total = float(loss)  # a host synchronisation: only here, so a CUDA graph replays undisturbed
+                if not math.isfinite(total):
+                    raise UsageError(f"--lr {config.lr:g}: the loss became {total} by iteration {iteration + 1}{label}, the fit "
+                                     f"diverged; lower --lr, or check --event_thresh ({config.event_thresh:g})")
+                log_points.append((iteration + 1, time.perf_counter()))
+                bar.set_postfix(loss=f"{total:.4g}")
+                if log is not None:
+                    log(iteration, total, {name: float(value) for name, value in parts.items()})
     timings["train_s"] = time.perf_counter() - start - timings["event_frames_s"]
     # The first interval holds the warm-up (allocation, first kernels, graph capture); the
     # median of the others is the steady-state cost per iteration.
@@ -531,6 +729,7 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
         device = torch.device(config.device)
         windows = fit_windows(events, config)
         times = render_times(events, config, windows[0][0], windows[-1][1]) if times is None else np.asarray(times, dtype=np.float64)
+        check_memory(events, config, windows, len(times))
         writer = None
         if tensorboard_dir is not None:
             try:
@@ -544,29 +743,28 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
         if config.windows_batch is None and device.type == "cuda" and len(windows) > 1:
             batch_size = stacked_batch_size(events.sensor, config, len(windows), torch.cuda.mem_get_info(device)[0])
         config = dataclasses.replace(config, windows_batch=batch_size)
-        progress = tqdm(total=len(windows), desc="windows", unit="window", disable=len(windows) == 1)
-        for first in range(0, len(windows), batch_size):
-            batch = range(first, min(first + batch_size, len(windows)))
-            name = f"window {first + 1}" if len(batch) == 1 else f"windows {first + 1}-{batch[-1] + 1}"
-            log = None
-            if writer is not None:
-                log = lambda i, total, parts, name=name: [writer.add_scalar(f"{name}/{part}", value, i)
-                                                          for part, value in {"total": total, **parts}.items()]
-            # a batch of windows starts from copies of the network fitted last (or of the fresh one)
-            trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
-            spent = fit(trained, [Window(events, *windows[k], events.sensor, config, device) for k in batch], config, tie_frame, log,
-                        label=f" {name}/{len(windows)}" if len(windows) > 1 else "")
-            steady_ms += spent.pop("steady_ms_per_iter")
-            for part, value in spent.items():
-                timings[part] += value
-            fitted = trained.unstacked() if len(batch) > 1 else [model.state_dict()]
-            states += [{name: value.detach().cpu().clone() for name, value in state.items()} for state in fitted]
-            model.load_state_dict(fitted[-1])
-            if len(windows) > 1:
-                with torch.no_grad():
-                    tie_frame = model(torch.ones(1, device=device)).detach()
-            progress.update(len(batch))
-        progress.close()
+        with tqdm(total=len(windows), desc="windows", unit="window", disable=len(windows) == 1) as progress:
+            for first in range(0, len(windows), batch_size):
+                batch = range(first, min(first + batch_size, len(windows)))
+                name = f"window {first + 1}" if len(batch) == 1 else f"windows {first + 1}-{batch[-1] + 1}"
+                log = None
+                if writer is not None:
+                    log = lambda i, total, parts, name=name: [writer.add_scalar(f"{name}/{part}", value, i)
+                                                              for part, value in {"total": total, **parts}.items()]
+                # a batch of windows starts from copies of the network fitted last (or of the fresh one)
+                trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
+                spent = fit(trained, [Window(events, *windows[k], events.sensor, config, device) for k in batch], config, tie_frame, log,
+                            label=f" {name}/{len(windows)}" if len(windows) > 1 else "")
+                steady_ms += spent.pop("steady_ms_per_iter")
+                for part, value in spent.items():
+                    timings[part] += value
+                fitted = trained.unstacked() if len(batch) > 1 else [model.state_dict()]
+                states += [{name: value.detach().cpu().clone() for name, value in state.items()} for state in fitted]
+                model.load_state_dict(fitted[-1])
+                if len(windows) > 1:
+                    with torch.no_grad():
+                        tie_frame = model(torch.ones(1, device=device)).detach()
+                progress.update(len(batch))
         if writer is not None:
             writer.close()
         # An iteration is one optimisation step; with stacked windows it advances every window
@@ -669,7 +867,7 @@ def experiment_path(config, data_path):
         if os.path.exists(final) and not config.overwrite:
             raise UsageError(f"{final}: experiment folder already exists; pass --overwrite to replace it, or choose another -n")
         return final
-    name = "demo" if config.data_path is None else os.path.splitext(os.path.basename(os.path.normpath(data_path)))[0]
+    name = "demo" if config.data_path is None else utils.safe_name(os.path.splitext(os.path.basename(os.path.normpath(data_path)))[0])
     final, number = os.path.join(config.output_dir, name), 1
     while os.path.exists(final) and not config.overwrite:
         number += 1
@@ -690,6 +888,8 @@ def scores(reconstruction, events):
         why = (f"frames under {utils.LPIPS_MIN_SIZE} px a side" if min(events.sensor) < utils.LPIPS_MIN_SIZE
                else f"its weights are not cached; {utils.FETCH_HINT}")
         print(f"note: LPIPS not scored: {why}", file=sys.stderr)
+    if min(events.sensor) < utils.SSIM_MIN_SIZE:
+        print(f"note: SSIM not scored: frames under {utils.SSIM_MIN_SIZE} px a side (its Gaussian window)", file=sys.stderr)
     return {**utils.mean_scores(rows), "per_frame": rows}
 
 
@@ -712,8 +912,7 @@ def write_experiment(folder, reconstruction, events):
         with open(os.path.join(folder, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)
     saved = dataclasses.asdict(config)
-    torch.save({"config": saved, "windows": reconstruction.states, "spans": reconstruction.windows},
-               os.path.join(folder, "model.pt"))
+    save_checkpoint(os.path.join(folder, "model.pt"), {"config": saved, "windows": reconstruction.states, "spans": reconstruction.windows})
     device = torch.device(config.device)
     summary = {"config": saved,
                "data": {"path": os.path.abspath(events.path), "format": events.format, "num_events": len(events),
@@ -728,6 +927,16 @@ def write_experiment(folder, reconstruction, events):
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def save_checkpoint(path, content):
+    """torch.save, with a failed write (a full disk) as the OSError it is: torch reports it as
+    a RuntimeError ("enforce fail at inline_container.cc ... unexpected pos")."""
+    try:
+        torch.save(content, path)
+    except RuntimeError as error:
+        reason = str(error).splitlines()[0]
+        raise OSError(errno.EIO, f"could not be written, is the disk full? ({reason})", path) from None
 
 
 def write_preview(path, reconstruction, events):
@@ -783,24 +992,34 @@ def run(config):
         if len(windows) != len(states):
             raise EventDataError(config.render_only, f"holds {len(states)} networks for {len(windows)} windows of {data_path}")
         times = render_times(events, config, windows[0][0], windows[-1][1])
-    with utils.staged_folder(final, replace=config.overwrite) as work:
-        if config.render_only:
-            result = render(states, windows, config, times)
-        else:
-            result = reconstruct(events, config, tensorboard_dir=os.path.join(work, "tensorboard") if config.tensorboard else None)
-        result.timings["load_s"] = load_s
-        summary = write_experiment(work, result, events)
-        summary["timings"]["total_s"] = time.perf_counter() - wall_start
-        with open(os.path.join(work, "config.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        check_memory(events, config, windows, len(times), training=False)
+    try:
+        with utils.staged_folder(final, replace=config.overwrite) as work:
+            if config.render_only:
+                result = render(states, windows, config, times)
+            else:
+                result = reconstruct(events, config, tensorboard_dir=os.path.join(work, "tensorboard") if config.tensorboard else None)
+            result.timings["load_s"] = load_s
+            summary = write_experiment(work, result, events)
+            summary["timings"]["total_s"] = time.perf_counter() - wall_start
+            with open(os.path.join(work, "config.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+    except OSError as error:
+        error.filename = final if error.filename is None else error.filename  # a failed write() names no file
+        raise
     metrics = summary.get("metrics")
-    quality = f", MSE {metrics['mse']:.4f} SSIM {metrics['ssim']:.3f} over {metrics['n_frames']} APS frames" if metrics else ""
+    ssim = f" SSIM {metrics['ssim']:.3f}" if metrics and metrics["ssim"] is not None else ""
+    quality = f", MSE {metrics['mse']:.4f}{ssim} over {metrics['n_frames']} APS frames" if metrics else ""
     speed = f" ({summary['timings']['ms_per_iter']:.1f} ms/iteration)" if "ms_per_iter" in summary["timings"] else ""
     print(f"wrote {len(result.times)} frames to {final} in {summary['timings']['total_s']:.1f} s{speed}{quality}")
     return {**summary, "folder": final}
 
 
 def main(argv=None):
+    """The command line. Exit status: 0 done, 2 bad input or flags, 1 a failure of the
+    environment (disk full, folder not writable, out of memory), 130 interrupted (Ctrl-C,
+    SIGTERM, SIGHUP); an error is one line, `error: PATH: problem`, and leaves nothing behind."""
+    utils.prepare_command_line()
     given = vars(get_parser(suppress_defaults=True).parse_args(argv))
     try:
         config = config_for_render(given["render_only"], given) if given.get("render_only") else Config(**given)
@@ -808,6 +1027,13 @@ def main(argv=None):
     except (EventDataError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:
+        print(f"error: {utils.os_error_line(error, given.get('output_dir', 'runs'))}", file=sys.stderr)
+        sys.exit(1)
+    except MemoryError:
+        print("error: out of memory (beyond the plan's estimate); lower --net_width, --train_resolution or --window",
+              file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         sys.exit(130)

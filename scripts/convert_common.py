@@ -189,6 +189,11 @@ def find_sources(raw_data_dir, dataset):
 
 
 def main(dataset, argv=None):
+    """The converter command line; returns the exit status: 0 every sequence converted, 2 a bad
+    or missing recording (or a sequence already converted), 1 a failure of the environment (disk
+    full, folder not writable; it wins when both happen), 130 interrupted (Ctrl-C, SIGTERM,
+    SIGHUP). A failed sequence leaves nothing behind, not even an empty output folder."""
+    utils.prepare_command_line()
     facts = DATASETS[dataset]
     parser = argparse.ArgumentParser(description=f"Convert {dataset} recordings to the EvINR layout "
                                                  f"(events.npy, images/, images.txt) without ROS.")
@@ -203,28 +208,32 @@ def main(dataset, argv=None):
         print(f"error: {args.raw_data_dir}: no such folder", file=sys.stderr)
         return 2
     sources = find_sources(args.raw_data_dir, dataset)
-    failed = 0
+    status = 0
     if args.sequences:
         for name in args.sequences:
             if name not in sources:
                 print(f"error: {os.path.join(args.raw_data_dir, name)}: no {dataset} recording of this sequence "
                       f"({', '.join(e or 'folder' for e in facts['sources'])})", file=sys.stderr)
-                failed += 1
+                status = status or 2
         sources = {name: path for name, path in sources.items() if name in args.sequences}
     elif not sources:
         print(f"error: {args.raw_data_dir}: no {dataset} recordings found", file=sys.stderr)
         return 2
-    for name, path in sources.items():
-        if name not in facts["sequences"]:
-            print(f"note: {path}: not a known {dataset} sequence; converting it as '{name}'", file=sys.stderr)
-        try:
-            summary = convert_sequence(path, os.path.join(args.output_data_dir, name), dataset, args.overwrite)
-            print(f"{name}: {summary['num_events']} events, {summary['num_frames']} frames"
-                  + (f", {summary['num_color_frames']} colour frames" if summary["num_color_frames"] else ""))
-        except EventDataError as error:
-            print(f"error: {error}", file=sys.stderr)
-            failed += 1
-        except OSError as error:
-            print(f"error: {error.filename or path}: {error.strerror or error}", file=sys.stderr)
-            failed += 1
-    return 1 if failed else 0
+    try:
+        for name, path in sources.items():
+            if name not in facts["sequences"]:
+                print(f"note: {path}: not a known {dataset} sequence; converting it as '{name}'", file=sys.stderr)
+            try:
+                summary = convert_sequence(path, os.path.join(args.output_data_dir, name), dataset, args.overwrite)
+                print(f"{name}: {summary['num_events']} events, {summary['num_frames']} frames"
+                      + (f", {summary['num_color_frames']} colour frames" if summary["num_color_frames"] else ""))
+            except EventDataError as error:
+                print(f"error: {error}", file=sys.stderr)
+                status = status or 2
+            except OSError as error:
+                print(f"error: {utils.os_error_line(error, os.path.join(args.output_data_dir, name))}", file=sys.stderr)
+                status = 1
+    except KeyboardInterrupt:
+        print("interrupted: the sequence being converted was not written", file=sys.stderr)
+        return 130
+    return status

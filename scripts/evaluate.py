@@ -29,6 +29,7 @@ times that were reconstructed) and runs/CONFIGURATION/SEQUENCE/ (train.py's fold
 import argparse
 import csv
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -51,13 +52,15 @@ from event_data import EventDataError, detect_format, load_events  # noqa: E402
 
 DEFAULT_WINDOW = 2.0       # seconds per window for a long span: what the authors fit at once
 LONGEST_SINGLE_FIT = 2.5   # seconds; a longer span is fitted in DEFAULT_WINDOW windows
-TRAIN_OPTIONS = tuple(spec.name for spec in dataclasses.fields(train.Config))
+# train.py options that evaluate.py has its own of: -o is where the evaluation goes, --overwrite replaces it
+OWN_OPTIONS = ("output_dir", "overwrite")
+TRAIN_OPTIONS = tuple(spec.name for spec in dataclasses.fields(train.Config) if spec.name not in OWN_OPTIONS)
 # train.py options that evaluate.py sets itself for every sequence (-o is this script's own folder)
 RESERVED = {"data_path": "-d/--data_path", "exp_name": "-n/--exp_name",
             "t_start": "--t_start", "t_end": "--t_end", "frames_at": "--frames_at",
-            "render_only": "--render_only", "overwrite": "--overwrite"}
+            "render_only": "--render_only"}
 # train.py options that do not change the reconstruction: left out of the method record
-NOT_METHOD = set(RESERVED) | {"log_interval", "tensorboard", "no_video"}
+NOT_METHOD = set(RESERVED) | {"overwrite", "log_interval", "tensorboard", "no_video"}
 
 
 class EvaluationError(Exception):
@@ -89,14 +92,15 @@ def parse_given(parser, tokens, known_only=False):
 
 
 def train_flags_parser(parser):
-    """Add train.py's flags, defaults suppressed; its -o/--output_dir is this script's own."""
-    return train.add_config_arguments(parser, suppress_defaults=True, skip=("output_dir",))
+    """Add train.py's flags, defaults suppressed, but for this script's own (OWN_OPTIONS)."""
+    return train.add_config_arguments(parser, suppress_defaults=True, skip=OWN_OPTIONS)
 
 
 def options_parser(description):
     """train.py's flags plus the evaluation options that evaluate.py and reproduce_tables.py share."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output_dir", "--out_dir", dest="out_dir", help="where tables, frames and previews go")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results already in -o")
     parser.add_argument("--compare", nargs="+", metavar="FLAGS",
                         help='last on the line: several configurations in one table, each a quoted string of train.py '
                              'flags or "default", e.g. --compare "default" "--align midpoint" "--no_c2f"')
@@ -141,16 +145,21 @@ def configurations(options):
     string's on top of them."""
     common = {name: getattr(options, name) for name in TRAIN_OPTIONS if hasattr(options, name)}
     check_reserved(common, "")
-    if not options.compare:
-        return [("default", common)]
-    found = []
-    for text in options.compare:
-        label = " ".join(text.split())
-        flags = {} if label in ("", "default") else parse_train_flags(text)
-        found.append((label or "default", {**common, **flags}))
+    found = [("default", common)]
+    if options.compare:
+        found = []
+        for text in options.compare:
+            label = " ".join(text.split())
+            flags = {} if label in ("", "default") else parse_train_flags(text)
+            found.append((label or "default", {**common, **flags}))
     labels = [label for label, _ in found]
     if len(set(labels)) != len(labels):
         raise EvaluationError(f"--compare: a configuration is given twice ({labels})")
+    for label, flags in found:  # every flag's range, before anything is read or written
+        try:
+            train.Config(**flags).check()
+        except train.UsageError as error:
+            raise EvaluationError(f"{error}" if label == "default" else f"--compare {label!r}: {error}") from None
     return found
 
 
@@ -191,7 +200,8 @@ def find_sequences(paths):
 
 
 def sequence_name(path):
-    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+    """The name of a sequence, from its path, usable as a folder and file name."""
+    return utils.safe_name(os.path.splitext(os.path.basename(os.path.normpath(path)))[0], fallback="sequence")
 
 
 def evaluation_interval(name, dataset):
@@ -284,6 +294,9 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
     if use_lpips and not lpips_fits:
         print(f"note: {name}: {sensor[1]}x{sensor[0]} frames are too small for LPIPS (AlexNet needs "
               f"{utils.LPIPS_MIN_SIZE} px a side); LPIPS not scored", file=sys.stderr)
+    if min(sensor) < utils.SSIM_MIN_SIZE:
+        print(f"note: {name}: {sensor[1]}x{sensor[0]} frames are too small for SSIM (its Gaussian window needs "
+              f"{utils.SSIM_MIN_SIZE} px a side); SSIM not scored", file=sys.stderr)
     return Sequence(name=name, path=path, dataset=dataset, interval=interval, t_zero=t_zero, t_start=t_start,
                     t_end=t_end, span=(begin, end), aps_index=chosen, frame_t=events.frame_t[chosen].copy(),
                     use_lpips=use_lpips and lpips_fits), None
@@ -309,15 +322,14 @@ def sequence_config(sequence, overrides, run_dir, times_path):
                                overwrite=True, no_video=True, window=window)
 
 
-def fit_and_score(sequence, events, config, histeq):
-    """Reconstruct the sequence's APS times in memory, write train.py's experiment folder, and
-    score. Returns (Reconstruction, per-frame rows with times re-zeroed, folder, seconds)."""
+def fit_and_score(sequence, events, config, histeq, folder):
+    """Reconstruct the sequence's APS times in memory, write train.py's experiment folder at
+    `folder`, and score. Returns (Reconstruction, per-frame rows with times re-zeroed, seconds)."""
     began = time.perf_counter()
     try:
         result = train.reconstruct(events, config, times=sequence.frame_t)
     except (EventDataError, train.UsageError) as error:
         raise EvaluationError(f"{sequence.name}: {error}") from None
-    folder = os.path.join(config.output_dir, config.exp_name)
     with utils.staged_folder(folder, replace=True) as work:
         train.write_experiment(work, result, events)
     seconds = time.perf_counter() - began
@@ -328,7 +340,7 @@ def fit_and_score(sequence, events, config, histeq):
     for row in rows:
         row["t"] -= sequence.t_zero
         row["t_reconstruction"] -= sequence.t_zero
-    return result, rows, folder, seconds
+    return result, rows, seconds
 
 
 def summarise(fits):
@@ -423,10 +435,19 @@ def write_outputs(out_dir, results, per_frame):
         json.dump(results, f, indent=2)
 
 
+def check_output_folder(out_dir, overwrite):
+    """Refuse, before any fit, an -o that holds earlier results (without --overwrite) or is a file."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the output folder", out_dir)
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise EvaluationError(f"{out_dir}: already holds results; pass --overwrite to replace them, or choose another -o")
+
+
 def evaluate(options):
     """Evaluate every sequence under options.paths with every configuration; writes the outputs
-    under options.out_dir and returns results.json's content."""
+    under options.out_dir, all or nothing, and returns results.json's content."""
     configs = configurations(options)
+    check_output_folder(options.out_dir, options.overwrite)
     use_lpips = not options.no_lpips
     common = configs[0][1]  # the sensor flags of the first configuration choose how frames are read
     plans, skipped = [], []
@@ -442,42 +463,48 @@ def evaluate(options):
     if any(sequence.use_lpips for sequence in plans):
         load_lpips()  # before any fitting: missing weights must not cost a fit
 
-    for folder in ("times", "previews"):
-        os.makedirs(os.path.join(options.out_dir, folder), exist_ok=True)
-    fits = {label: {} for label, _ in configs}
-    per_frame = []
-    for sequence in plans:
-        times_path = os.path.join(options.out_dir, "times", f"{sequence.name}.txt")
-        np.savetxt(times_path, sequence.frame_t, fmt="%.17g")  # exact: train.py --frames_at renders exactly these
-        events, _ = read_sequence(sequence.path, sequence.dataset, common)  # once for all configurations
-        picks = utils.preview_picks(len(sequence.aps_index))
-        columns = []
-        for label, overrides in configs:
-            print(f"{label}: {sequence.name} ({sequence.dataset}, {len(sequence.aps_index)} APS frames, "
-                  f"{sequence.span[1] - sequence.span[0]:.2f} s)", file=sys.stderr)
-            config = sequence_config(sequence, overrides, os.path.join(options.out_dir, "runs", slug(label)), times_path)
-            result, rows, folder, seconds = fit_and_score(sequence, events, config, options.histeq)
-            fits[label][sequence.name] = {
-                "dataset": sequence.dataset, "rows": rows, "fit_seconds": seconds,
-                "seconds_fitted": sequence.span[1] - sequence.span[0],
-                "interval": [bound if math.isfinite(bound) else None for bound in sequence.interval],  # None: no end
-                "window": config.window,
-                "method": {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_METHOD},
-                "timings": result.timings, "run": folder}
-            per_frame += [{"configuration": label, "dataset": sequence.dataset, "sequence": sequence.name, **row} for row in rows]
-            columns.append((label, [result.frames[k] for k in picks]))
-        columns.append(("APS", [events.frames[sequence.aps_index[k]] for k in picks]))
-        utils.write_preview(os.path.join(options.out_dir, "previews", f"{sequence.name}.png"),
-                            sequence.frame_t[picks] - sequence.t_zero, columns)
+    # Written into a hidden folder that becomes -o at the end; the paths recorded (in the runs'
+    # config.json and results.json) are the ones the files will have then.
+    with utils.staged_folder(options.out_dir, replace=True) as work:
+        for folder in ("times", "previews"):
+            os.makedirs(os.path.join(work, folder))
+        fits = {label: {} for label, _ in configs}
+        per_frame = []
+        for sequence in plans:
+            times_file = os.path.join("times", f"{sequence.name}.txt")
+            np.savetxt(os.path.join(work, times_file), sequence.frame_t, fmt="%.17g")  # exact: train.py --frames_at renders exactly these
+            events, _ = read_sequence(sequence.path, sequence.dataset, common)  # once for all configurations
+            picks = utils.preview_picks(len(sequence.aps_index))
+            columns = []
+            for label, overrides in configs:
+                print(f"{label}: {sequence.name} ({sequence.dataset}, {len(sequence.aps_index)} APS frames, "
+                      f"{sequence.span[1] - sequence.span[0]:.2f} s)", file=sys.stderr)
+                run = os.path.join("runs", slug(label))
+                config = sequence_config(sequence, overrides, os.path.join(options.out_dir, run),
+                                         os.path.join(options.out_dir, times_file))
+                result, rows, seconds = fit_and_score(sequence, events, config, options.histeq,
+                                                      os.path.join(work, run, sequence.name))
+                fits[label][sequence.name] = {
+                    "dataset": sequence.dataset, "rows": rows, "fit_seconds": seconds,
+                    "seconds_fitted": sequence.span[1] - sequence.span[0],
+                    "interval": [bound if math.isfinite(bound) else None for bound in sequence.interval],  # None: no end
+                    "window": config.window,
+                    "method": {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_METHOD},
+                    "timings": result.timings, "run": os.path.join(options.out_dir, run, sequence.name)}
+                per_frame += [{"configuration": label, "dataset": sequence.dataset, "sequence": sequence.name, **row} for row in rows]
+                columns.append((label, [result.frames[k] for k in picks]))
+            columns.append(("APS", [events.frames[sequence.aps_index[k]] for k in picks]))
+            utils.write_preview(os.path.join(work, "previews", f"{sequence.name}.png"),
+                                sequence.frame_t[picks] - sequence.t_zero, columns)
 
-    results = {"configurations": {label: {"flags": overrides, **summarise(fits[label])} for label, overrides in configs}}
-    first = next(iter(results["configurations"].values()))
-    results = {"sequences": first["sequences"], "datasets": first["datasets"], **results,
-               "evaluation": {"dataset": options.dataset, "histeq": options.histeq, "lpips": use_lpips,
-                              "time_tolerance_s": utils.TIME_TOLERANCE, "default_window_s": DEFAULT_WINDOW,
-                              "longest_single_fit_s": LONGEST_SINGLE_FIT},
-               "skipped": skipped}
-    write_outputs(options.out_dir, results, per_frame)
+        results = {"configurations": {label: {"flags": overrides, **summarise(fits[label])} for label, overrides in configs}}
+        first = next(iter(results["configurations"].values()))
+        results = {"sequences": first["sequences"], "datasets": first["datasets"], **results,
+                   "evaluation": {"dataset": options.dataset, "histeq": options.histeq, "lpips": use_lpips,
+                                  "time_tolerance_s": utils.TIME_TOLERANCE, "default_window_s": DEFAULT_WINDOW,
+                                  "longest_single_fit_s": LONGEST_SINGLE_FIT},
+                   "skipped": skipped}
+        write_outputs(work, results, per_frame)
     return results
 
 
@@ -500,6 +527,12 @@ def score_pair(pred_path, ref_path, histeq, use_lpips):
     pred, ref = read_image(pred_path), read_image(ref_path)
     if pred.shape[:2] != ref.shape[:2]:
         raise EvaluationError(f"{pred_path} is {pred.shape[1]}x{pred.shape[0]} but {ref_path} is {ref.shape[1]}x{ref.shape[0]} (WxH)")
+    if min(ref.shape[:2]) < utils.SSIM_MIN_SIZE:
+        raise EvaluationError(f"{pred_path}: {ref.shape[1]}x{ref.shape[0]} images are too small to score: SSIM's Gaussian "
+                              f"window needs {utils.SSIM_MIN_SIZE} px a side")
+    if use_lpips and min(ref.shape[:2]) < utils.LPIPS_MIN_SIZE:
+        print(f"note: {pred_path}: {ref.shape[1]}x{ref.shape[0]} images are too small for LPIPS (AlexNet needs "
+              f"{utils.LPIPS_MIN_SIZE} px a side); lpips is null", file=sys.stderr)
     use_lpips = use_lpips and min(ref.shape[:2]) >= utils.LPIPS_MIN_SIZE
     scores = utils.score_frame(utils.gray_float(pred), utils.gray_float(ref), histeq, use_lpips=False)
     colour = pred.ndim == 3 and ref.ndim == 3 and histeq == "none"
@@ -512,6 +545,10 @@ def score_pair(pred_path, ref_path, histeq, use_lpips):
 
 
 def main(argv=None):
+    """Exit status: 0 done, 2 bad input or flags, 1 a failure of the environment (disk full,
+    folder not writable), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP); -o is written whole or not
+    at all."""
+    utils.prepare_command_line()
     options, _ = parse_given(get_parser(), sys.argv[1:] if argv is None else argv)
     try:
         if options.pair:
@@ -523,8 +560,11 @@ def main(argv=None):
     except (EvaluationError, EventDataError, train.UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:
+        print(f"error: {utils.os_error_line(error, options.out_dir)}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
-        print("interrupted: no tables were written", file=sys.stderr)
+        print("interrupted: nothing was written", file=sys.stderr)
         sys.exit(130)
     print(markdown(*paper_table(results["configurations"])), end="")
     print(f"tables, previews and frames in {options.out_dir}")

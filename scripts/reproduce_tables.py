@@ -17,6 +17,7 @@ import os
 import sys
 
 import evaluate
+import utils
 from datasets import DATASETS
 from event_data import EventDataError
 from train import UsageError
@@ -90,22 +91,29 @@ def reproduce(options):
 
 
 def main(argv=None):
+    """Exit status as evaluate.py's: 0 done, 2 bad input (no data included), 1 the environment,
+    130 interrupted."""
+    utils.prepare_command_line()
     options, _ = evaluate.parse_given(get_parser(), sys.argv[1:] if argv is None else argv)
     try:
         if not options.out_dir:
             raise evaluate.EvaluationError("give -o OUT_DIR")
         merged = reproduce(options)
+        if merged is not None:
+            header, rows = evaluate.paper_table(merged)
+            evaluate.write_table(os.path.join(options.out_dir, "table"), header, rows, merged)
     except (evaluate.EvaluationError, EventDataError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:
+        print(f"error: {utils.os_error_line(error, options.out_dir)}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: no table was written", file=sys.stderr)
         sys.exit(130)
     if merged is None:
         print(download_instructions(options.data_root), file=sys.stderr)
-        sys.exit(1)
-    header, rows = evaluate.paper_table(merged)
-    evaluate.write_table(os.path.join(options.out_dir, "table"), header, rows, merged)
+        sys.exit(2)
     print(evaluate.markdown(header, rows), end="")
     print(f"written to {os.path.join(options.out_dir, 'table.md')} (and .csv, .json)")
 

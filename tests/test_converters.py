@@ -82,7 +82,7 @@ def test_hqf_picks_sequences(tmp_path):
     formats.write_bag(raw / "desk.bag", desk, compression="bz2")
     formats.write_bag(raw / "boxes.bag", formats.synthetic_recording(1_000))
     result = convert("HQF", raw, out, "--sequences", "desk", "not_a_sequence")
-    assert result.returncode == 1
+    assert result.returncode == 2  # bad input
     assert result.stderr.strip().splitlines() == [f"error: {raw / 'not_a_sequence'}: no HQF recording of this sequence (.bag, .h5)"]
     assert os.listdir(out) == ["desk"]
     assert_converted(out / "desk", desk, formats.bag_time(desk["t_us"]), formats.bag_time(desk["frame_t_us"]))
@@ -111,7 +111,7 @@ def test_no_overwrite_unless_asked(tmp_path):
     assert convert("HQF", raw, out).returncode == 0
     (out / "desk" / "mine.txt").write_text("keep me")
     result = convert("HQF", raw, out)
-    assert result.returncode == 1 and "already exists (pass --overwrite" in result.stderr
+    assert result.returncode == 2 and "already exists (pass --overwrite" in result.stderr
     assert (out / "desk" / "mine.txt").exists()
     assert convert("HQF", raw, out, "--overwrite").returncode == 0
     assert not (out / "desk" / "mine.txt").exists() and (out / "desk" / "events.npy").exists()
@@ -129,10 +129,10 @@ def test_failure_leaves_no_output(tmp_path, problem, words):
         data = (raw / "desk.bag").read_bytes()
         (raw / "desk.bag").write_bytes(data[: len(data) * 2 // 3])
     result = convert("HQF", raw, out)
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {raw / 'desk.bag'}: ") and words in lines[0], result.stderr
-    assert os.listdir(out) == []  # neither the sequence nor its staging folder
+    assert not out.exists()  # neither the sequence nor its staging folder, nor the output folder made for them
 
 
 def test_streaming_sorts_and_repairs(tmp_path, monkeypatch, capsys):

@@ -78,7 +78,7 @@ def test_untied_windows_show_the_jump_the_measure_is_for(sequence, tmp_path, win
 
 def test_windows_are_equal_and_close_to_the_requested_length():
     from types import SimpleNamespace
-    events = SimpleNamespace(t=np.array([10.0, 13.4]), path="rec")
+    events = SimpleNamespace(t=np.linspace(10.0, 13.4, 3401), path="rec")  # every window has events to fit
     for window, expected in ((1.7, 2), (1.0, 3), (0.9, 4), (5.0, 1)):
         args = train.parse_config(["--window", str(window)])
         windows = train.fit_windows(events, args)
