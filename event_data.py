@@ -42,6 +42,8 @@ class Events:
     frame_t: np.ndarray | None = None  # float64 [K], seconds, same clock as t
     format: str = ""
     path: str = ""
+    encoding: str = ""               # how the file stores events, when a format has several
+    time_unit: str = ""              # the unit of the file's time stamps ("s", "us", "ns")
 
     def __len__(self):
         return len(self.t)
@@ -56,6 +58,8 @@ class Events:
 #   ("events", t, x, y, p)      a batch of events, typed as in `Events`
 #   ("frame", key, t, image)    one APS frame (uint8, gray [H, W] or RGB [H, W, 3]); key is
 #                               "images", or "color_images" for a bag's second, colour topic
+#   ("info", {name: value})     facts about how the file stores events, for --info: "encoding"
+#                               and "time_unit" (the unit of its time stamps)
 # `collect` gathers a stream into an `Events`; `stream_events` gives the pieces of any format.
 
 READERS = []  # (format name, detect(path) -> bool, read(path, **options) -> Events)
@@ -155,10 +159,12 @@ def repair_frame_times(frame_t, path):
 def collect(pieces, path, fmt, sort=False):
     """Gather a stream of pieces into one `Events` (frames of key "images" only)."""
     columns = _ColumnBuffer()
-    sensor, frames, frame_t = None, [], []
+    sensor, frames, frame_t, facts = None, [], [], {}
     for piece in pieces:
         if piece[0] == "sensor":
             sensor = tuple(int(v) for v in piece[1])
+        elif piece[0] == "info":
+            facts.update(piece[1])
         elif piece[0] == "events":
             columns.append(*piece[1:])
         elif piece[0] == "frame" and piece[1] == "images":
@@ -173,7 +179,7 @@ def collect(pieces, path, fmt, sort=False):
         raise EventDataError(path, "APS frames have different sizes")
     return Events(t=t, x=x, y=y, p=p, sensor=sensor,
                   frames=np.stack(frames) if frames else None,
-                  frame_t=repair_frame_times(frame_t, path) if frames else None, format=fmt, path=path)
+                  frame_t=repair_frame_times(frame_t, path) if frames else None, format=fmt, path=path, **facts)
 
 
 def _is_sorted(t):
@@ -546,6 +552,339 @@ def stream_e2vid_zip(path, **options):
         with archive.open(texts[0]) as f:
             yield ("sensor", _e2vid_header(f, f"{path}/{texts[0]}"))
             yield from _txt_pieces(f, f"{path}/{texts[0]}", first_line=2)
+
+
+# --- Prophesee RAW (EVT 2.0, 2.1, 3.0) and DAT -------------------------------------------
+#
+# Metavision files start with `% key value` text lines (newer RAW files close them with
+# `% end`), then binary words. The decoders are whole-array numpy, no loop over words: each word
+# type is picked out by comparing the 4-bit type field, and the state that a word leaves for
+# the words after it (the high bits of the time; in EVT 3.0 also the row and the vector base)
+# reaches each event through a running count of the words that set it (`_latest`). A file is
+# decoded a block at a time and that state is carried from block to block, so memory stays
+# bounded and the result does not depend on where the blocks end. As Metavision's own decoders
+# do, events that come before the state they need (the first time-high word, in EVT 3.0 also
+# the first row) are dropped: their time or row is unknown.
+
+_RAW_BLOCK = 1 << 21  # bytes decoded at once
+_HEADER_LIMIT = 1 << 16  # bytes of `%` lines at most; longer is not a header
+# Sensor (H, W) of the camera plugins and sensor generations that name it, for the files whose
+# header has no geometry (Gen3 cameras' files): the plugin name holds the sensor's name.
+_PROPHESEE_SENSORS = {"gen3": (480, 640), "gen31": (480, 640), "gen41": (720, 1280), "gen42": (720, 1280),
+                      "imx636": (720, 1280)}
+_ENCODING_NAMES = {"evt2": "EVT 2.0", "evt21": "EVT 2.1", "evt21_legacy": "EVT 2.1", "evt3": "EVT 3.0", "dat": "DAT CD"}
+
+
+def _prophesee_header(f, path):
+    """The `% key value` lines at the start of an open file -> {key (lower case): value}; the file
+    is left at the first byte after them. A line that is not text ends a header without `% end`:
+    it is the first binary word, which happens to start with '%'."""
+    head = f.read(_HEADER_LIMIT)
+    header, offset = {}, 0
+    while head.startswith(b"%", offset):
+        end = head.find(b"\n", offset)
+        if end < 0:
+            raise EventDataError(path, "corrupt header: a '%' line has no end (truncated, or not a Prophesee file)")
+        try:
+            text = head[offset + 1:end].decode("ascii").strip()
+        except UnicodeDecodeError:
+            if not header:
+                raise EventDataError(path, "corrupt header: the first '%' line is not text") from None
+            break
+        offset = end + 1
+        if text == "end":
+            break
+        key, _, value = text.partition(" ")
+        if key:
+            header[key.lower()] = value.strip()
+    f.seek(offset)
+    return header
+
+
+def _prophesee_sensor(header, path):
+    """(H, W) from the header: the `format` line's height and width, `geometry WxH`, a DAT's
+    Height and Width lines, or else the camera plugin or sensor generation; None if none says."""
+    fields = dict(part.strip().split("=", 1) for part in header.get("format", "").split(";")[1:] if "=" in part)
+    sizes = [(fields.get("height"), fields.get("width"))]
+    if "geometry" in header:
+        width, _, height = header["geometry"].lower().partition("x")
+        sizes.append((height, width))
+    sizes.append((header.get("height"), header.get("width")))
+    for height, width in sizes:
+        if height is not None and width is not None:
+            try:
+                return int(height), int(width)
+            except ValueError:
+                raise EventDataError(path, f"corrupt header: sensor size {width}x{height} is not two whole numbers") from None
+    names = header.get("plugin_name", "").lower().split("_")
+    names.append("gen" + header.get("sensor_generation", "").replace(".0", "").replace(".", ""))
+    return next((_PROPHESEE_SENSORS[name] for name in names if name in _PROPHESEE_SENSORS), None)
+
+
+def _raw_encoding(header, path):
+    """'evt2', 'evt21', 'evt21_legacy' or 'evt3', from the `format` line (newer files) or the `evt`
+    line. EVT 2.1 from an IMX636 (`endianness=legacy`) sends the 32 bits that hold the type first."""
+    if "format" in header:
+        name, *fields = header["format"].split(";")
+        encoding = {"EVT2": "evt2", "EVT21": "evt21", "EVT3": "evt3"}.get(name.strip().upper())
+        if encoding is None:
+            raise EventDataError(path, f"unknown encoding {name.strip()!r} in the header (EVT2, EVT21 and EVT3 are read)")
+        return encoding + ("_legacy" if encoding == "evt21" and "endianness=legacy" in fields else "")
+    if "evt" in header:
+        encoding = {"2.0": "evt2", "2.1": "evt21", "3.0": "evt3"}.get(header["evt"])
+        if encoding is None:
+            raise EventDataError(path, f"unknown encoding 'evt {header['evt']}' in the header (2.0, 2.1 and 3.0 are read)")
+        return encoding
+    raise EventDataError(path, "corrupt header: no '% evt' or '% format' line names the encoding")
+
+
+def _unwrap(counter, last, period):
+    """Values of a counter that wraps at `period`, made to count on: a fall of more than half a
+    period is one wrap. `last` is the unwrapped value before counter[0], or None."""
+    counter = counter.astype(np.int64)
+    if last is None:
+        last = int(counter[0]) if len(counter) else 0
+    wraps = np.cumsum(np.diff(counter, prepend=last % period) < -(period // 2))
+    return counter + (last // period + wraps) * period
+
+
+def _latest(is_setter, values, previous, at):
+    """At each word index in `at`: the value of the last setter word at or before it (`values`
+    holds the setters' values in order), `previous` before the first one, or -1 if None."""
+    index = np.cumsum(is_setter, dtype=np.int32)[at]
+    return np.concatenate([[-1 if previous is None else previous], values]).astype(np.int64)[index]
+
+
+class _WordDecoder:
+    """Bytes in, events out (t in integer us, x, y, p as in `Events`), with the state that words
+    leave for later words kept between calls; a partial word at the end of one call's bytes is
+    completed by the next call's."""
+    word = np.dtype("<u2")
+
+    def __init__(self):
+        self.rest = b""
+
+    def feed(self, data):
+        if self.rest:
+            data = self.rest + bytes(data)
+        whole = len(data) - len(data) % self.word.itemsize
+        self.rest = bytes(data[whole:])
+        return self.decode(np.frombuffer(data, self.word, whole // self.word.itemsize))
+
+
+def _polarities(on):
+    """0/1 (OFF/ON) -> int8 -1/+1."""
+    return (on.astype(np.int8) << 1) - 1
+
+
+class Evt2Decoder(_WordDecoder):
+    """EVT 2.0, 32-bit words; type in bits 28-31. CD_OFF (0x0) and CD_ON (0x1): time low in bits
+    22-27, x in 11-21, y in 0-10. EVT_TIME_HIGH (0x8): the 28 time bits above those 6. Other
+    types (triggers, OTHERS, CONTINUED) carry no CD event."""
+    word = np.dtype("<u4")
+
+    def __init__(self):
+        super().__init__()
+        self.time_high = None  # unwrapped 28-bit value of the last EVT_TIME_HIGH
+
+    def decode(self, words):
+        kind = words >> 28
+        is_high = kind == 0x8
+        highs = _unwrap(words[is_high] & 0x0FFFFFFF, self.time_high, 1 << 28)
+        cd = np.flatnonzero(kind <= 0x1)
+        high = _latest(is_high, highs, self.time_high, cd)
+        if len(highs):
+            self.time_high = int(highs[-1])
+        known = high >= 0
+        cd, high = cd[known], high[known]
+        cd_words = words[cd]
+        t = (high << 6) | ((cd_words >> 22) & 0x3F)
+        return t, ((cd_words >> 11) & 0x7FF).astype(np.int16), (cd_words & 0x7FF).astype(np.int16), _polarities(kind[cd])
+
+
+class Evt21Decoder(_WordDecoder):
+    """EVT 2.1, 64-bit words: the 32 bits that hold the type are laid out as an EVT 2.0 word (type,
+    time low, x, y; EVT_NEG 0x0, EVT_POS 0x1, EVT_TIME_HIGH 0x8), and the other 32 bits of a CD
+    word are a mask: bit k set is an event at x + k. `legacy` (IMX636) stores the typed half
+    first; otherwise the word is one little-endian 64-bit number, mask first. None: decide from
+    the first words, as files that only say `% evt 2.1` do not tell."""
+    word = np.dtype([("low", "<u4"), ("high", "<u4")])
+
+    def __init__(self, legacy=None):
+        super().__init__()
+        self.legacy = legacy
+        self.time_high = None
+
+    @staticmethod
+    def _plausible(typed):
+        """Fraction of words whose type field is one of EVT 2.1's types."""
+        return np.isin(typed >> 28, [0x0, 0x1, 0x8, 0xA, 0xE, 0xF]).mean()
+
+    def decode(self, words):
+        if self.legacy is None and len(words):
+            # the mask half's top bits are pixels, any of 16 values; the typed half's, 6 values
+            self.legacy = self._plausible(words["low"][:4096]) > self._plausible(words["high"][:4096])
+        typed, mask = (words["low"], words["high"]) if self.legacy else (words["high"], words["low"])
+        kind = typed >> 28
+        is_high = kind == 0x8
+        highs = _unwrap(typed[is_high] & 0x0FFFFFFF, self.time_high, 1 << 28)
+        cd = np.flatnonzero(kind <= 0x1)
+        high = _latest(is_high, highs, self.time_high, cd)
+        if len(highs):
+            self.time_high = int(highs[-1])
+        known = high >= 0
+        cd, high = cd[known], high[known]
+        cd_typed = typed[cd]
+        bits = np.unpackbits(np.ascontiguousarray(mask[cd]).view(np.uint8), bitorder="little").reshape(-1, 32)
+        word, offset = np.nonzero(bits)  # events in word order, and in x order inside a word
+        t = ((high << 6) | ((cd_typed >> 22) & 0x3F))[word]
+        x = (((cd_typed >> 11) & 0x7FF)[word] + offset).astype(np.int16)
+        return t, x, (cd_typed & 0x7FF)[word].astype(np.int16), _polarities(kind[cd][word])
+
+
+class Evt3Decoder(_WordDecoder):
+    """EVT 3.0, 16-bit words; type in bits 12-15, and a state that words update:
+    EVT_ADDR_Y 0x0 sets the row (bits 0-10); EVT_TIME_LOW 0x6 and EVT_TIME_HIGH 0x8 set the low
+    and high 12 bits of a 24-bit us time, which wraps every 16.8 s; EVT_ADDR_X 0x2 is one event
+    at x (bits 0-10) with polarity bit 11; VECT_BASE_X 0x3 sets the x and polarity of the vector
+    words after it: VECT_12 0x4 and VECT_8 0x5 hold 12 or 8 pixels from that x (bit k set: an
+    event at x + k) and move it on by 12 or 8. Other words (triggers, OTHERS, CONTINUED_4 0x7,
+    CONTINUED_12 0xF) carry no CD event."""
+
+    def __init__(self):
+        super().__init__()
+        self.y = None
+        self.time_high = None  # unwrapped high 12 bits, of the last EVT_TIME_HIGH
+        self.time = None  # us, the time that the last time word set
+        self.vector_x = None  # x of the next vector word's first pixel
+        self.vector_p = None  # its polarity (0/1)
+
+    def decode(self, words):
+        kind = words >> 12
+        # the time at each time word: its high part is the last EVT_TIME_HIGH's
+        is_time = (kind == 0x6) | (kind == 0x8)
+        time_words = words[is_time]
+        is_high = (time_words >> 12) == 0x8
+        highs = _unwrap(time_words[is_high] & 0xFFF, self.time_high, 1 << 12)
+        high = _latest(is_high, highs, self.time_high, np.arange(len(time_words)))
+        times = np.where(high < 0, -1, (high << 12) | np.where(is_high, 0, time_words & 0xFFF))
+        if len(highs):
+            self.time_high = int(highs[-1])
+
+        producing = np.flatnonzero((kind == 0x2) | (kind == 0x4) | (kind == 0x5))  # words that hold events
+        t = _latest(is_time, times, self.time, producing)
+        is_row = kind == 0x0
+        y = _latest(is_row, words[is_row] & 0x7FF, self.y, producing)
+        if len(times):
+            self.time = int(times[-1])
+        if is_row.any():
+            self.y = int(words[is_row][-1] & 0x7FF)
+
+        # x of the first pixel, pixel mask and polarity of each word that holds events
+        event_words = words[producing]
+        x = (event_words & 0x7FF).astype(np.int64)
+        p = (event_words >> 11) & 1
+        family = np.flatnonzero((kind >= 0x3) & (kind <= 0x5))  # VECT_BASE_X and the vector words
+        if len(family) == 0:  # single events only: one event per word
+            known = (t >= 0) & (y >= 0)
+            return t[known], x[known].astype(np.int16), y[known].astype(np.int16), _polarities(p[known])
+        vectors = (event_words >> 12) != 0x2
+        x[vectors], p[vectors] = self._vectors(words[family])
+        mask = np.ones(len(event_words), "<u2")
+        mask[vectors] = event_words[vectors] & np.where((event_words[vectors] >> 12) == 0x4, 0xFFF, 0xFF)
+        known = (t >= 0) & (y >= 0) & (x >= 0)
+        bits = np.unpackbits(mask[known].view(np.uint8), bitorder="little").reshape(-1, 16)
+        word, offset = np.nonzero(bits)  # events in word order, and in x order inside a vector
+        return (t[known][word], (x[known][word] + offset).astype(np.int16), y[known][word].astype(np.int16),
+                _polarities(p[known][word]))
+
+    def _vectors(self, family_words):
+        """(x of the first pixel, polarity) of each vector word among VECT_BASE_X and vector words:
+        its VECT_BASE_X's x moved on by the widths of the vector words between them; x is -1
+        where no VECT_BASE_X came before."""
+        kind = family_words >> 12
+        is_base = kind == 0x3
+        width = np.where(kind == 0x4, 12, np.where(kind == 0x5, 8, 0))
+        before = np.cumsum(width) - width  # pixels of the vector words before each word
+        every = np.arange(len(family_words))
+        # the carried state acts as a VECT_BASE_X at the start of the block
+        base_x = _latest(is_base, family_words[is_base] & 0x7FF, self.vector_x, every)
+        base_before = _latest(is_base, before[is_base], 0, every)
+        polarity = _latest(is_base, (family_words[is_base] >> 11) & 1, self.vector_p, every)
+        x = np.where(base_x < 0, -1, base_x + before - base_before)
+        self.vector_x = None if base_x[-1] < 0 else int(x[-1] + width[-1])
+        self.vector_p = None if polarity[-1] < 0 else int(polarity[-1])
+        return x[~is_base], polarity[~is_base]
+
+
+class DatDecoder(_WordDecoder):
+    """DAT CD events, 8 bytes each: a 32-bit us time (wraps every 71.6 min), then x in bits 0-13, y
+    in 14-27 and polarity in 28-31 of a second 32-bit word."""
+    word = np.dtype([("t", "<u4"), ("xyp", "<u4")])
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.t = None
+
+    def decode(self, words):
+        t = _unwrap(words["t"], self.t, 1 << 32)
+        if len(t):
+            self.t = int(t[-1])
+        xyp = words["xyp"]
+        return t, (xyp & 0x3FFF).astype(np.int16), ((xyp >> 14) & 0x3FFF).astype(np.int16), _polarity(xyp >> 28, self.path)
+
+
+def _decoded_pieces(f, decoder, path, word_name):
+    """Event pieces from the rest of an open file, decoded a block at a time."""
+    while block := f.read(_RAW_BLOCK):
+        t, x, y, p = decoder.feed(block)
+        if len(t):
+            yield ("events", t / 1e6, x, y, p)
+    if decoder.rest:
+        raise EventDataError(path, f"truncated: the file ends {len(decoder.rest)} bytes into a {word_name}")
+
+
+def _is_file_with(*extensions):
+    return lambda path: path.lower().endswith(extensions) and os.path.isfile(path)
+
+
+@stream_reader("prophesee_raw", _is_file_with(".raw"))
+def stream_prophesee_raw(path, **options):
+    """Prophesee / Metavision RAW: a `% key value` header, then EVT 2.0, 2.1 or 3.0 words."""
+    with open(path, "rb") as f:
+        header = _prophesee_header(f, path)
+        encoding = _raw_encoding(header, path)
+        sensor = _prophesee_sensor(header, path)
+        if sensor:
+            yield ("sensor", sensor)
+        yield ("info", {"encoding": _ENCODING_NAMES[encoding], "time_unit": "us"})
+        decoder = {"evt2": Evt2Decoder, "evt3": Evt3Decoder, "evt21": lambda: Evt21Decoder(legacy=False),
+                   "evt21_legacy": lambda: Evt21Decoder(legacy=True)}[encoding]()
+        if encoding == "evt21" and "format" not in header:
+            decoder.legacy = None  # `% evt 2.1` alone does not say which half comes first
+        yield from _decoded_pieces(f, decoder, path, f"{decoder.word.itemsize}-byte {_ENCODING_NAMES[encoding]} word")
+
+
+@stream_reader("prophesee_dat", _is_file_with(".dat"))
+def stream_prophesee_dat(path, **options):
+    """Prophesee DAT: a `% key value` header, a byte for the event type and one for the event size,
+    then 8-byte CD events (type 0x0C, or 0x00 for the TD events of older ATIS files)."""
+    with open(path, "rb") as f:
+        header = _prophesee_header(f, path)
+        kind_and_size = f.read(2)
+        if len(kind_and_size) < 2:
+            raise EventDataError(path, "truncated: no event type and size after the header")
+        kind, size = kind_and_size
+        if kind not in (0x00, 0x0C) or size != 8:
+            raise EventDataError(path, f"unknown encoding: DAT event type 0x{kind:02X} of {size} bytes (CD events, type 0x0C of 8 bytes, are read)")
+        if header.get("version", "2") != "2":
+            raise EventDataError(path, f"unknown encoding: DAT version {header['version']} (version 2 is read)")
+        sensor = _prophesee_sensor(header, path)
+        if sensor:
+            yield ("sensor", sensor)
+        yield ("info", {"encoding": "DAT CD", "time_unit": "us"})
+        yield from _decoded_pieces(f, DatDecoder(path), path, "8-byte DAT event")
 
 
 # --- HDF5 -------------------------------------------------------------------------

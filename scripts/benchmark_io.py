@@ -245,6 +245,133 @@ def write_bag(path, recording, compression=None, events_topic="/dvs/events", ima
             writer.write(connection, record_ns, raw)
 
 
+# --- Prophesee RAW and DAT ---------------------------------------------------------------
+#
+# Encoders that write what a Metavision camera would: a time-high word when the high bits of
+# the time change, EVT 3.0's time-low and row words only when those change, and events that
+# share a time, row and polarity packed into vector words (EVT 3.0, EVT 2.1) where they fit.
+# The bits kept of each time-high word are those the format has, so that a long recording
+# wraps as a camera's does.
+
+def _interleave(slots):
+    """One array from per-event optional words, in event order: `slots` is a list of (present,
+    words), each an array over the events (present may be True for every event); an event's
+    words come in the order of the slots."""
+    n_events = len(slots[-1][1])
+    present = [np.broadcast_to(np.asarray(mask, dtype=bool), (n_events,)) for mask, _ in slots]
+    counts = np.sum(present, axis=0)
+    first = np.cumsum(counts) - counts
+    out = np.empty(int(counts.sum()), dtype=slots[-1][1].dtype)
+    for k, ((_, words), mask) in enumerate(zip(slots, present)):
+        out[(first + np.sum(present[:k], axis=0, dtype=np.int64))[mask]] = np.asarray(words)[mask]
+    return out
+
+
+def _groups(recording, width, vectors):
+    """Consecutive events that can share one vector word: the same time, row and polarity, x
+    rising inside the same `width`-pixel span. Returns (index of each group's first event,
+    group of each event)."""
+    t, x, y, p = recording["t_us"], recording["x"].astype(np.int64), recording["y"], recording["p"]
+    new = np.ones(len(t), dtype=bool)
+    if vectors:
+        new[1:] = ((t[1:] != t[:-1]) | (y[1:] != y[:-1]) | (p[1:] != p[:-1]) | (x[1:] // width != x[:-1] // width)
+                   | (x[1:] <= x[:-1]))
+    return np.flatnonzero(new), np.cumsum(new) - 1
+
+
+def evt2_words(recording):
+    t, x, y = recording["t_us"], recording["x"].astype(np.uint32), recording["y"].astype(np.uint32)
+    high = t >> 6
+    new_high = np.diff(high, prepend=-1) != 0
+    cd = (((recording["p"] > 0).astype(np.uint32) << 28) | ((t & 0x3F).astype(np.uint32) << 22) | (x << 11) | y)
+    time_high = ((0x8 << 28) | (high & 0x0FFFFFFF)).astype(np.uint32)
+    return _interleave([(new_high, time_high), (True, cd)]).astype("<u4")
+
+
+def evt21_words(recording, legacy=True, vectors=True):
+    """64-bit words as two 32-bit halves; `legacy` (IMX636) puts the typed half first."""
+    first, group = _groups(recording, 32, vectors)
+    t, x = recording["t_us"][first], recording["x"].astype(np.int64)
+    mask = np.zeros(len(first), np.uint64)
+    np.bitwise_or.at(mask, group, np.left_shift(1, x & 31).astype(np.uint64))
+    high = t >> 6
+    new_high = np.diff(high, prepend=-1) != 0
+    typed = (((recording["p"][first] > 0).astype(np.int64) << 28) | ((t & 0x3F) << 22) | ((x[first] & ~31) << 11)
+             | recording["y"][first]).astype(np.uint32)
+    time_high = ((0x8 << 28) | (high & 0x0FFFFFFF)).astype(np.uint32)
+    pairs = [(time_high, np.zeros_like(time_high)), (typed, mask.astype(np.uint32))]
+    if not legacy:
+        pairs = [(b, a) for a, b in pairs]
+    words = [np.stack(pair, axis=1).view(np.uint64)[:, 0] for pair in pairs]
+    return _interleave([(new_high, words[0]), (True, words[1])]).view("<u4")
+
+
+def evt3_words(recording, vectors=True):
+    first, group = _groups(recording, 12, vectors)
+    t, y, x = recording["t_us"][first], recording["y"][first], recording["x"].astype(np.int64)
+    size = np.bincount(group)
+    on = (recording["p"][first] > 0).astype(np.int64)
+    mask = np.zeros(len(first), np.int64)
+    np.bitwise_or.at(mask, group, np.left_shift(1, x % 12))
+    new_time = np.diff(t, prepend=-1) != 0
+    new_high = np.diff(t >> 12, prepend=-1) != 0
+    new_row = np.diff(y, prepend=-1) != 0
+    single = size == 1
+    return _interleave([
+        (new_high, (0x8 << 12) | ((t >> 12) & 0xFFF)),  # EVT_TIME_HIGH
+        (new_time, (0x6 << 12) | (t & 0xFFF)),  # EVT_TIME_LOW
+        (new_row, y.astype(np.int64)),  # EVT_ADDR_Y
+        (single, (0x2 << 12) | (on << 11) | x[first]),  # EVT_ADDR_X
+        (~single, (0x3 << 12) | (on << 11) | (x[first] // 12 * 12)),  # VECT_BASE_X
+        (~single, (0x4 << 12) | mask),  # VECT_12
+    ]).astype("<u2")
+
+
+def prophesee_header(recording, encoding):
+    height, width = recording["sensor"]
+    format_line = {"evt2": "EVT2", "evt21": "EVT21;endianness=legacy", "evt3": "EVT3"}[encoding]
+    return (f"% date 2024-01-01 00:00:00\n% evt {dict(evt2='2.0', evt21='2.1', evt3='3.0')[encoding]}\n"
+            f"% format {format_line};height={height};width={width}\n% geometry {width}x{height}\n"
+            f"% integrator_name Prophesee\n% end\n").encode()
+
+
+def write_prophesee_raw(path, recording, encoding="evt3", header=None, **options):
+    """A RAW file; `header` (bytes) replaces the usual one."""
+    words = {"evt2": evt2_words, "evt21": evt21_words, "evt3": evt3_words}[encoding](recording, **options)
+    with open(path, "wb") as f:
+        f.write(prophesee_header(recording, encoding) if header is None else header)
+        f.write(words.tobytes())
+
+
+def write_prophesee_dat(path, recording):
+    height, width = recording["sensor"]
+    events = np.empty(len(recording["t_us"]), np.dtype([("t", "<u4"), ("xyp", "<u4")]))
+    events["t"] = recording["t_us"] & 0xFFFFFFFF
+    events["xyp"] = (recording["x"].astype(np.uint32) | (recording["y"].astype(np.uint32) << 14)
+                     | ((recording["p"] > 0).astype(np.uint32) << 28))
+    with open(path, "wb") as f:
+        f.write(f"% Date 2024-01-01 00:00:00\n% Height {height}\n% Version 2\n% Width {width}\n".encode())
+        f.write(bytes([0x0C, 8]))  # CD events, 8 bytes each
+        f.write(events.tobytes())
+
+
+# --- DSEC HDF5 ----------------------------------------------------------------------------
+
+def write_h5_dsec(path, recording, t_offset_us=None, compression="blosc"):
+    """DSEC's events.h5: events/{p, t, x, y} with t in us after t_offset, ms_to_idx (the first
+    event at or after each millisecond), compressed with Blosc (zstd) as DSEC's are."""
+    import hdf5plugin
+    t_offset_us = recording["t_us"][0] if t_offset_us is None else t_offset_us
+    t = recording["t_us"] - t_offset_us
+    filters = hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.SHUFFLE) if compression == "blosc" else {}
+    with h5py.File(path, "w") as f:
+        for name, values in (("p", (recording["p"] > 0).astype(np.uint8)), ("t", t.astype(np.uint32 if t[-1] < 2 ** 32 else np.int64)),
+                             ("x", recording["x"].astype(np.uint16)), ("y", recording["y"].astype(np.uint16))):
+            f.create_dataset(f"events/{name}", data=values, chunks=(min(len(values), 1 << 16),), **filters)
+        f.create_dataset("ms_to_idx", data=np.searchsorted(t, np.arange(0, t[-1] // 1000 + 1) * 1000).astype(np.uint64), **filters)
+        f.create_dataset("t_offset", data=np.int64(t_offset_us))
+
+
 # --- benchmark ------------------------------------------------------------------------
 
 FORMATS = {  # name -> (file or folder name, writer)
