@@ -566,7 +566,7 @@ def stream_e2vid_zip(path, **options):
 # do, events that come before the state they need (the first time-high word, in EVT 3.0 also
 # the first row) are dropped: their time or row is unknown.
 
-_RAW_BLOCK = 1 << 21  # bytes decoded at once
+_RAW_BLOCK = 1 << 19  # bytes decoded at once
 _HEADER_LIMIT = 1 << 16  # bytes of `%` lines at most; longer is not a header
 # Sensor (H, W) of the camera plugins and sensor generations that name it, for the files whose
 # header has no geometry (Gen3 cameras' files): the plugin name holds the sensor's name.
@@ -638,6 +638,20 @@ def _raw_encoding(header, path):
     raise EventDataError(path, "corrupt header: no '% evt' or '% format' line names the encoding")
 
 
+# the set bits of every byte value: how many, and where (rising, then padding)
+_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
+_BYTE_BIT_COUNT = _BYTE_BITS.sum(axis=1, dtype=np.intp)
+_BYTE_BIT_POSITIONS = np.argsort(1 - _BYTE_BITS, axis=1, kind="stable")
+
+
+def _bit_count_by_bytes(words):
+    """Set bits of each uint64, from the byte table (numpy 1 has no np.bitwise_count)."""
+    return _BYTE_BIT_COUNT[words.view(np.uint8)].reshape(len(words), 8).sum(axis=1)
+
+
+_bit_count = getattr(np, "bitwise_count", _bit_count_by_bytes)
+
+
 def _unwrap(counter, last, period):
     """Values of a counter that wraps at `period`, made to count on: a fall of more than half a
     period is one wrap. `last` is the unwrapped value before counter[0], or None."""
@@ -648,11 +662,64 @@ def _unwrap(counter, last, period):
     return counter + (last // period + wraps) * period
 
 
-def _latest(is_setter, values, previous, at):
-    """At each word index in `at`: the value of the last setter word at or before it (`values`
-    holds the setters' values in order), `previous` before the first one, or -1 if None."""
-    index = np.cumsum(is_setter, dtype=np.int32)[at]
-    return np.concatenate([[-1 if previous is None else previous], values]).astype(np.int64)[index]
+def _held(at, values, previous, length):
+    """The value that each of `length` words sees of a state set by the words at positions `at`
+    (sorted, with `values`): `previous` before the first, -1 if that is None. For states set
+    rarely (time high): each value is repeated over its run of words."""
+    runs = np.diff(at, prepend=0, append=length)
+    return np.repeat(np.concatenate([[-1 if previous is None else previous], values]).astype(np.int64), runs)
+
+
+def _latest(at, *states):
+    """The value that each word at the positions `at` sees of each state (is_setter, values,
+    previous): the value of the last word at or before it where `is_setter`, `previous` before
+    the first (-1 if that is None). For states set often (EVT 3.0's row and time): the number
+    of setters up to each position indexes `values`. It is read from the setters packed 64 to a
+    word (those before, counted once, plus the bits of its own word up to the position), so
+    that only the positions asked for are visited; a cumsum would add up every word, at twice
+    the cost."""
+    word = at >> 6
+    shift = ~at.view(np.uint64) & np.uint64(63)  # drops the bits after each position
+    seen = []
+    for is_setter, values, previous in states:
+        packed = np.packbits(is_setter, bitorder="little")
+        packed = np.concatenate([packed, np.zeros(-len(packed) % 8, np.uint8)]).view("<u8")
+        counts = _bit_count(packed)
+        before = np.cumsum(counts, dtype=np.int64) - counts
+        values_with_previous = np.empty(len(values) + 1, np.result_type(values.dtype, np.int16))
+        values_with_previous[0] = -1 if previous is None else previous
+        values_with_previous[1:] = values
+        seen.append(values_with_previous[before[word] + _bit_count(packed[word] << shift)])
+    return seen
+
+
+def _set_bits(masks):
+    """(index of the mask, position of the bit) of every set bit of the unsigned `masks`: mask by
+    mask, and by rising bit inside one, which is the order of a vector word's events. Read a
+    byte at a time from tables, so that the cost follows the events, not the mask width."""
+    size = masks.dtype.itemsize  # 1, 2, 4 or 8
+    byte = np.ascontiguousarray(masks, masks.dtype.newbyteorder("<")).view(np.uint8)
+    count = _BYTE_BIT_COUNT[byte]
+    source = np.repeat(np.arange(len(byte)), count)  # the byte that holds each set bit
+    rank = np.arange(len(source)) - np.repeat(np.cumsum(count) - count, count)
+    shift = size.bit_length() - 1
+    return source >> shift, _BYTE_BIT_POSITIONS[byte[source], rank] + ((source & (size - 1)) << 3)
+
+
+def _vector_events(t, x, y, p, vectors, masks):
+    """Events of words that each hold one event (t, x, y, p) but for the words at positions
+    `vectors`, whose events are the set bits of `masks`: bit k is an event at x + k. Events keep
+    the order of their words, and of x inside a word."""
+    word, bit = _set_bits(masks)
+    count = np.bincount(word, minlength=len(vectors))  # events of each vector word
+    events_per_word = np.ones(len(t), np.intp)
+    events_per_word[vectors] = count
+    source = np.repeat(np.arange(len(t)), events_per_word)  # the word of each event
+    t, x, y, p = t[source], x[source], y[source], p[source]
+    # a vector word's first event comes after the extra events of the vector words before it
+    first = vectors + np.cumsum(count - 1) - (count - 1)
+    x[first[word] + np.arange(len(word)) - (np.cumsum(count) - count)[word]] += bit.astype(x.dtype)
+    return t, x, y, p
 
 
 class _WordDecoder:
@@ -677,6 +744,17 @@ def _polarities(on):
     return (on.astype(np.int8) << 1) - 1
 
 
+def _time_high(decoder, typed):
+    """EVT 2.0 / 2.1: the unwrapped time high (28 bits) that each word sees, -1 before the first
+    EVT_TIME_HIGH; the decoder's carried value is updated."""
+    at = np.flatnonzero((typed >> 28) == 0x8)
+    highs = _unwrap(typed[at] & 0x0FFFFFFF, decoder.time_high, 1 << 28)
+    held = _held(at, highs, decoder.time_high, len(typed))
+    if len(highs):
+        decoder.time_high = int(highs[-1])
+    return held
+
+
 class Evt2Decoder(_WordDecoder):
     """EVT 2.0, 32-bit words; type in bits 28-31. CD_OFF (0x0) and CD_ON (0x1): time low in bits
     22-27, x in 11-21, y in 0-10. EVT_TIME_HIGH (0x8): the 28 time bits above those 6. Other
@@ -688,18 +766,12 @@ class Evt2Decoder(_WordDecoder):
         self.time_high = None  # unwrapped 28-bit value of the last EVT_TIME_HIGH
 
     def decode(self, words):
-        kind = words >> 28
-        is_high = kind == 0x8
-        highs = _unwrap(words[is_high] & 0x0FFFFFFF, self.time_high, 1 << 28)
-        cd = np.flatnonzero(kind <= 0x1)
-        high = _latest(is_high, highs, self.time_high, cd)
-        if len(highs):
-            self.time_high = int(highs[-1])
-        known = high >= 0
-        cd, high = cd[known], high[known]
-        cd_words = words[cd]
+        high = _time_high(self, words)
+        cd = np.flatnonzero(((words >> 28) <= 0x1) & (high >= 0))
+        cd_words, high = words[cd], high[cd]
         t = (high << 6) | ((cd_words >> 22) & 0x3F)
-        return t, ((cd_words >> 11) & 0x7FF).astype(np.int16), (cd_words & 0x7FF).astype(np.int16), _polarities(kind[cd])
+        return (t, ((cd_words >> 11) & 0x7FF).astype(np.int16), (cd_words & 0x7FF).astype(np.int16),
+                _polarities(cd_words >> 28))
 
 
 class Evt21Decoder(_WordDecoder):
@@ -725,31 +797,23 @@ class Evt21Decoder(_WordDecoder):
             # the mask half's top bits are pixels, any of 16 values; the typed half's, 6 values
             self.legacy = self._plausible(words["low"][:4096]) > self._plausible(words["high"][:4096])
         typed, mask = (words["low"], words["high"]) if self.legacy else (words["high"], words["low"])
-        kind = typed >> 28
-        is_high = kind == 0x8
-        highs = _unwrap(typed[is_high] & 0x0FFFFFFF, self.time_high, 1 << 28)
-        cd = np.flatnonzero(kind <= 0x1)
-        high = _latest(is_high, highs, self.time_high, cd)
-        if len(highs):
-            self.time_high = int(highs[-1])
-        known = high >= 0
-        cd, high = cd[known], high[known]
-        cd_typed = typed[cd]
-        bits = np.unpackbits(np.ascontiguousarray(mask[cd]).view(np.uint8), bitorder="little").reshape(-1, 32)
-        word, offset = np.nonzero(bits)  # events in word order, and in x order inside a word
-        t = ((high << 6) | ((cd_typed >> 22) & 0x3F))[word]
-        x = (((cd_typed >> 11) & 0x7FF)[word] + offset).astype(np.int16)
-        return t, x, (cd_typed & 0x7FF)[word].astype(np.int16), _polarities(kind[cd][word])
+        high = _time_high(self, typed)
+        cd = np.flatnonzero(((typed >> 28) <= 0x1) & (high >= 0))
+        cd_typed, high = typed[cd], high[cd]
+        t = (high << 6) | ((cd_typed >> 22) & 0x3F)
+        x = ((cd_typed >> 11) & 0x7FF).astype(np.int16)
+        return _vector_events(t, x, (cd_typed & 0x7FF).astype(np.int16), _polarities(cd_typed >> 28),
+                              np.arange(len(cd)), np.ascontiguousarray(mask[cd]))
 
 
 class Evt3Decoder(_WordDecoder):
     """EVT 3.0, 16-bit words; type in bits 12-15, and a state that words update:
-    EVT_ADDR_Y 0x0 sets the row (bits 0-10); EVT_TIME_LOW 0x6 and EVT_TIME_HIGH 0x8 set the low
-    and high 12 bits of a 24-bit us time, which wraps every 16.8 s; EVT_ADDR_X 0x2 is one event
-    at x (bits 0-10) with polarity bit 11; VECT_BASE_X 0x3 sets the x and polarity of the vector
-    words after it: VECT_12 0x4 and VECT_8 0x5 hold 12 or 8 pixels from that x (bit k set: an
-    event at x + k) and move it on by 12 or 8. Other words (triggers, OTHERS, CONTINUED_4 0x7,
-    CONTINUED_12 0xF) carry no CD event."""
+    EVT_ADDR_Y 0x0 sets the row (bits 0-10); EVT_TIME_HIGH 0x8 sets the high 12 bits of a 24-bit
+    us time (which wraps every 16.8 s) and EVT_TIME_LOW 0x6 the low 12; EVT_ADDR_X 0x2 is one
+    event at x (bits 0-10) with polarity bit 11; VECT_BASE_X 0x3 sets the x and polarity of the
+    vector words after it: VECT_12 0x4 and VECT_8 0x5 hold 12 or 8 pixels from that x (bit k
+    set: an event at x + k) and move it on by 12 or 8. Other words (triggers, OTHERS,
+    CONTINUED_4 0x7, CONTINUED_12 0xF) carry no CD event."""
 
     def __init__(self):
         super().__init__()
@@ -761,42 +825,47 @@ class Evt3Decoder(_WordDecoder):
 
     def decode(self, words):
         kind = words >> 12
-        # the time at each time word: its high part is the last EVT_TIME_HIGH's
-        is_time = (kind == 0x6) | (kind == 0x8)
-        time_words = words[is_time]
-        is_high = (time_words >> 12) == 0x8
-        highs = _unwrap(time_words[is_high] & 0xFFF, self.time_high, 1 << 12)
-        high = _latest(is_high, highs, self.time_high, np.arange(len(time_words)))
-        times = np.where(high < 0, -1, (high << 12) | np.where(is_high, 0, time_words & 0xFFF))
-        if len(highs):
-            self.time_high = int(highs[-1])
-
-        producing = np.flatnonzero((kind == 0x2) | (kind == 0x4) | (kind == 0x5))  # words that hold events
-        t = _latest(is_time, times, self.time, producing)
-        is_row = kind == 0x0
-        y = _latest(is_row, words[is_row] & 0x7FF, self.y, producing)
+        is_row, is_time = kind == 0x0, (kind == 0x6) | (kind == 0x8)
+        times = self._times(words[np.flatnonzero(is_time)])
+        in_family = (kind - 0x3) < 3  # VECT_BASE_X, VECT_12, VECT_8 (kind is unsigned: below 3 wraps round)
+        has_vectors = np.count_nonzero(in_family) > 0
+        producing = np.flatnonzero((kind == 0x2) | (kind == 0x4) | (kind == 0x5) if has_vectors else kind == 0x2)
+        rows = np.flatnonzero(is_row)
+        # before a stream's first time-high and row words, events have no time or row
+        state_known = self.time_high is not None and self.y is not None
+        t, y = _latest(producing, (is_time, times, self.time), (is_row, (words[rows] & 0x7FF).astype(np.int16), self.y))
         if len(times):
             self.time = int(times[-1])
-        if is_row.any():
-            self.y = int(words[is_row][-1] & 0x7FF)
+        if len(rows):
+            self.y = int(words[rows[-1]] & 0x7FF)
 
-        # x of the first pixel, pixel mask and polarity of each word that holds events
         event_words = words[producing]
-        x = (event_words & 0x7FF).astype(np.int64)
-        p = (event_words >> 11) & 1
-        family = np.flatnonzero((kind >= 0x3) & (kind <= 0x5))  # VECT_BASE_X and the vector words
-        if len(family) == 0:  # single events only: one event per word
-            known = (t >= 0) & (y >= 0)
-            return t[known], x[known].astype(np.int16), y[known].astype(np.int16), _polarities(p[known])
-        vectors = (event_words >> 12) != 0x2
-        x[vectors], p[vectors] = self._vectors(words[family])
-        mask = np.ones(len(event_words), "<u2")
-        mask[vectors] = event_words[vectors] & np.where((event_words[vectors] >> 12) == 0x4, 0xFFF, 0xFF)
-        known = (t >= 0) & (y >= 0) & (x >= 0)
-        bits = np.unpackbits(mask[known].view(np.uint8), bitorder="little").reshape(-1, 16)
-        word, offset = np.nonzero(bits)  # events in word order, and in x order inside a vector
-        return (t[known][word], (x[known][word] + offset).astype(np.int16), y[known][word].astype(np.int16),
-                _polarities(p[known][word]))
+        x, p = (event_words & 0x7FF).astype(np.int16), _polarities((event_words >> 11) & 1)
+        known = None if state_known else (t >= 0) & (y >= 0)
+        if has_vectors:
+            vectors = np.flatnonzero(event_words >= 0x4000)  # VECT_12 and VECT_8 among the words that hold events
+            x[vectors], p[vectors] = self._vectors(words[np.flatnonzero(in_family)])
+            if (x[vectors] < 0).any():  # vector words before the first VECT_BASE_X
+                known = (x >= 0) if known is None else known & (x >= 0)
+        if known is not None and not known.all():
+            t, x, y, p, event_words = t[known], x[known], y[known], p[known], event_words[known]
+        if not has_vectors:  # one event per word
+            return t, x, y, p
+        vectors = np.flatnonzero(event_words >= 0x4000)
+        masks = (event_words[vectors] & np.where(event_words[vectors] >= 0x5000, 0xFF, 0xFFF)).astype("<u2")
+        return _vector_events(t, x, y, p, vectors, masks)
+
+    def _times(self, time_words):
+        """The time (us) that each EVT_TIME_HIGH / EVT_TIME_LOW word sets, -1 before the first
+        EVT_TIME_HIGH; a EVT_TIME_HIGH sets the low bits to 0."""
+        high_at = np.flatnonzero(time_words >= 0x8000)
+        highs = _unwrap(time_words[high_at] & 0xFFF, self.time_high, 1 << 12)
+        high = _held(high_at, highs, self.time_high, len(time_words))
+        if len(highs):
+            self.time_high = int(highs[-1])
+        low = time_words & 0xFFF
+        low[high_at] = 0
+        return np.where(high < 0, -1, (high << 12) | low)
 
     def _vectors(self, family_words):
         """(x of the first pixel, polarity) of each vector word among VECT_BASE_X and vector words:
@@ -808,13 +877,13 @@ class Evt3Decoder(_WordDecoder):
         before = np.cumsum(width) - width  # pixels of the vector words before each word
         every = np.arange(len(family_words))
         # the carried state acts as a VECT_BASE_X at the start of the block
-        base_x = _latest(is_base, family_words[is_base] & 0x7FF, self.vector_x, every)
-        base_before = _latest(is_base, before[is_base], 0, every)
-        polarity = _latest(is_base, (family_words[is_base] >> 11) & 1, self.vector_p, every)
+        base_x, base_before, polarity = _latest(
+            every, (is_base, (family_words[is_base] & 0x7FF).astype(np.int64), self.vector_x),
+            (is_base, before[is_base], 0), (is_base, ((family_words[is_base] >> 11) & 1).astype(np.int8), self.vector_p))
         x = np.where(base_x < 0, -1, base_x + before - base_before)
         self.vector_x = None if base_x[-1] < 0 else int(x[-1] + width[-1])
         self.vector_p = None if polarity[-1] < 0 else int(polarity[-1])
-        return x[~is_base], polarity[~is_base]
+        return x[~is_base], (polarity[~is_base] << 1) - 1
 
 
 class DatDecoder(_WordDecoder):
