@@ -276,6 +276,7 @@ def _npy_batches(path):
 def stream_npy(path, **options):
     """An [N, 4] (t, x, y, p) array, as the authors' events.npy, read a batch at a time."""
     _check_rows(_load_npy(path), path)
+    yield ("info", {"encoding": "[N, 4] array (t, x, y, p)", "time_unit": "s"})
     for rows in _npy_batches(path):
         yield _event_piece(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], path)
 
@@ -317,6 +318,7 @@ def stream_evreal_folder(path, **options):
     sensor = _metadata_sensor(path)
     if sensor:
         yield ("sensor", sensor)
+    yield ("info", {"encoding": "EVREAL arrays", "time_unit": "s"})
     for t, xy, p in zip(*(_npy_batches(file) for file in files)):
         yield _event_piece(t.reshape(-1), xy[:, 0], xy[:, 1], p.reshape(-1), path)
     if os.path.isfile(os.path.join(path, "images.npy")):
@@ -431,6 +433,7 @@ def _parse_txt_general(block, path, first_line):
 
 def _txt_pieces(stream, path, first_line=1):
     """Event pieces from a binary stream of `t x y p` lines, a block of whole lines at a time."""
+    yield ("info", {"encoding": "text lines (t x y p)", "time_unit": "s"})
     carry, line = b"", first_line
     while True:
         data = stream.read(_TXT_BLOCK)
@@ -568,6 +571,7 @@ def stream_e2vid_zip(path, **options):
 
 _RAW_BLOCK = 1 << 19  # bytes decoded at once
 _HEADER_LIMIT = 1 << 16  # bytes of `%` lines at most; longer is not a header
+_HEADER_LINE_LIMIT = 1 << 10
 # Sensor (H, W) of the camera plugins and sensor generations that name it, for the files whose
 # header has no geometry (Gen3 cameras' files): the plugin name holds the sensor's name.
 _PROPHESEE_SENSORS = {"gen3": (480, 640), "gen31": (480, 640), "gen41": (720, 1280), "gen42": (720, 1280),
@@ -575,21 +579,25 @@ _PROPHESEE_SENSORS = {"gen3": (480, 640), "gen31": (480, 640), "gen41": (720, 12
 _ENCODING_NAMES = {"evt2": "EVT 2.0", "evt21": "EVT 2.1", "evt21_legacy": "EVT 2.1", "evt3": "EVT 3.0", "dat": "DAT CD"}
 
 
+def _header_text(line):
+    """A header line's text, or None if the bytes are not a line of printable ASCII."""
+    return line.decode("ascii").strip() if all(32 <= byte < 127 or byte in (9, 13) for byte in line) else None
+
+
 def _prophesee_header(f, path):
     """The `% key value` lines at the start of an open file -> {key (lower case): value}; the file
-    is left at the first byte after them. A line that is not text ends a header without `% end`:
-    it is the first binary word, which happens to start with '%'."""
+    is left at the first byte after them. Without `% end`, a '%' that does not start a line of
+    text is the first binary word, whose first byte happens to be '%'."""
     head = f.read(_HEADER_LIMIT)
     header, offset = {}, 0
     while head.startswith(b"%", offset):
-        end = head.find(b"\n", offset)
-        if end < 0:
-            raise EventDataError(path, "corrupt header: a '%' line has no end (truncated, or not a Prophesee file)")
-        try:
-            text = head[offset + 1:end].decode("ascii").strip()
-        except UnicodeDecodeError:
+        end = head.find(b"\n", offset, offset + _HEADER_LINE_LIMIT)
+        text = _header_text(head[offset + 1:end if end >= 0 else len(head)])
+        if end < 0 and text is not None and len(head) < _HEADER_LIMIT:
+            raise EventDataError(path, "corrupt header: the file ends inside its header (truncated)")
+        if end < 0 or text is None:
             if not header:
-                raise EventDataError(path, "corrupt header: the first '%' line is not text") from None
+                raise EventDataError(path, "corrupt header: the first '%' line is not a line of text")
             break
         offset = end + 1
         if text == "end":
@@ -957,49 +965,96 @@ def stream_prophesee_dat(path, **options):
 
 
 # --- HDF5 -------------------------------------------------------------------------
+#
+# Datasets may be compressed with filters that h5py does not bring, such as the Blosc that
+# DSEC's events.h5 use: importing the hdf5plugin package registers them.
+
+def _hdf5_filters():
+    """Register hdf5plugin's compression filters with h5py; False if the package is absent."""
+    try:
+        import hdf5plugin  # noqa: F401  (importing it is what registers the filters)
+    except ImportError:
+        return False
+    return True
+
 
 def _h5_events_layout(f, path):
-    """(datasets t, x, y, p, time-to-seconds) for the event_cnn_minimal or the flat layout.
-    Flat files keep t in integer microseconds (DSEC adds a `t_offset` in us); float t is seconds."""
+    """(datasets t, x, y, p, time-to-seconds, facts) for the event_cnn_minimal, DSEC or flat
+    layout. Flat files keep t in integer microseconds (DSEC adds a `t_offset` in us, and the
+    index `ms_to_idx`); float t is seconds."""
     import h5py
     if "events" in f and all(k in f["events"] for k in ("ts", "xs", "ys", "ps")):
         group = f["events"]
-        return group["ts"], group["xs"], group["ys"], group["ps"], lambda t: t.astype(np.float64)
+        return (group["ts"], group["xs"], group["ys"], group["ps"], lambda t: t.astype(np.float64),
+                {"encoding": "event_cnn_minimal", "time_unit": "s"})
     for group in (f, f.get("events")):
         if isinstance(group, h5py.Group) and all(k in group for k in ("t", "x", "y", "p")):
+            encoding = "DSEC" if "ms_to_idx" in f else "flat"
             if np.issubdtype(group["t"].dtype, np.integer):
                 offset = int(f["t_offset"][()]) if "t_offset" in f else 0
                 to_seconds = lambda t: (t.astype(np.int64) + offset) / 1e6  # exact sum, one rounding
-            else:
-                to_seconds = lambda t: t.astype(np.float64)
-            return group["t"], group["x"], group["y"], group["p"], to_seconds
+                return group["t"], group["x"], group["y"], group["p"], to_seconds, {"encoding": encoding, "time_unit": "us"}
+            return (group["t"], group["x"], group["y"], group["p"], lambda t: t.astype(np.float64),
+                    {"encoding": encoding, "time_unit": "s"})
     raise EventDataError(path, "missing dataset: expected events/ts, events/xs, events/ys, events/ps "
-                               "(event_cnn_minimal) or t, x, y, p (flat, at the root or under events/)")
+                               "(event_cnn_minimal) or t, x, y, p (flat and DSEC, at the root or under events/)")
+
+
+def _h5_first_at(t, to_seconds, seconds, f):
+    """Index of the first event at or after `seconds` (t is sorted). DSEC's ms_to_idx gives the
+    events of that millisecond; without it, halving the range reads one time stamp a step. Either
+    way only a few time stamps are read, not the recording's."""
+    low, high = 0, len(t)
+    if "ms_to_idx" in f:
+        ms_to_idx = f["ms_to_idx"]
+        offset_us = int(f["t_offset"][()]) if "t_offset" in f else 0
+        ms = int(np.floor((seconds * 1e6 - offset_us) / 1000))
+        low = 0 if ms < 0 else int(ms_to_idx[ms]) if ms < len(ms_to_idx) else len(t)
+        high = len(t) if ms + 1 >= len(ms_to_idx) else max(low, int(ms_to_idx[max(ms + 1, 0)]))
+    while high - low > 4096:
+        middle = (low + high) // 2
+        if to_seconds(t[middle:middle + 1])[0] < seconds:
+            low = middle + 1
+        else:
+            high = middle
+    return low + int(np.searchsorted(to_seconds(t[low:high]), seconds, side="left"))
 
 
 @stream_reader("h5", lambda path: path.endswith((".h5", ".hdf5")) and os.path.isfile(path))
-def stream_h5(path, **options):
+def stream_h5(path, time_range=None, **options):
     """HDF5, event_cnn_minimal / HQF layout (events/{ts,xs,ys,ps}, images/image*, attribute
-    sensor_resolution) or flat layout (t, x, y, p), read a batch at a time."""
+    sensor_resolution), DSEC layout (events/{t,x,y,p} in us after t_offset, ms_to_idx) or flat
+    layout (t, x, y, p), read a batch at a time. `time_range` (begin, end) in seconds on the
+    recording's clock reads only the events and frames with begin <= t < end."""
     import h5py
+    has_filters = _hdf5_filters()
     try:
         with h5py.File(path, "r") as f:
-            t, x, y, p, to_seconds = _h5_events_layout(f, path)
+            t, x, y, p, to_seconds, facts = _h5_events_layout(f, path)
             if not len(t) == len(x) == len(y) == len(p):
                 raise EventDataError(path, f"event datasets differ in length: {len(t)}, {len(x)}, {len(y)}, {len(p)}")
             if "sensor_resolution" in f.attrs:
                 yield ("sensor", tuple(int(v) for v in f.attrs["sensor_resolution"]))
-            for start in range(0, len(t), BATCH):
-                part = slice(start, start + BATCH)
+            yield ("info", facts)
+            first, last = 0, len(t)
+            if time_range is not None:
+                first, last = (_h5_first_at(t, to_seconds, seconds, f) for seconds in time_range)
+            for start in range(first, last, BATCH):
+                part = slice(start, min(start + BATCH, last))
                 yield _event_piece(to_seconds(t[part]), x[part], y[part], p[part], path)
             if "images" in f:
                 for name in sorted(f["images"].keys()):
                     image = f["images"][name]
                     if "timestamp" not in image.attrs:
                         raise EventDataError(path, f"images/{name} has no timestamp attribute")
-                    yield ("frame", "images", float(image.attrs["timestamp"]), image[()])
+                    stamp = float(image.attrs["timestamp"])
+                    if time_range is None or time_range[0] <= stamp < time_range[1]:
+                        yield ("frame", "images", stamp, image[()])
     except OSError as error:
         problem = " ".join(str(error).split())
+        if not has_filters and ("filter" in problem or "plugin" in problem):
+            raise EventDataError(path, "its data is compressed with a filter that h5py lacks (DSEC's "
+                                       "are Blosc): pip install hdf5plugin") from None
         raise EventDataError(path, f"unreadable or truncated HDF5 file ({problem})") from None
 
 
@@ -1024,8 +1079,7 @@ def _ros_header(raw):
 
 
 def _ros_image(raw, path, topic):
-    """sensor_msgs/Image -> uint8 gray [H, W] or RGB [H, W, 3]."""
-    import cv2
+    """ROS 1 sensor_msgs/Image -> (stamp in seconds, uint8 gray [H, W] or RGB [H, W, 3])."""
     stamp, offset = _ros_header(raw)
     height, width, encoding_length = struct.unpack_from("<3I", raw, offset)
     offset += 12
@@ -1035,20 +1089,26 @@ def _ros_image(raw, path, topic):
     if size < height * step or len(raw) < offset + size:
         raise EventDataError(path, f"image message on {topic} is truncated")
     rows = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)
+    return stamp, _image_pixels(rows, width, encoding, big_endian, path, topic)
+
+
+def _image_pixels(rows, width, encoding, big_endian, path, topic):
+    """The [height, step] bytes of a sensor_msgs/Image -> uint8 gray [H, W] or RGB [H, W, 3]."""
+    import cv2
     if encoding in ("mono8", "8UC1"):
         image = rows[:, :width]
     elif encoding in ("mono16", "16UC1"):  # keep the 8 most significant bits
         image = (rows[:, :2 * width].view(">u2" if big_endian else "<u2") >> 8).astype(np.uint8)
     elif encoding in ("rgb8", "bgr8", "8UC3", "rgba8", "bgra8"):
         channels = 4 if encoding.endswith("a8") else 3
-        image = rows[:, :channels * width].reshape(height, width, channels)[..., :3]
+        image = rows[:, :channels * width].reshape(len(rows), width, channels)[..., :3]
         if encoding.startswith("bgr") or encoding == "8UC3":  # 8UC3 follows OpenCV: BGR
             image = image[..., ::-1]
     elif encoding in _BAYER_TO_RGB:
         image = cv2.cvtColor(np.ascontiguousarray(rows[:, :width]), getattr(cv2, _BAYER_TO_RGB[encoding]))
     else:
         raise EventDataError(path, f"image encoding {encoding!r} on {topic} is not supported")
-    return stamp, np.ascontiguousarray(image)
+    return np.ascontiguousarray(image)
 
 
 def _ros_events(payloads, path):
@@ -1087,6 +1147,7 @@ def stream_bag(path, events_topic="/dvs/events", images_topic=None, color_images
                 topics["color_images"] = _bag_connections(bag, color_images_topic, IMAGE_TYPE, path, True)
             key_of = {c.id: key for key, connections in topics.items() for c in connections}
             topic_of = {c.id: c.topic for connections in topics.values() for c in connections}
+            yield ("info", {"encoding": "dvs_msgs/EventArray", "time_unit": "ns"})
             sensor, payloads, pending, total = None, [], 0, 0
             for connection, _, raw in bag.messages(connections=[c for cs in topics.values() for c in cs]):
                 if key_of[connection.id] != "events":
@@ -1111,6 +1172,174 @@ def stream_bag(path, events_topic="/dvs/events", images_topic=None, color_images
             if total + pending == 0:
                 raise EventDataError(path, f"no events on {events_topic}")
     except (ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError) as error:
+        problem = " ".join(str(error).split()) or type(error).__name__
+        raise EventDataError(path, f"unreadable or truncated bag ({problem})") from None
+
+
+# --- ROS 2 bags -------------------------------------------------------------------
+#
+# Read with rosbags' AnyReader: a bag folder (with its metadata.yaml), or the .db3 (SQLite) or
+# .mcap file inside one. Events come as dvs_msgs/EventArray ported to ROS 2, or as
+# event_camera_msgs/EventPacket (the metavision and libcaer drivers'), whose `events` bytes are
+# raw EVT 3.0 words (encoding "evt3", decoded by `Evt3Decoder`, its state carried from message
+# to message) or "mono" 64-bit words: polarity in bit 63, y in bits 48-62, x in 32-47, and in
+# 0-31 the ns after the header stamp. Bags from before ROS 2 Iron hold no message definitions;
+# the ones here are then used. EventArrays are parsed from their CDR bytes with numpy, as the
+# ROS 1 ones are, rather than into a Python object per event.
+
+ROS2_MESSAGE_DEFINITIONS = {
+    "dvs_msgs/msg/Event": "uint16 x\nuint16 y\nbuiltin_interfaces/Time ts\nbool polarity\n",
+    "dvs_msgs/msg/EventArray": "std_msgs/Header header\nuint32 height\nuint32 width\ndvs_msgs/Event[] events\n",
+    "event_camera_msgs/msg/EventPacket": ("std_msgs/Header header\nuint32 height\nuint32 width\nuint64 seq\n"
+                                          "uint64 time_base\nstring encoding\nbool is_bigendian\nuint8[] events\n"),
+}
+EVENT_PACKET_TYPE = "event_camera_msgs/msg/EventPacket"
+ROS2_EVENT_TYPES = (EVENT_ARRAY_TYPE, EVENT_PACKET_TYPE)
+# A dvs_msgs/Event in CDR: x, y (uint16), sec, nanosec (4-aligned), polarity (bool). After the
+# array's uint32 count the first event starts 4-aligned; each later one starts 2 bytes past a
+# 4-aligned place, so 2 bytes of padding come before its sec and events lie 16 bytes apart.
+_CDR_EVENT_FIELDS = {"names": ["x", "y", "sec", "nsec", "polarity"], "formats": ["<u2", "<u2", "<i4", "<u4", "u1"]}
+CDR_FIRST_EVENT = np.dtype(dict(_CDR_EVENT_FIELDS, offsets=[0, 2, 4, 8, 12], itemsize=13))
+CDR_EVENT = np.dtype(dict(_CDR_EVENT_FIELDS, offsets=[0, 2, 6, 10, 14], itemsize=15))
+
+
+def _is_ros2_bag(path):
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, "metadata.yaml"))
+    return path.endswith((".db3", ".mcap")) and os.path.isfile(path)
+
+
+def ros2_typestore():
+    """A ROS 2 type store that also knows the event message types."""
+    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+    typestore = get_typestore(Stores.ROS2_HUMBLE)
+    for name, definition in ROS2_MESSAGE_DEFINITIONS.items():
+        typestore.register(get_types_from_msg(definition, name))
+    return typestore
+
+
+def _cdr_event_array(raw, path, topic):
+    """A CDR dvs_msgs/EventArray -> (height, width, t, x, y, polarity)."""
+    if raw[1] != 1:
+        raise EventDataError(path, f"EventArray on {topic} is big-endian CDR; only little-endian is read")
+    body = memoryview(raw)[4:]  # offsets and alignment count from after the 4-byte encapsulation header
+    frame_id_length = struct.unpack_from("<I", body, 8)[0]
+    offset = (12 + frame_id_length + 3) & ~3
+    height, width, count = struct.unpack_from("<3I", body, offset)
+    offset += 12
+    if len(body) != offset + (0 if count == 0 else 16 * count - 3):
+        raise EventDataError(path, f"EventArray message on {topic} is truncated or malformed")
+    first = np.frombuffer(body, CDR_FIRST_EVENT, min(count, 1), offset)
+    rest = np.ndarray((max(count - 1, 0),), CDR_EVENT, body, offset + 14, (16,))
+    records = np.concatenate([first.astype(CDR_EVENT), rest])
+    return height, width, records["sec"] + records["nsec"] / 1e9, records["x"], records["y"], records["polarity"]
+
+
+def _seconds(ns):
+    """Integer ns -> float seconds, as sec + nsec / 1e9 (the way the other bag readers do)."""
+    return ns // 1_000_000_000 + (ns % 1_000_000_000) / 1e9
+
+
+class _PacketDecoder:
+    """event_camera_msgs/EventPacket messages of one topic -> events on the bag's clock."""
+
+    def __init__(self, path, topic):
+        self.path, self.topic = path, topic
+        self.evt3 = Evt3Decoder()
+        self.offset_ns = None  # EVT 3.0's sensor clock -> the bag's clock
+
+    def decode(self, message):
+        stamp_ns = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
+        data = np.asarray(message.events, np.uint8)
+        if message.encoding == "mono":
+            if len(data) % 8:
+                raise EventDataError(self.path, f"mono EventPacket on {self.topic} is not whole 8-byte events")
+            words = data.view("<u8")
+            t = _seconds(stamp_ns + (words & 0xFFFFFFFF).astype(np.int64))
+            return t, (words >> 32) & 0xFFFF, (words >> 48) & 0x7FFF, words >> 63
+        if message.encoding == "evt3":
+            # the sensor's clock is moved once, so that the first event is at its message's
+            # stamp: time differences stay the sensor's own, free of the stamps' jitter
+            t_us, x, y, p = self.evt3.feed(data)
+            if len(t_us) and self.offset_ns is None:
+                self.offset_ns = stamp_ns - int(t_us[0]) * 1000
+            return _seconds(self.offset_ns + t_us * 1000) if len(t_us) else t_us / 1e6, x, y, p
+        raise EventDataError(self.path, f"unknown encoding {message.encoding!r} of EventPacket on {self.topic} (evt3 and mono are read)")
+
+
+def _ros2_connections(bag, topic, msgtypes, path, what):
+    """The connections of `topic`, or when None, of the bag's one topic of the types `msgtypes`."""
+    if topic is None:
+        topics = sorted({c.topic for c in bag.connections if c.msgtype in msgtypes})
+        if len(topics) != 1:
+            listed = ", ".join(sorted(f"{c.topic} ({c.msgtype})" for c in bag.connections)) or "none"
+            raise EventDataError(path, f"{'no' if not topics else 'more than one'} {what} topic in the bag; "
+                                       f"name one (topics: {listed})")
+        topic = topics[0]
+    connections = [c for c in bag.connections if c.topic == topic]
+    if not connections:
+        listed = ", ".join(sorted(f"{c.topic} ({c.msgtype})" for c in bag.connections)) or "none"
+        raise EventDataError(path, f"no topic {topic} in the bag (topics: {listed})")
+    if any(c.msgtype not in msgtypes for c in connections):
+        raise EventDataError(path, f"topic {topic} holds {connections[0].msgtype}, expected {' or '.join(msgtypes)}")
+    return connections
+
+
+@stream_reader("ros2_bag", _is_ros2_bag, sort=True)
+def stream_ros2_bag(path, events_topic=None, images_topic=None, color_images_topic=None, **options):
+    """ROS 2 bag (folder, .db3 or .mcap) with dvs_msgs/EventArray or event_camera_msgs/EventPacket
+    events and sensor_msgs/Image frames (header stamps). `events_topic` defaults to the bag's one
+    topic of events, `images_topic` to its one image topic if it has exactly one ("" for no
+    frames); `color_images_topic` gives frames of key "color_images"."""
+    from pathlib import Path
+
+    from rosbags.highlevel import AnyReader, AnyReaderError
+    from rosbags.rosbag2 import ReaderError
+    try:
+        with AnyReader([Path(path)], default_typestore=ros2_typestore()) as bag:
+            topics = {"events": _ros2_connections(bag, events_topic, ROS2_EVENT_TYPES, path, "events")}
+            image_topics = sorted({c.topic for c in bag.connections if c.msgtype == IMAGE_TYPE})
+            if images_topic or (images_topic is None and len(image_topics) == 1):
+                topics["images"] = _ros2_connections(bag, images_topic or image_topics[0], (IMAGE_TYPE,), path, "image")
+            if color_images_topic:
+                topics["color_images"] = _ros2_connections(bag, color_images_topic, (IMAGE_TYPE,), path, "image")
+            key_of = {c.id: key for key, connections in topics.items() for c in connections}
+            events_name = topics["events"][0].topic
+            packets = _PacketDecoder(path, events_name)
+            sensor, batch, pending, total, encoding = None, [], 0, 0, None
+            for connection, _, raw in bag.messages(connections=[c for cs in topics.values() for c in cs]):
+                key = key_of[connection.id]
+                if key != "events":
+                    image = bag.deserialize(raw, connection.msgtype)
+                    rows = np.asarray(image.data, np.uint8)[:image.height * image.step].reshape(image.height, image.step)
+                    yield ("frame", key, _seconds(image.header.stamp.sec * 1_000_000_000 + image.header.stamp.nanosec),
+                           _image_pixels(rows, image.width, image.encoding, image.is_bigendian, path, connection.topic))
+                    continue
+                if connection.msgtype == EVENT_ARRAY_TYPE:
+                    height, width, *columns = _cdr_event_array(raw, path, connection.topic)
+                    kind = "dvs_msgs/EventArray"
+                else:
+                    message = bag.deserialize(raw, connection.msgtype)
+                    height, width, columns = message.height, message.width, packets.decode(message)
+                    kind = f"event_camera_msgs/EventPacket {message.encoding}"
+                if encoding is None:
+                    encoding = kind
+                    yield ("info", {"encoding": kind, "time_unit": "us" if kind.endswith("evt3") else "ns"})
+                if sensor is None and height and width:
+                    sensor = (int(height), int(width))
+                    yield ("sensor", sensor)
+                batch.append(columns)
+                pending += len(columns[0])
+                if pending >= BATCH:
+                    yield _event_piece(*(np.concatenate(column) for column in zip(*batch)), path)
+                    total, batch, pending = total + pending, [], 0
+            if pending:
+                yield _event_piece(*(np.concatenate(column) for column in zip(*batch)), path)
+            if total + pending == 0:
+                raise EventDataError(path, f"no events on {events_name}")
+            if packets.evt3.rest:
+                raise EventDataError(path, f"truncated: the EVT 3.0 data on {events_name} ends {len(packets.evt3.rest)} byte into a word")
+    except (AnyReaderError, ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError, KeyError) as error:
         problem = " ".join(str(error).split()) or type(error).__name__
         raise EventDataError(path, f"unreadable or truncated bag ({problem})") from None
 
@@ -1145,6 +1374,7 @@ def stream_aedat4(path, **options):
         events_id = event_streams[0]
         if streams[events_id].get("width") and streams[events_id].get("height"):
             yield ("sensor", (int(streams[events_id]["height"]), int(streams[events_id]["width"])))
+        yield ("info", {"encoding": "AEDAT4", "time_unit": "us"})
         packets, pending = [], 0
         for packet in decoder:
             if "events" in packet and packet["stream_id"] == events_id:
@@ -1208,6 +1438,19 @@ def check_events(t, x, y, sensor, path, first=0):
         raise EventDataError(path, f"event {first + i} at x={x[i]}, y={y[i]} is outside the {sensor[1]}x{sensor[0]} (WxH) sensor")
 
 
+def _sensor_order(file_sensor, x_max, y_max, path):
+    """The file's (H, W), or its transpose when only that order holds the events: some files
+    store the size width first (ssl_e2vid's rosbag_to_h5 writes sensor_resolution [W, H] when
+    it has no image topic). Reported, as transposed --H/--W are."""
+    height, width = file_sensor
+    if (x_max >= width or y_max >= height) and x_max < height and y_max < width:
+        print(f"note: {path}: events reach x={x_max}, y={y_max}, outside the file's sensor size "
+              f"{list(file_sensor)} read as [H, W]; it is read as [W, H]: H={width} rows, W={height} columns",
+              file=sys.stderr)
+        return width, height
+    return file_sensor
+
+
 def validate(events, sensor=None):
     """Check that events are usable: non-empty, finite, time-sorted, inside the sensor.
 
@@ -1218,6 +1461,8 @@ def validate(events, sensor=None):
     if len(events) == 0:
         raise EventDataError(path, "no events in file")
     x_max, y_max = int(events.x.max()), int(events.y.max())
+    if events.sensor is not None:
+        events.sensor = _sensor_order(tuple(events.sensor), x_max, y_max, path)
     if events.frames is not None:
         frame_size = tuple(events.frames.shape[1:3])
         if events.sensor is not None and tuple(events.sensor) != frame_size:
@@ -1260,13 +1505,27 @@ def validate(events, sensor=None):
     return sensor
 
 
-def load_events(path, sensor=None, **options):
+def in_time_range(events, begin, end):
+    """The events, and APS frames, with begin <= t < end (seconds on the recording's clock)."""
+    keep = (events.t >= begin) & (events.t < end)
+    events.t, events.x, events.y, events.p = events.t[keep], events.x[keep], events.y[keep], events.p[keep]
+    if events.frames is not None:
+        keep = (events.frame_t >= begin) & (events.frame_t < end)
+        events.frames, events.frame_t = events.frames[keep], events.frame_t[keep]
+    return events
+
+
+def load_events(path, sensor=None, time_range=None, **options):
     """Read any supported recording and validate it. Returns (events, (H, W)); events.sensor is
-    set to that (H, W) as well."""
+    set to that (H, W) as well. `time_range` (begin, end), in seconds on the recording's clock,
+    keeps the events and frames with begin <= t < end; HDF5 files read only those (DSEC's
+    through ms_to_idx), other formats are read whole and then cut."""
     path = os.path.normpath(path)
     name = detect_format(path)
     read = next(read for n, _, read in READERS if n == name)
-    events = read(path, **options)
+    events = read(path, time_range=time_range, **options)
+    if time_range is not None:
+        events = in_time_range(events, *time_range)
     events.format = events.format or name
     events.sensor = tuple(int(v) for v in validate(events, sensor))
     return events, events.sensor
@@ -1274,8 +1533,10 @@ def load_events(path, sensor=None, **options):
 
 def info(path, **options):
     events, sensor = load_events(path, **options)
-    return {"format": events.format, "num_events": len(events), "sensor": list(sensor),
-            "t_first": float(events.t[0]), "t_last": float(events.t[-1]),
+    duration = float(events.t[-1] - events.t[0])
+    return {"format": events.format, "encoding": events.encoding, "time_unit": events.time_unit,
+            "num_events": len(events), "sensor": list(sensor), "t_first": float(events.t[0]),
+            "t_last": float(events.t[-1]), "event_rate": len(events) / duration if duration > 0 else None,
             "num_frames": 0 if events.frames is None else int(len(events.frames))}
 
 
@@ -1350,11 +1611,17 @@ def main(argv=None):
     parser.add_argument("--info", metavar="PATH", required=True, help="recording: any supported format")
     parser.add_argument("--H", type=int, default=None, help="sensor height (rows), when the file lacks it")
     parser.add_argument("--W", type=int, default=None, help="sensor width (columns), when the file lacks it")
-    parser.add_argument("--events_topic", default="/dvs/events", help="bags: the dvs_msgs/EventArray topic")
-    parser.add_argument("--images_topic", default=None, help="bags: the sensor_msgs/Image topic (default /dvs/image_raw if present)")
+    parser.add_argument("--events_topic", default=None, help="bags: the events topic (default: ROS 1 /dvs/events; "
+                                                             "ROS 2 the bag's one topic of events)")
+    parser.add_argument("--images_topic", default=None, help="bags: the sensor_msgs/Image topic (default: ROS 1 "
+                                                             "/dvs/image_raw if present; ROS 2 the bag's one image topic)")
+    parser.add_argument("--time_range", type=float, nargs=2, metavar=("BEGIN", "END"), default=None,
+                        help="only the events with BEGIN <= t < END, seconds on the recording's clock")
     args = parser.parse_args(argv)
+    topics = {name: value for name, value in (("events_topic", args.events_topic), ("images_topic", args.images_topic))
+              if value is not None}
     try:
-        print(json.dumps(info(args.info, sensor=(args.H, args.W), events_topic=args.events_topic, images_topic=args.images_topic)))
+        print(json.dumps(info(args.info, sensor=(args.H, args.W), time_range=args.time_range, **topics)))
     except EventDataError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

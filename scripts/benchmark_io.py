@@ -245,6 +245,111 @@ def write_bag(path, recording, compression=None, events_topic="/dvs/events", ima
             writer.write(connection, record_ns, raw)
 
 
+# --- ROS 2 bags --------------------------------------------------------------------------
+
+def _cdr_event_array_bytes(recording, part, stamp_us):
+    """A dvs_msgs/EventArray (ROS 2) in little-endian CDR, serialised with numpy."""
+    from event_data import CDR_EVENT, CDR_FIRST_EVENT
+    height, width = recording["sensor"]
+    t_us = recording["t_us"][part]
+    count = len(t_us)
+    # encapsulation, stamp, frame_id "" (length 1: its NUL), padding to 4, height, width, count
+    head = bytes([0, 1, 0, 0]) + struct.pack("<iII", stamp_us // 1_000_000, stamp_us % 1_000_000 * 1000, 1) + bytes(4)
+    head += struct.pack("<3I", height, width, count)
+    events = bytearray(16 * count - 3 if count else 0)
+    for records in (np.ndarray((min(count, 1),), CDR_FIRST_EVENT, events, 0),
+                    np.ndarray((max(count - 1, 0),), CDR_EVENT, events, 14, (16,))):
+        rows = slice(0, 1) if records.dtype == CDR_FIRST_EVENT else slice(1, None)
+        records["x"], records["y"] = recording["x"][part][rows], recording["y"][part][rows]
+        records["sec"], records["nsec"] = t_us[rows] // 1_000_000, t_us[rows] % 1_000_000 * 1000
+        records["polarity"] = recording["p"][part][rows] > 0
+    return head + bytes(events)
+
+
+def _ros2_stamp(typestore, t_us):
+    Time = typestore.types["builtin_interfaces/msg/Time"]
+    return typestore.types["std_msgs/msg/Header"](stamp=Time(sec=int(t_us) // 1_000_000, nanosec=int(t_us) % 1_000_000 * 1000), frame_id="")
+
+
+def _cdr_event_array_message(typestore, recording, part, stamp_us):
+    """The same EventArray built as message objects and serialised by rosbags."""
+    types = typestore.types
+    Time = types["builtin_interfaces/msg/Time"]
+    height, width = recording["sensor"]
+    events = [types["dvs_msgs/msg/Event"](x=int(x), y=int(y), ts=Time(sec=int(t // 1_000_000), nanosec=int(t % 1_000_000 * 1000)),
+                                          polarity=bool(p > 0))
+              for x, y, t, p in zip(recording["x"][part], recording["y"][part], recording["t_us"][part], recording["p"][part])]
+    message = types["dvs_msgs/msg/EventArray"](header=_ros2_stamp(typestore, stamp_us), height=height, width=width, events=events)
+    return bytes(typestore.serialize_cdr(message, "dvs_msgs/msg/EventArray"))
+
+
+def _event_packet(typestore, recording, seq, stamp_us, encoding, data):
+    height, width = recording["sensor"]
+    message = typestore.types["event_camera_msgs/msg/EventPacket"](
+        header=_ros2_stamp(typestore, stamp_us), height=height, width=width, seq=seq, time_base=0,
+        encoding=encoding, is_bigendian=False, events=np.frombuffer(data, np.uint8))
+    return bytes(typestore.serialize_cdr(message, "event_camera_msgs/msg/EventPacket"))
+
+
+def mono_words(recording, part, stamp_us):
+    """event_camera_msgs "mono" words: polarity bit 63, y bits 48-62, x 32-47, ns after the stamp."""
+    dt_ns = (recording["t_us"][part] - stamp_us).astype(np.uint64) * np.uint64(1000)
+    return ((recording["p"][part] > 0).astype(np.uint64) << np.uint64(63) | recording["y"][part].astype(np.uint64) << np.uint64(48)
+            | recording["x"][part].astype(np.uint64) << np.uint64(32) | dt_ns).astype("<u8")
+
+
+def write_ros2_bag(path, recording, storage="sqlite3", events="dvs", events_topic="/dvs/events",
+                   image_topic="/dvs/image_raw", packet_us=1000, serializer="numpy", evt3_packet_words=4001):
+    """A ROS 2 bag folder (SQLite or MCAP storage). `events`: "dvs" (dvs_msgs/EventArray), "evt3"
+    (event_camera_msgs/EventPacket holding one EVT 3.0 stream cut into packets of
+    `evt3_packet_words` words, wherever that falls, each stamped with the time of its first
+    event) or "mono"; images (mono8) on `image_topic` unless None. Messages of `packet_us` of
+    events, recorded 1 ms after their stamp; frames stamped at the frame time, recorded 5 ms
+    later."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from event_data import ros2_typestore
+    typestore = ros2_typestore()
+    shutil.rmtree(path, ignore_errors=True)
+    plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[storage]
+    messages = []  # (record time in ns, connection, raw bytes)
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        msgtype = "dvs_msgs/msg/EventArray" if events == "dvs" else "event_camera_msgs/msg/EventPacket"
+        connection = writer.add_connection(events_topic, msgtype, typestore=typestore)
+        t_us = recording["t_us"]
+        if events == "evt3":
+            words = evt3_words(recording)
+            # the first event of each packet: count the events of the words before it
+            kind = words >> 12
+            per_word = np.where(kind == 0x2, 1, np.where(kind == 0x4, [bin(v).count("1") for v in (words & 0xFFF).tolist()], 0))
+            before = np.concatenate([[0], np.cumsum(per_word)])
+            for seq, start in enumerate(range(0, len(words), evt3_packet_words)):
+                first_event = min(before[start], len(t_us) - 1)
+                stamp_us = int(t_us[first_event])
+                raw = _event_packet(typestore, recording, seq, stamp_us, "evt3", words[start:start + evt3_packet_words].tobytes())
+                messages.append(((stamp_us + 1000) * 1000, connection, raw))
+        else:
+            starts = np.flatnonzero(np.diff(t_us // packet_us, prepend=-1))
+            for seq, (start, end) in enumerate(zip(starts, list(starts[1:]) + [len(t_us)])):
+                part, stamp_us = slice(start, end), int(t_us[start])
+                if events == "mono":
+                    raw = _event_packet(typestore, recording, seq, stamp_us, "mono", mono_words(recording, part, stamp_us).tobytes())
+                elif serializer == "numpy":
+                    raw = _cdr_event_array_bytes(recording, part, stamp_us)
+                else:
+                    raw = _cdr_event_array_message(typestore, recording, part, stamp_us)
+                messages.append(((stamp_us + 1000) * 1000, connection, raw))
+        if image_topic is not None:
+            images = writer.add_connection(image_topic, "sensor_msgs/msg/Image", typestore=typestore)
+            for frame_us, image in zip(recording["frame_t_us"], recording["frames"]):
+                message = typestore.types["sensor_msgs/msg/Image"](
+                    header=_ros2_stamp(typestore, frame_us), height=image.shape[0], width=image.shape[1], encoding="mono8",
+                    is_bigendian=0, step=image.shape[1], data=np.ascontiguousarray(image).reshape(-1))
+                messages.append(((int(frame_us) + 5000) * 1000, images, bytes(typestore.serialize_cdr(message, "sensor_msgs/msg/Image"))))
+        messages.sort(key=lambda message: message[0])
+        for record_ns, target, raw in messages:
+            writer.write(target, record_ns, raw)
+
+
 # --- Prophesee RAW and DAT ---------------------------------------------------------------
 #
 # Encoders that write what a Metavision camera would: a time-high word when the high bits of
@@ -385,6 +490,15 @@ FORMATS = {  # name -> (file or folder name, writer)
     "bag": ("events.bag", write_bag),
     "bag_lz4": ("events_lz4.bag", lambda path, recording: write_bag(path, recording, "lz4")),
     "bag_bz2": ("events_bz2.bag", lambda path, recording: write_bag(path, recording, "bz2")),
+    "evt2": ("evt2.raw", lambda path, recording: write_prophesee_raw(path, recording, "evt2")),
+    "evt21": ("evt21.raw", lambda path, recording: write_prophesee_raw(path, recording, "evt21")),
+    "evt3": ("evt3.raw", lambda path, recording: write_prophesee_raw(path, recording, "evt3")),
+    "dat": ("events.dat", write_prophesee_dat),
+    "h5_dsec": ("dsec.h5", write_h5_dsec),
+    "ros2_db3": ("ros2_db3", write_ros2_bag),
+    "ros2_mcap": ("ros2_mcap", lambda path, recording: write_ros2_bag(path, recording, "mcap")),
+    "ros2_evt3": ("ros2_evt3", lambda path, recording: write_ros2_bag(path, recording, "mcap", events="evt3", image_topic=None)),
+    "ros2_mono": ("ros2_mono", lambda path, recording: write_ros2_bag(path, recording, events="mono", image_topic=None)),
 }
 CONVERTED = ("bag", "ecd_folder", "ecd_zip")  # what the dataset converters take
 
