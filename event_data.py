@@ -1229,9 +1229,9 @@ def _cdr_event_array(raw, path, topic):
     offset += 12
     if len(body) != offset + (0 if count == 0 else 16 * count - 3):
         raise EventDataError(path, f"EventArray message on {topic} is truncated or malformed")
-    first = np.frombuffer(body, CDR_FIRST_EVENT, min(count, 1), offset)
-    rest = np.ndarray((max(count - 1, 0),), CDR_EVENT, body, offset + 14, (16,))
-    records = np.concatenate([first.astype(CDR_EVENT), rest])
+    records = np.frombuffer(body, CDR_FIRST_EVENT, min(count, 1), offset if count else 0).astype(CDR_EVENT)
+    if count > 1:
+        records = np.concatenate([records, np.ndarray((count - 1,), CDR_EVENT, body, offset + 14, (16,))])
     return height, width, records["sec"] + records["nsec"] / 1e9, records["x"], records["y"], records["polarity"]
 
 

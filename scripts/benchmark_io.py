@@ -257,9 +257,10 @@ def _cdr_event_array_bytes(recording, part, stamp_us):
     head = bytes([0, 1, 0, 0]) + struct.pack("<iII", stamp_us // 1_000_000, stamp_us % 1_000_000 * 1000, 1) + bytes(4)
     head += struct.pack("<3I", height, width, count)
     events = bytearray(16 * count - 3 if count else 0)
-    for records in (np.ndarray((min(count, 1),), CDR_FIRST_EVENT, events, 0),
-                    np.ndarray((max(count - 1, 0),), CDR_EVENT, events, 14, (16,))):
-        rows = slice(0, 1) if records.dtype == CDR_FIRST_EVENT else slice(1, None)
+    parts = [(np.ndarray((min(count, 1),), CDR_FIRST_EVENT, events, 0), slice(0, 1))]
+    if count > 1:
+        parts.append((np.ndarray((count - 1,), CDR_EVENT, events, 14, (16,)), slice(1, None)))
+    for records, rows in parts:
         records["x"], records["y"] = recording["x"][part][rows], recording["y"][part][rows]
         records["sec"], records["nsec"] = t_us[rows] // 1_000_000, t_us[rows] % 1_000_000 * 1000
         records["polarity"] = recording["p"][part][rows] > 0

@@ -258,3 +258,205 @@ def test_bad_input_cli(tmp_path, case):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and words in lines[0], result.stderr
     assert result.stdout == ""
+
+
+# --- HDF5: DSEC, time ranges, width-first sizes -----------------------------------------
+
+def test_dsec_blosc_round_trip(tmp_path):
+    import h5py
+    recording = formats.synthetic_recording(30_000, sensor=(480, 640), t0_us=1_600_000_000_123_456)
+    path = str(tmp_path / "events.h5")
+    formats.write_h5_dsec(path, recording)
+    with h5py.File(path) as f:
+        assert "32001" in f["events/x"]._filters  # Blosc's registered filter id
+    events, sensor = load_events(path, sensor=(480, 640))
+    assert events.encoding == "DSEC" and events.time_unit == "us" and sensor == (480, 640)
+    assert_events(events, recording)
+
+
+@pytest.mark.parametrize("layout", ["dsec", "flat"])
+@pytest.mark.parametrize("window", ["inside", "from an event", "before", "after", "all"])
+def test_h5_time_range(tmp_path, layout, window):
+    """A window reads only its events: through ms_to_idx (DSEC) or by halving (flat)."""
+    recording = formats.synthetic_recording(40_000, rate=200_000, t0_us=5_000_000_321)
+    path = str(tmp_path / "events.h5")
+    if layout == "dsec":
+        formats.write_h5_dsec(path, recording)
+    else:
+        formats.write_h5_flat(path, recording)
+    t = recording["t"]
+    begin, end = {"inside": (t[1234] + 1e-7, t[31_000] + 2e-7), "from an event": (t[5000], t[5001]),
+                  "before": (t[0] - 5, t[0] - 1), "after": (t[-1] + 1e-6, t[-1] + 5), "all": (t[0] - 1, t[-1] + 1)}[window]
+    pieces = [piece for piece in event_data.stream_events(path, time_range=(begin, end)) if piece[0] == "events"]
+    keep = (t >= begin) & (t < end)
+    got = np.concatenate([piece[1] for piece in pieces]) if pieces else np.zeros(0)
+    np.testing.assert_array_equal(got, t[keep])  # the reader itself cut the window
+    if keep.any():
+        events, _ = load_events(path, sensor=(180, 240), time_range=(begin, end))
+        np.testing.assert_array_equal(events.x, recording["x"][keep])
+
+
+def test_time_range_of_any_format(tmp_path, recording):
+    formats.write_ecd_folder(tmp_path / "seq", recording)
+    begin, end = recording["t"][100], recording["frame_t"][-1]
+    events, _ = load_events(str(tmp_path / "seq"), sensor=(180, 240), time_range=(begin, end))
+    keep = (recording["t"] >= begin) & (recording["t"] < end)
+    np.testing.assert_array_equal(events.t, recording["t"][keep])
+    np.testing.assert_array_equal(events.frame_t, recording["frame_t"][(recording["frame_t"] >= begin) & (recording["frame_t"] < end)])
+
+
+def test_missing_hdf5plugin_is_one_clear_line(tmp_path):
+    path = str(tmp_path / "events.h5")
+    formats.write_h5_dsec(path, formats.synthetic_recording(2_000))
+    code = ("import sys; sys.modules['hdf5plugin'] = None; sys.path.insert(0, sys.argv[1]); import event_data; "
+            "event_data.main(['--info', sys.argv[2]])")
+    result = subprocess.run([sys.executable, "-c", code, REPO, path], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {path}: its data is compressed with a filter that h5py lacks (DSEC's are Blosc): pip install hdf5plugin"
+
+
+def test_width_first_sensor_resolution(tmp_path, recording, capsys):
+    """ssl_e2vid's rosbag_to_h5 writes [W, H] without an image topic: the events only fit that order."""
+    import h5py
+    path = str(tmp_path / "events.h5")
+    formats.write_h5_event_cnn(path, recording)
+    with h5py.File(path, "a") as f:
+        f.attrs["sensor_resolution"] = [240, 180]
+    events, sensor = load_events(path)
+    assert sensor == events.sensor == (180, 240)
+    assert_events(events, recording)
+    note = capsys.readouterr().err
+    assert "note:" in note and "read as [W, H]: H=180 rows, W=240 columns" in note
+    formats.write_h5_event_cnn(path, recording)  # [H, W] as written: no note
+    assert load_events(path)[1] == (180, 240) and capsys.readouterr().err == ""
+
+
+def test_info_reports_unit_encoding_and_rate(tmp_path, recording):
+    formats.write_h5_flat(tmp_path / "flat.h5", recording)
+    formats.write_npy(tmp_path / "events.npy", recording)
+    duration = recording["t"][-1] - recording["t"][0]
+    for name, unit, encoding in (("flat.h5", "us", "flat"), ("events.npy", "s", "[N, 4] array (t, x, y, p)")):
+        info = event_data.info(str(tmp_path / name), sensor=(180, 240))
+        assert info["time_unit"] == unit and info["encoding"] == encoding
+        assert info["event_rate"] == pytest.approx(len(recording["t"]) / duration)
+
+
+# --- ROS 2 bags --------------------------------------------------------------------------
+
+ROS2_CASES = {  # name -> (writer options, encoding reported)
+    "db3 dvs": (dict(), "dvs_msgs/EventArray"),
+    "mcap dvs": (dict(storage="mcap"), "dvs_msgs/EventArray"),
+    "db3 dvs by rosbags": (dict(serializer="rosbags"), "dvs_msgs/EventArray"),
+    "mcap evt3": (dict(storage="mcap", events="evt3", events_topic="/event_camera/events"), "event_camera_msgs/EventPacket evt3"),
+    "db3 evt3": (dict(events="evt3", evt3_packet_words=333), "event_camera_msgs/EventPacket evt3"),
+    "db3 mono": (dict(events="mono"), "event_camera_msgs/EventPacket mono"),
+}
+
+
+@pytest.mark.parametrize("case", ROS2_CASES)
+def test_ros2_bag_round_trip(tmp_path, recording, case):
+    options, encoding = ROS2_CASES[case]
+    path = str(tmp_path / "bag")
+    formats.write_ros2_bag(path, recording, **options)
+    events, sensor = load_events(path)
+    assert events.format == "ros2_bag" and events.encoding == encoding and sensor == (180, 240)
+    assert_events(events, recording, t=formats.bag_time(recording["t_us"]))
+    np.testing.assert_array_equal(events.frames, recording["frames"])  # the bag's one image topic
+    np.testing.assert_array_equal(events.frame_t, formats.bag_time(recording["frame_t_us"]))  # header stamps
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_ros2_storage_file_alone(tmp_path, recording, storage):
+    """The .db3 or .mcap inside a bag folder reads on its own."""
+    folder = tmp_path / "bag"
+    formats.write_ros2_bag(str(folder), recording, storage=storage, events="evt3", image_topic=None)
+    (storage_file,) = [name for name in os.listdir(folder) if name.endswith((".db3", ".mcap"))]
+    events, _ = load_events(str(folder / storage_file))
+    assert_events(events, recording, t=formats.bag_time(recording["t_us"]))
+
+
+def test_ros2_event_array_is_the_cdr_serialisation(recording):
+    """The numpy layout of a CDR EventArray, for 0, 1, 2 and many events, is rosbags' own."""
+    typestore = event_data.ros2_typestore()
+    for part in (slice(100, 400), slice(7, 8), slice(9, 11), slice(3, 3)):
+        stamp = int(recording["t_us"][part.start])
+        raw = formats._cdr_event_array_bytes(recording, part, stamp)
+        assert raw == formats._cdr_event_array_message(typestore, recording, part, stamp)
+        height, width, t, x, y, polarity = event_data._cdr_event_array(raw, "bag", "/dvs/events")
+        assert (height, width) == (180, 240)
+        np.testing.assert_array_equal(t, formats.bag_time(recording["t_us"][part]))
+        np.testing.assert_array_equal(x, recording["x"][part])
+        np.testing.assert_array_equal(polarity, recording["p"][part] > 0)
+
+
+def test_ros2_topics(tmp_path, recording):
+    path = str(tmp_path / "bag")
+    formats.write_ros2_bag(path, recording, events_topic="/cam/events", image_topic="/cam/image")
+    with pytest.raises(EventDataError, match="no topic /dvs/events in the bag"):
+        load_events(path, events_topic="/dvs/events")
+    with pytest.raises(EventDataError, match="topic /cam/image holds sensor_msgs/msg/Image, expected"):
+        load_events(path, events_topic="/cam/image")
+    assert load_events(path, images_topic="")[0].frames is None
+    assert len(load_events(path, events_topic="/cam/events", images_topic="/cam/image")[0].frames) == len(recording["frames"])
+
+
+def test_ros2_bag_without_message_definitions(tmp_path, recording):
+    """Bags recorded before ROS 2 Iron hold no definitions: the built-in ones read them."""
+    import sqlite3
+    path = tmp_path / "bag"
+    formats.write_ros2_bag(str(path), recording, image_topic=None)
+    (database,) = path.glob("*.db3")
+    with sqlite3.connect(database) as connection:
+        connection.execute("DELETE FROM message_definitions")
+    events, _ = load_events(str(path))
+    assert_events(events, recording, t=formats.bag_time(recording["t_us"]))
+
+
+def _ros2_bag(tmp_path, name, cut=None, **options):
+    path = tmp_path / name
+    formats.write_ros2_bag(str(path), formats.synthetic_recording(3_000, rate=100_000), **options)
+    if cut:
+        (storage_file,) = [p for p in path.iterdir() if p.suffix in (".db3", ".mcap")]
+        storage_file.write_bytes(storage_file.read_bytes()[:int(storage_file.stat().st_size * cut)])
+    return path
+
+
+def _rewritten_packets(tmp_path, name, events, change):
+    """A bag of EventPackets written, then written again with `change(message)` applied to the last."""
+    from rosbags.rosbag2 import Reader, Writer
+    path = _ros2_bag(tmp_path, name, events=events, image_topic=None, events_topic="/event_camera/events")
+    with Reader(path) as bag:
+        connection, raws = bag.connections[0], [raw for _, _, raw in bag.messages()]
+    typestore = event_data.ros2_typestore()
+    messages = [typestore.deserialize_cdr(raw, connection.msgtype) for raw in raws]
+    change(messages[-1])
+    formats.shutil.rmtree(path)
+    with Writer(path, version=9) as writer:
+        target = writer.add_connection("/event_camera/events", connection.msgtype, typestore=typestore)
+        for record_ns, message in enumerate(messages, 1):
+            writer.write(target, record_ns, bytes(typestore.serialize_cdr(message, connection.msgtype)))
+    return path
+
+
+def _set(message, **fields):
+    for name, value in fields.items():
+        setattr(message, name, value)
+
+
+def _corrupt_metadata(tmp_path):
+    path = _ros2_bag(tmp_path, "metadata", image_topic=None)
+    (path / "metadata.yaml").write_text("rosbag2_bagfile_information: [not: a: mapping\n")
+    return path
+
+
+BAD_FILES.update({
+    "ros2 db3 truncated": (lambda tmp: _ros2_bag(tmp, "cut_db3", cut=0.5), "unreadable or truncated bag"),
+    "ros2 mcap truncated": (lambda tmp: _ros2_bag(tmp, "cut_mcap", cut=0.6, storage="mcap"), "unreadable or truncated bag"),
+    "ros2 corrupt metadata": (_corrupt_metadata, "unreadable or truncated bag"),
+    "ros2 unknown packet encoding": (lambda tmp: _rewritten_packets(tmp, "trigger", "mono", lambda m: _set(m, encoding="trigger")),
+                                     "unknown encoding 'trigger' of EventPacket on /event_camera/events"),
+    "ros2 evt3 truncated word": (lambda tmp: _rewritten_packets(tmp, "odd", "evt3", lambda m: _set(m, events=m.events[:-1])),
+                                 "truncated: the EVT 3.0 data on /event_camera/events ends 1 byte into a word"),
+    "ros2 mono not whole events": (lambda tmp: _rewritten_packets(tmp, "mono", "mono", lambda m: _set(m, events=m.events[:-3])),
+                                   "mono EventPacket on /event_camera/events is not whole 8-byte events"),
+})
