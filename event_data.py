@@ -714,12 +714,26 @@ def _set_bits(masks):
     return source >> shift, _BYTE_BIT_POSITIONS[byte[source], rank] + ((source & (size - 1)) << 3)
 
 
+def _splice(column, vectors, count, events):
+    """`column` with the entry at each position in `vectors` replaced by that vector word's
+    `count` entries of `events` (in order)."""
+    pieces, start = [], 0
+    for at, vector_events in zip(vectors.tolist(), np.split(events, np.cumsum(count)[:-1])):
+        pieces += [column[start:at], vector_events]
+        start = at + 1
+    return np.concatenate(pieces + [column[start:]])
+
+
 def _vector_events(t, x, y, p, vectors, masks):
     """Events of words that each hold one event (t, x, y, p) but for the words at positions
     `vectors`, whose events are the set bits of `masks`: bit k is an event at x + k. Events keep
     the order of their words, and of x inside a word."""
     word, bit = _set_bits(masks)
     count = np.bincount(word, minlength=len(vectors))  # events of each vector word
+    if len(vectors) <= 64:  # few: copying the runs between them costs less than gathering every event
+        x_events = np.repeat(x[vectors], count) + bit.astype(x.dtype)
+        return (_splice(t, vectors, count, np.repeat(t[vectors], count)), _splice(x, vectors, count, x_events),
+                _splice(y, vectors, count, np.repeat(y[vectors], count)), _splice(p, vectors, count, np.repeat(p[vectors], count)))
     events_per_word = np.ones(len(t), np.intp)
     events_per_word[vectors] = count
     source = np.repeat(np.arange(len(t)), events_per_word)  # the word of each event
@@ -873,7 +887,9 @@ class Evt3Decoder(_WordDecoder):
             self.time_high = int(highs[-1])
         low = time_words & 0xFFF
         low[high_at] = 0
-        return np.where(high < 0, -1, (high << 12) | low)
+        times = (high << 12) | low
+        times[high < 0] = -1
+        return times
 
     def _vectors(self, family_words):
         """(x of the first pixel, polarity) of each vector word among VECT_BASE_X and vector words:

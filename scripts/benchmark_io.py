@@ -321,10 +321,11 @@ def write_ros2_bag(path, recording, storage="sqlite3", events="dvs", events_topi
             words = evt3_words(recording)
             # the first event of each packet: count the events of the words before it
             kind = words >> 12
-            per_word = np.where(kind == 0x2, 1, np.where(kind == 0x4, [bin(v).count("1") for v in (words & 0xFFF).tolist()], 0))
+            pixels = np.unpackbits((words & 0xFFF).astype("<u2").view(np.uint8)).reshape(-1, 16).sum(axis=1)
+            per_word = np.where(kind == 0x2, 1, np.where(kind == 0x4, pixels, 0))
             before = np.concatenate([[0], np.cumsum(per_word)])
             for seq, start in enumerate(range(0, len(words), evt3_packet_words)):
-                first_event = min(before[start], len(t_us) - 1)
+                first_event = min(int(before[start]), len(t_us) - 1)
                 stamp_us = int(t_us[first_event])
                 raw = _event_packet(typestore, recording, seq, stamp_us, "evt3", words[start:start + evt3_packet_words].tobytes())
                 messages.append(((stamp_us + 1000) * 1000, connection, raw))

@@ -158,14 +158,18 @@ def test_raw_blocks_of_any_size_read_the_same(tmp_path, monkeypatch):
         np.testing.assert_array_equal(getattr(pieces, name), getattr(whole, name))
 
 
-def test_decoders_agree_with_the_writers_at_scale():
+@pytest.mark.parametrize("make", [lambda: formats.synthetic_recording(300_000, rate=500_000), lambda: burst_recording(20_000)],
+                         ids=["random", "bursts"])
+def test_decoders_agree_with_the_writers_at_scale(make):
     """Many blocks, every word type the writers make, compared event by event (not via files)."""
-    recording = formats.synthetic_recording(300_000, rate=500_000)
+    recording = make()
     for words, decoder in ((formats.evt3_words(recording), event_data.Evt3Decoder()),
                            (formats.evt2_words(recording), event_data.Evt2Decoder()),
                            (formats.evt21_words(recording), event_data.Evt21Decoder(legacy=True))):
         data = words.tobytes()
         parts = [decoder.feed(data[start:start + 65_537]) for start in range(0, len(data), 65_537)]
+        assert all(part[0].dtype == np.int64 and part[1].dtype == part[2].dtype == np.int16 and part[3].dtype == np.int8
+                   for part in parts)
         t, x, y, p = (np.concatenate(column) for column in zip(*parts))
         np.testing.assert_array_equal(t, recording["t_us"])
         np.testing.assert_array_equal(x, recording["x"])
