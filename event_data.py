@@ -576,7 +576,7 @@ _HEADER_LINE_LIMIT = 1 << 10
 # header has no geometry (Gen3 cameras' files): the plugin name holds the sensor's name.
 _PROPHESEE_SENSORS = {"gen3": (480, 640), "gen31": (480, 640), "gen41": (720, 1280), "gen42": (720, 1280),
                       "imx636": (720, 1280)}
-_ENCODING_NAMES = {"evt2": "EVT 2.0", "evt21": "EVT 2.1", "evt21_legacy": "EVT 2.1", "evt3": "EVT 3.0", "dat": "DAT CD"}
+_ENCODING_NAMES = {"evt2": "EVT 2.0", "evt21": "EVT 2.1", "evt21_legacy": "EVT 2.1", "evt3": "EVT 3.0"}
 
 
 def _header_text(line):
@@ -952,10 +952,10 @@ def stream_prophesee_raw(path, **options):
         if sensor:
             yield ("sensor", sensor)
         yield ("info", {"encoding": _ENCODING_NAMES[encoding], "time_unit": "us"})
-        decoder = {"evt2": Evt2Decoder, "evt3": Evt3Decoder, "evt21": lambda: Evt21Decoder(legacy=False),
-                   "evt21_legacy": lambda: Evt21Decoder(legacy=True)}[encoding]()
-        if encoding == "evt21" and "format" not in header:
-            decoder.legacy = None  # `% evt 2.1` alone does not say which half comes first
+        if encoding.startswith("evt21"):  # `% evt 2.1` alone does not say which half comes first
+            decoder = Evt21Decoder(legacy=encoding == "evt21_legacy" if "format" in header else None)
+        else:
+            decoder = Evt2Decoder() if encoding == "evt2" else Evt3Decoder()
         yield from _decoded_pieces(f, decoder, path, f"{decoder.word.itemsize}-byte {_ENCODING_NAMES[encoding]} word")
 
 
