@@ -935,7 +935,7 @@ def _decoded_pieces(f, decoder, path, word_name):
         if len(t):
             yield ("events", t / 1e6, x, y, p)
     if decoder.rest:
-        raise EventDataError(path, f"truncated: the file ends {len(decoder.rest)} bytes into a {word_name}")
+        raise EventDataError(path, f"truncated: the file ends inside its last {word_name} ({len(decoder.rest)} of its bytes)")
 
 
 def _is_file_with(*extensions):
@@ -1354,7 +1354,7 @@ def stream_ros2_bag(path, events_topic=None, images_topic=None, color_images_top
             if total + pending == 0:
                 raise EventDataError(path, f"no events on {events_name}")
             if packets.evt3.rest:
-                raise EventDataError(path, f"truncated: the EVT 3.0 data on {events_name} ends {len(packets.evt3.rest)} byte into a word")
+                raise EventDataError(path, f"truncated: the EVT 3.0 data on {events_name} ends inside a 2-byte word")
     except (AnyReaderError, ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError, KeyError) as error:
         problem = " ".join(str(error).split()) or type(error).__name__
         raise EventDataError(path, f"unreadable or truncated bag ({problem})") from None

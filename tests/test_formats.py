@@ -232,14 +232,14 @@ def _raw_file(tmp_path, name, header=None, cut=0, extra=b""):
 
 
 BAD_FILES = {  # case -> (make(tmp_path) -> path, words the one-line error must hold)
-    "raw truncated inside a word": (lambda tmp: _raw_file(tmp, "cut.raw", cut=1), "truncated: the file ends 1 bytes into a 2-byte EVT 3.0 word"),
+    "raw truncated inside a word": (lambda tmp: _raw_file(tmp, "cut.raw", cut=1), "truncated: the file ends inside its last 2-byte EVT 3.0 word (1 of its bytes)"),
     "raw truncated in its header": (lambda tmp: _text(tmp, "head.raw", b"% evt 3.0\n% geometry 64"), "corrupt header: the file ends inside its header"),
     "raw binary header": (lambda tmp: _text(tmp, "binary.raw", b"%\x00\x81 evt\n" + bytes(8)), "corrupt header: the first '%' line"),
     "raw header names no encoding": (lambda tmp: _raw_file(tmp, "none.raw", header=b"% geometry 240x180\n% end\n"), "corrupt header: no '% evt'"),
     "raw header bad geometry": (lambda tmp: _raw_file(tmp, "geometry.raw", header=b"% evt 3.0\n% geometry 240 by 180\n"), "corrupt header: sensor size"),
     "raw unknown encoding": (lambda tmp: _raw_file(tmp, "evt4.raw", header=b"% format EVT4;height=180;width=240\n% end\n"), "unknown encoding 'EVT4'"),
     "raw unknown evt version": (lambda tmp: _raw_file(tmp, "evt9.raw", header=b"% evt 9.0\n% end\n"), "unknown encoding 'evt 9.0'"),
-    "dat truncated": (lambda tmp: _raw_file(tmp, "cut.dat", cut=3), "truncated: the file ends 5 bytes into a 8-byte DAT event"),
+    "dat truncated": (lambda tmp: _raw_file(tmp, "cut.dat", cut=3), "truncated: the file ends inside its last 8-byte DAT event (5 of its bytes)"),
     "dat without event type": (lambda tmp: _text(tmp, "bare.dat", b"% Height 180\n% Width 240\n"), "truncated: no event type"),
     "dat corrupt header": (lambda tmp: _text(tmp, "corrupt.dat", b"% Height 180\n% Width wide\n\x0c\x08" + bytes(16)), "corrupt header: sensor size"),
     "dat unknown event type": (lambda tmp: _text(tmp, "trigger.dat", b"% Height 180\n% Width 240\n\x0e\x08" + bytes(16)), "unknown encoding: DAT event type 0x0E"),
@@ -447,6 +447,28 @@ def _set(message, **fields):
         setattr(message, name, value)
 
 
+def _images_only_bag(tmp_path):
+    from rosbags.rosbag2 import Writer
+    path = tmp_path / "images_only"
+    recording = formats.synthetic_recording(1_000)
+    typestore = event_data.ros2_typestore()
+    image = recording["frames"][0]
+    message = typestore.types["sensor_msgs/msg/Image"](
+        header=formats._ros2_stamp(typestore, 0), height=image.shape[0], width=image.shape[1], encoding="mono8",
+        is_bigendian=0, step=image.shape[1], data=image.reshape(-1))
+    with Writer(path, version=9) as writer:
+        connection = writer.add_connection("/camera/image", "sensor_msgs/msg/Image", typestore=typestore)
+        writer.write(connection, 1, bytes(typestore.serialize_cdr(message, "sensor_msgs/msg/Image")))
+    return path
+
+
+def _cut_dsec(tmp_path):
+    path = tmp_path / "dsec.h5"
+    formats.write_h5_dsec(path, formats.synthetic_recording(50_000))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
 def _corrupt_metadata(tmp_path):
     path = _ros2_bag(tmp_path, "metadata", image_topic=None)
     (path / "metadata.yaml").write_text("rosbag2_bagfile_information: [not: a: mapping\n")
@@ -457,10 +479,12 @@ BAD_FILES.update({
     "ros2 db3 truncated": (lambda tmp: _ros2_bag(tmp, "cut_db3", cut=0.5), "unreadable or truncated bag"),
     "ros2 mcap truncated": (lambda tmp: _ros2_bag(tmp, "cut_mcap", cut=0.6, storage="mcap"), "unreadable or truncated bag"),
     "ros2 corrupt metadata": (_corrupt_metadata, "unreadable or truncated bag"),
+    "ros2 no events topic": (_images_only_bag, "no events topic in the bag; name one (topics: /camera/image (sensor_msgs/msg/Image))"),
+    "dsec truncated": (_cut_dsec, "unreadable or truncated HDF5 file"),
     "ros2 unknown packet encoding": (lambda tmp: _rewritten_packets(tmp, "trigger", "mono", lambda m: _set(m, encoding="trigger")),
                                      "unknown encoding 'trigger' of EventPacket on /event_camera/events"),
     "ros2 evt3 truncated word": (lambda tmp: _rewritten_packets(tmp, "odd", "evt3", lambda m: _set(m, events=m.events[:-1])),
-                                 "truncated: the EVT 3.0 data on /event_camera/events ends 1 byte into a word"),
+                                 "truncated: the EVT 3.0 data on /event_camera/events ends inside a 2-byte word"),
     "ros2 mono not whole events": (lambda tmp: _rewritten_packets(tmp, "mono", "mono", lambda m: _set(m, events=m.events[:-3])),
                                    "mono EventPacket on /event_camera/events is not whole 8-byte events"),
 })
