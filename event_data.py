@@ -571,7 +571,7 @@ def stream_e2vid_zip(path, **options):
 
 _RAW_BLOCK = 1 << 19  # bytes decoded at once
 _HEADER_LIMIT = 1 << 16  # bytes of `%` lines at most; longer is not a header
-_HEADER_LINE_LIMIT = 1 << 10
+_HEADER_LINE_LIMIT = 1 << 10  # bytes of one header line at most
 # Sensor (H, W) of the camera plugins and sensor generations that name it, for the files whose
 # header has no geometry (Gen3 cameras' files): the plugin name holds the sensor's name.
 _PROPHESEE_SENSORS = {"gen3": (480, 640), "gen31": (480, 640), "gen41": (720, 1280), "gen42": (720, 1280),
@@ -1212,11 +1212,12 @@ ROS2_MESSAGE_DEFINITIONS = {
 EVENT_PACKET_TYPE = "event_camera_msgs/msg/EventPacket"
 ROS2_EVENT_TYPES = (EVENT_ARRAY_TYPE, EVENT_PACKET_TYPE)
 # A dvs_msgs/Event in CDR: x, y (uint16), sec, nanosec (4-aligned), polarity (bool). After the
-# array's uint32 count the first event starts 4-aligned; each later one starts 2 bytes past a
-# 4-aligned place, so 2 bytes of padding come before its sec and events lie 16 bytes apart.
+# array's uint32 count the first event starts 4-aligned (13 bytes); each later one starts 2
+# bytes past a 4-aligned place, so 2 bytes of padding come before its sec, and one after its
+# polarity but the last one's: events lie 16 bytes apart.
 _CDR_EVENT_FIELDS = {"names": ["x", "y", "sec", "nsec", "polarity"], "formats": ["<u2", "<u2", "<i4", "<u4", "u1"]}
 CDR_FIRST_EVENT = np.dtype(dict(_CDR_EVENT_FIELDS, offsets=[0, 2, 4, 8, 12], itemsize=13))
-CDR_EVENT = np.dtype(dict(_CDR_EVENT_FIELDS, offsets=[0, 2, 6, 10, 14], itemsize=15))
+CDR_EVENT = np.dtype(dict(_CDR_EVENT_FIELDS, offsets=[0, 2, 6, 10, 14], itemsize=16))
 
 
 def _is_ros2_bag(path):
@@ -1234,21 +1235,45 @@ def ros2_typestore():
     return typestore
 
 
-def _cdr_event_array(raw, path, topic):
-    """A CDR dvs_msgs/EventArray -> (height, width, t, x, y, polarity)."""
-    if raw[1] != 1:
-        raise EventDataError(path, f"EventArray on {topic} is big-endian CDR; only little-endian is read")
-    body = memoryview(raw)[4:]  # offsets and alignment count from after the 4-byte encapsulation header
-    frame_id_length = struct.unpack_from("<I", body, 8)[0]
-    offset = (12 + frame_id_length + 3) & ~3
-    height, width, count = struct.unpack_from("<3I", body, offset)
-    offset += 12
-    if len(body) != offset + (0 if count == 0 else 16 * count - 3):
-        raise EventDataError(path, f"EventArray message on {topic} is truncated or malformed")
-    records = np.frombuffer(body, CDR_FIRST_EVENT, min(count, 1), offset if count else 0).astype(CDR_EVENT)
-    if count > 1:
-        records = np.concatenate([records, np.ndarray((count - 1,), CDR_EVENT, body, offset + 14, (16,))])
-    return height, width, records["sec"] + records["nsec"] / 1e9, records["x"], records["y"], records["polarity"]
+class _CdrEventArrays:
+    """dvs_msgs/EventArray messages in CDR, kept as bytes and parsed a batch at a time with numpy
+    (a Python object per event would cost about 20x): each message's first event apart from the
+    later ones."""
+
+    def __init__(self, path, topic):
+        self.path, self.topic = path, topic
+        self.firsts, self.others, self.counts = [], [], []
+
+    def add(self, raw):
+        """Keep one message's events; returns (height, width, number of events)."""
+        if raw[1] != 1:
+            raise EventDataError(self.path, f"EventArray on {self.topic} is big-endian CDR; only little-endian is read")
+        body = memoryview(raw)[4:]  # offsets and alignment count from after the 4-byte encapsulation header
+        frame_id_length = struct.unpack_from("<I", body, 8)[0]
+        offset = (12 + frame_id_length + 3) & ~3
+        height, width, count = struct.unpack_from("<3I", body, offset)
+        offset += 12
+        if len(body) != offset + (0 if count == 0 else 16 * count - 3):
+            raise EventDataError(self.path, f"EventArray message on {self.topic} is truncated or malformed")
+        if count:
+            self.firsts.append(body[offset:offset + 13])
+        if count > 1:
+            self.others += [body[offset + 14:], b"\0"]  # the last event's padding byte, which CDR leaves out
+        self.counts.append(count)
+        return height, width, count
+
+    def take(self):
+        """(t, x, y, polarity) of the messages kept since the last call, in their order."""
+        firsts, others = np.frombuffer(b"".join(self.firsts), CDR_FIRST_EVENT), np.frombuffer(b"".join(self.others), CDR_EVENT)
+        counts = np.array(self.counts, np.int64)
+        is_first = np.zeros(int(counts.sum()), bool)
+        is_first[(np.cumsum(counts) - counts)[counts > 0]] = True
+        columns = {}
+        for name in CDR_EVENT.names:
+            columns[name] = np.empty(len(is_first), CDR_EVENT[name])
+            columns[name][is_first], columns[name][~is_first] = firsts[name], others[name]
+        self.firsts, self.others, self.counts = [], [], []
+        return columns["sec"] + columns["nsec"] / 1e9, columns["x"], columns["y"], columns["polarity"]
 
 
 def _seconds(ns):
@@ -1256,31 +1281,55 @@ def _seconds(ns):
     return ns // 1_000_000_000 + (ns % 1_000_000_000) / 1e9
 
 
-class _PacketDecoder:
-    """event_camera_msgs/EventPacket messages of one topic -> events on the bag's clock."""
+class _EventPackets:
+    """event_camera_msgs/EventPacket messages of one topic -> events on the bag's clock (times in
+    integer ns until handed on), a batch at a time. Once the clock offset is known, EVT 3.0
+    bytes wait until a block's worth has come, as a file's do: decoding each small message
+    alone would cost several times more."""
 
     def __init__(self, path, topic):
         self.path, self.topic = path, topic
         self.evt3 = Evt3Decoder()
         self.offset_ns = None  # EVT 3.0's sensor clock -> the bag's clock
+        self.evt3_bytes, self.evt3_size = [], 0  # not decoded yet
+        self.batch = []  # decoded: (t_ns, x, y, p) per message or block
 
-    def decode(self, message):
+    def add(self, message):
+        """Take one message; returns (height, width, number of events it decoded now)."""
         stamp_ns = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
         data = np.asarray(message.events, np.uint8)
         if message.encoding == "mono":
             if len(data) % 8:
                 raise EventDataError(self.path, f"mono EventPacket on {self.topic} is not whole 8-byte events")
             words = data.view("<u8")
-            t = _seconds(stamp_ns + (words & 0xFFFFFFFF).astype(np.int64))
-            return t, (words >> 32) & 0xFFFF, (words >> 48) & 0x7FFF, words >> 63
-        if message.encoding == "evt3":
+            self.batch.append((stamp_ns + (words & 0xFFFFFFFF).astype(np.int64), (words >> 32) & 0xFFFF,
+                               (words >> 48) & 0x7FFF, words >> 63))
+            return message.height, message.width, len(words)
+        if message.encoding != "evt3":
+            raise EventDataError(self.path, f"unknown encoding {message.encoding!r} of EventPacket on {self.topic} (evt3 and mono are read)")
+        self.evt3_bytes.append(data.tobytes())
+        self.evt3_size += len(data)
+        if self.offset_ns is not None and self.evt3_size < _RAW_BLOCK:
+            return message.height, message.width, 0
+        return message.height, message.width, self._decode_evt3(stamp_ns)
+
+    def _decode_evt3(self, stamp_ns=None):
+        t_us, x, y, p = self.evt3.feed(b"".join(self.evt3_bytes))
+        self.evt3_bytes, self.evt3_size = [], 0
+        if len(t_us) and self.offset_ns is None:
             # the sensor's clock is moved once, so that the first event is at its message's
             # stamp: time differences stay the sensor's own, free of the stamps' jitter
-            t_us, x, y, p = self.evt3.feed(data)
-            if len(t_us) and self.offset_ns is None:
-                self.offset_ns = stamp_ns - int(t_us[0]) * 1000
-            return _seconds(self.offset_ns + t_us * 1000) if len(t_us) else t_us / 1e6, x, y, p
-        raise EventDataError(self.path, f"unknown encoding {message.encoding!r} of EventPacket on {self.topic} (evt3 and mono are read)")
+            self.offset_ns = stamp_ns - int(t_us[0]) * 1000
+        self.batch.append((t_us * 1000 + (self.offset_ns or 0), x, y, p))
+        return len(t_us)
+
+    def take(self):
+        """(t, x, y, polarity) of the events since the last call, the EVT 3.0 bytes waiting included."""
+        if self.evt3_bytes:
+            self._decode_evt3()
+        t_ns, x, y, p = (np.concatenate(column) for column in zip(*self.batch)) if self.batch else (np.zeros(0, np.int64),) * 4
+        self.batch = []
+        return _seconds(t_ns), x, y, p
 
 
 def _ros2_connections(bag, topic, msgtypes, path, what):
@@ -1321,8 +1370,8 @@ def stream_ros2_bag(path, events_topic=None, images_topic=None, color_images_top
                 topics["color_images"] = _ros2_connections(bag, color_images_topic, (IMAGE_TYPE,), path, "image")
             key_of = {c.id: key for key, connections in topics.items() for c in connections}
             events_name = topics["events"][0].topic
-            packets = _PacketDecoder(path, events_name)
-            sensor, batch, pending, total, encoding = None, [], 0, 0, None
+            messages = (_CdrEventArrays if topics["events"][0].msgtype == EVENT_ARRAY_TYPE else _EventPackets)(path, events_name)
+            sensor, pending, total, encoding = None, 0, 0, None
             for connection, _, raw in bag.messages(connections=[c for cs in topics.values() for c in cs]):
                 key = key_of[connection.id]
                 if key != "events":
@@ -1331,12 +1380,12 @@ def stream_ros2_bag(path, events_topic=None, images_topic=None, color_images_top
                     yield ("frame", key, _seconds(image.header.stamp.sec * 1_000_000_000 + image.header.stamp.nanosec),
                            _image_pixels(rows, image.width, image.encoding, image.is_bigendian, path, connection.topic))
                     continue
-                if connection.msgtype == EVENT_ARRAY_TYPE:
-                    height, width, *columns = _cdr_event_array(raw, path, connection.topic)
+                if isinstance(messages, _CdrEventArrays):
+                    height, width, count = messages.add(raw)
                     kind = "dvs_msgs/EventArray"
                 else:
                     message = bag.deserialize(raw, connection.msgtype)
-                    height, width, columns = message.height, message.width, packets.decode(message)
+                    height, width, count = messages.add(message)
                     kind = f"event_camera_msgs/EventPacket {message.encoding}"
                 if encoding is None:
                     encoding = kind
@@ -1344,16 +1393,16 @@ def stream_ros2_bag(path, events_topic=None, images_topic=None, color_images_top
                 if sensor is None and height and width:
                     sensor = (int(height), int(width))
                     yield ("sensor", sensor)
-                batch.append(columns)
-                pending += len(columns[0])
+                pending += count
                 if pending >= BATCH:
-                    yield _event_piece(*(np.concatenate(column) for column in zip(*batch)), path)
-                    total, batch, pending = total + pending, [], 0
-            if pending:
-                yield _event_piece(*(np.concatenate(column) for column in zip(*batch)), path)
-            if total + pending == 0:
+                    yield _event_piece(*messages.take(), path)
+                    total, pending = total + pending, 0
+            last = messages.take()  # with what still waits to be decoded
+            if len(last[0]):
+                yield _event_piece(*last, path)
+            if total + len(last[0]) == 0:
                 raise EventDataError(path, f"no events on {events_name}")
-            if packets.evt3.rest:
+            if isinstance(messages, _EventPackets) and messages.evt3.rest:
                 raise EventDataError(path, f"truncated: the EVT 3.0 data on {events_name} ends inside a 2-byte word")
     except (AnyReaderError, ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError, KeyError) as error:
         problem = " ".join(str(error).split()) or type(error).__name__

@@ -256,15 +256,15 @@ def _cdr_event_array_bytes(recording, part, stamp_us):
     # encapsulation, stamp, frame_id "" (length 1: its NUL), padding to 4, height, width, count
     head = bytes([0, 1, 0, 0]) + struct.pack("<iII", stamp_us // 1_000_000, stamp_us % 1_000_000 * 1000, 1) + bytes(4)
     head += struct.pack("<3I", height, width, count)
-    events = bytearray(16 * count - 3 if count else 0)
+    events = bytearray(16 * count - 2 if count else 0)  # with the last event's padding, dropped below
     parts = [(np.ndarray((min(count, 1),), CDR_FIRST_EVENT, events, 0), slice(0, 1))]
     if count > 1:
-        parts.append((np.ndarray((count - 1,), CDR_EVENT, events, 14, (16,)), slice(1, None)))
+        parts.append((np.ndarray((count - 1,), CDR_EVENT, events, 14), slice(1, None)))
     for records, rows in parts:
         records["x"], records["y"] = recording["x"][part][rows], recording["y"][part][rows]
         records["sec"], records["nsec"] = t_us[rows] // 1_000_000, t_us[rows] % 1_000_000 * 1000
         records["polarity"] = recording["p"][part][rows] > 0
-    return head + bytes(events)
+    return head + bytes(events[:-1])
 
 
 def _ros2_stamp(typestore, t_us):
