@@ -1364,6 +1364,9 @@ def stream_ros2_bag(path, events_topic=None, images_topic=None, color_images_top
         with AnyReader([Path(path)], default_typestore=ros2_typestore()) as bag:
             topics = {"events": _ros2_connections(bag, events_topic, ROS2_EVENT_TYPES, path, "events")}
             image_topics = sorted({c.topic for c in bag.connections if c.msgtype == IMAGE_TYPE})
+            if images_topic is None and len(image_topics) > 1:
+                print(f"note: {path}: several image topics ({', '.join(image_topics)}); no frames are read "
+                      f"unless images_topic names one", file=sys.stderr)
             if images_topic or (images_topic is None and len(image_topics) == 1):
                 topics["images"] = _ros2_connections(bag, images_topic or image_topics[0], (IMAGE_TYPE,), path, "image")
             if color_images_topic:

@@ -304,7 +304,8 @@ def write_ros2_bag(path, recording, storage="sqlite3", events="dvs", events_topi
     """A ROS 2 bag folder (SQLite or MCAP storage). `events`: "dvs" (dvs_msgs/EventArray), "evt3"
     (event_camera_msgs/EventPacket holding one EVT 3.0 stream cut into packets of
     `evt3_packet_words` words, wherever that falls, each stamped with the time of its first
-    event) or "mono"; images (mono8) on `image_topic` unless None. Messages of `packet_us` of
+    event) or "mono"; images (mono8) on `image_topic` (or on each of a list of topics) unless
+    None. Messages of `packet_us` of
     events, recorded 1 ms after their stamp; frames stamped at the frame time, recorded 5 ms
     later."""
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -340,8 +341,8 @@ def write_ros2_bag(path, recording, storage="sqlite3", events="dvs", events_topi
                 else:
                     raw = _cdr_event_array_message(typestore, recording, part, stamp_us)
                 messages.append(((stamp_us + 1000) * 1000, connection, raw))
-        if image_topic is not None:
-            images = writer.add_connection(image_topic, "sensor_msgs/msg/Image", typestore=typestore)
+        for topic in [image_topic] if isinstance(image_topic, str) else image_topic or []:
+            images = writer.add_connection(topic, "sensor_msgs/msg/Image", typestore=typestore)
             for frame_us, image in zip(recording["frame_t_us"], recording["frames"]):
                 message = typestore.types["sensor_msgs/msg/Image"](
                     header=_ros2_stamp(typestore, frame_us), height=image.shape[0], width=image.shape[1], encoding="mono8",

@@ -405,6 +405,14 @@ def test_ros2_topics(tmp_path, recording):
     assert len(load_events(path, events_topic="/cam/events", images_topic="/cam/image")[0].frames) == len(recording["frames"])
 
 
+def test_ros2_several_image_topics(tmp_path, recording, capsys):
+    path = str(tmp_path / "bag")
+    formats.write_ros2_bag(path, recording, image_topic=["/left/image", "/right/image"])
+    assert load_events(path)[0].frames is None
+    assert "several image topics (/left/image, /right/image); no frames are read unless images_topic names one" in capsys.readouterr().err
+    assert len(load_events(path, images_topic="/right/image")[0].frames) == len(recording["frames"])
+
+
 def test_ros2_bag_without_message_definitions(tmp_path, recording):
     """Bags recorded before ROS 2 Iron hold no definitions: the built-in ones read them."""
     import sqlite3
