@@ -1025,8 +1025,9 @@ def _h5_first_at(t, to_seconds, seconds, f):
         ms_to_idx = f["ms_to_idx"]
         offset_us = int(f["t_offset"][()]) if "t_offset" in f else 0
         ms = int(np.floor((seconds * 1e6 - offset_us) / 1000))
-        low = 0 if ms < 0 else int(ms_to_idx[ms]) if ms < len(ms_to_idx) else len(t)
-        high = len(t) if ms + 1 >= len(ms_to_idx) else max(low, int(ms_to_idx[max(ms + 1, 0)]))
+        # a millisecond more on each side: `seconds` in float may fall either side of a boundary
+        low = 0 if ms < 1 else int(ms_to_idx[ms - 1]) if ms - 1 < len(ms_to_idx) else len(t)
+        high = len(t) if ms + 2 >= len(ms_to_idx) else max(low, int(ms_to_idx[max(ms + 2, 0)]))
     while high - low > 4096:
         middle = (low + high) // 2
         if to_seconds(t[middle:middle + 1])[0] < seconds:
