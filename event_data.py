@@ -42,6 +42,8 @@ class Events:
     frame_t: np.ndarray | None = None  # float64 [K], seconds, same clock as t
     format: str = ""
     path: str = ""
+    encoding: str = ""               # how the file stores events, when a format has several
+    time_unit: str = ""              # the unit of the file's time stamps ("s", "us", "ns")
 
     def __len__(self):
         return len(self.t)
@@ -56,6 +58,8 @@ class Events:
 #   ("events", t, x, y, p)      a batch of events, typed as in `Events`
 #   ("frame", key, t, image)    one APS frame (uint8, gray [H, W] or RGB [H, W, 3]); key is
 #                               "images", or "color_images" for a bag's second, colour topic
+#   ("info", {name: value})     facts about how the file stores events, for --info: "encoding"
+#                               and "time_unit" (the unit of its time stamps)
 # `collect` gathers a stream into an `Events`; `stream_events` gives the pieces of any format.
 
 READERS = []  # (format name, detect(path) -> bool, read(path, **options) -> Events)
@@ -185,10 +189,12 @@ def units_per_second(t, path):
 def collect(pieces, path, fmt, sort=False):
     """Gather a stream of pieces into one `Events` (frames of key "images" only)."""
     columns = _ColumnBuffer()
-    sensor, frames, frame_t = None, [], []
+    sensor, frames, frame_t, facts = None, [], [], {}
     for piece in pieces:
         if piece[0] == "sensor":
             sensor = tuple(int(v) for v in piece[1])
+        elif piece[0] == "info":
+            facts.update(piece[1])
         elif piece[0] == "events":
             columns.append(*piece[1:])
         elif piece[0] == "frame" and piece[1] == "images":
@@ -207,7 +213,7 @@ def collect(pieces, path, fmt, sort=False):
         raise EventDataError(path, "APS frames have different sizes")
     return Events(t=t, x=x, y=y, p=p, sensor=sensor,
                   frames=np.stack(frames) if frames else None,
-                  frame_t=repair_frame_times(frame_t, path) if frames else None, format=fmt, path=path)
+                  frame_t=repair_frame_times(frame_t, path) if frames else None, format=fmt, path=path, **facts)
 
 
 def _is_sorted(t):
@@ -304,6 +310,7 @@ def _npy_batches(path):
 def stream_npy(path, **options):
     """An [N, 4] (t, x, y, p) array, as the authors' events.npy, read a batch at a time."""
     _check_rows(_load_npy(path), path)
+    yield ("info", {"encoding": "[N, 4] array (t, x, y, p)", "time_unit": "s"})
     for rows in _npy_batches(path):
         yield _event_piece(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], path)
 
@@ -345,6 +352,7 @@ def stream_evreal_folder(path, **options):
     sensor = _metadata_sensor(path)
     if sensor:
         yield ("sensor", sensor)
+    yield ("info", {"encoding": "EVREAL arrays", "time_unit": "s"})
     for t, xy, p in zip(*(_npy_batches(file) for file in files)):
         yield _event_piece(t.reshape(-1), xy[:, 0], xy[:, 1], p.reshape(-1), path)
     if os.path.isfile(os.path.join(path, "images.npy")):
@@ -459,6 +467,7 @@ def _parse_txt_general(block, path, first_line):
 
 def _txt_pieces(stream, path, first_line=1):
     """Event pieces from a binary stream of `t x y p` lines, a block of whole lines at a time."""
+    yield ("info", {"encoding": "text lines (t x y p)", "time_unit": "s"})
     carry, line = b"", first_line
     while True:
         data = stream.read(_TXT_BLOCK)
@@ -582,50 +591,521 @@ def stream_e2vid_zip(path, **options):
             yield from _txt_pieces(f, f"{path}/{texts[0]}", first_line=2)
 
 
+# --- Prophesee RAW (EVT 2.0, 2.1, 3.0) and DAT -------------------------------------------
+#
+# Metavision files start with `% key value` text lines (newer RAW files close them with
+# `% end`), then binary words. The decoders are whole-array numpy, no loop over words: each word
+# type is picked out by comparing the 4-bit type field, and the state that a word leaves for
+# the words after it (the high bits of the time; in EVT 3.0 also the row and the vector base)
+# reaches each event through a running count of the words that set it (`_latest`). A file is
+# decoded a block at a time and that state is carried from block to block, so memory stays
+# bounded and the result does not depend on where the blocks end. As Metavision's own decoders
+# do, events that come before the state they need (the first time-high word, in EVT 3.0 also
+# the first row) are dropped: their time or row is unknown.
+
+_RAW_BLOCK = 1 << 19  # bytes decoded at once
+_HEADER_LIMIT = 1 << 16  # bytes of `%` lines at most; longer is not a header
+_HEADER_LINE_LIMIT = 1 << 10  # bytes of one header line at most
+# Sensor (H, W) of the camera plugins and sensor generations that name it, for the files whose
+# header has no geometry (Gen3 cameras' files): the plugin name holds the sensor's name.
+_PROPHESEE_SENSORS = {"gen3": (480, 640), "gen31": (480, 640), "gen41": (720, 1280), "gen42": (720, 1280),
+                      "imx636": (720, 1280)}
+_ENCODING_NAMES = {"evt2": "EVT 2.0", "evt21": "EVT 2.1", "evt21_legacy": "EVT 2.1", "evt3": "EVT 3.0"}
+
+
+def _header_text(line):
+    """A header line's text, or None if the bytes are not a line of printable ASCII."""
+    return line.decode("ascii").strip() if all(32 <= byte < 127 or byte in (9, 13) for byte in line) else None
+
+
+def _prophesee_header(f, path):
+    """The `% key value` lines at the start of an open file -> {key (lower case): value}; the file
+    is left at the first byte after them. Without `% end`, a '%' that does not start a line of
+    text is the first binary word, whose first byte happens to be '%'."""
+    head = f.read(_HEADER_LIMIT)
+    header, offset = {}, 0
+    while head.startswith(b"%", offset):
+        end = head.find(b"\n", offset, offset + _HEADER_LINE_LIMIT)
+        text = _header_text(head[offset + 1:end if end >= 0 else len(head)])
+        if end < 0 and text is not None and len(head) < _HEADER_LIMIT:
+            raise EventDataError(path, "corrupt header: the file ends inside its header (truncated)")
+        if end < 0 or text is None:
+            if not header:
+                raise EventDataError(path, "corrupt header: the first '%' line is not a line of text")
+            break
+        offset = end + 1
+        if text == "end":
+            break
+        key, _, value = text.partition(" ")
+        if key:
+            header[key.lower()] = value.strip()
+    f.seek(offset)
+    return header
+
+
+def _prophesee_sensor(header, path):
+    """(H, W) from the header: the `format` line's height and width, `geometry WxH`, a DAT's
+    Height and Width lines, or else the camera plugin or sensor generation; None if none says."""
+    fields = dict(part.strip().split("=", 1) for part in header.get("format", "").split(";")[1:] if "=" in part)
+    sizes = [(fields.get("height"), fields.get("width"))]
+    if "geometry" in header:
+        width, _, height = header["geometry"].lower().partition("x")
+        sizes.append((height, width))
+    sizes.append((header.get("height"), header.get("width")))
+    for height, width in sizes:
+        if height is not None and width is not None:
+            try:
+                return int(height), int(width)
+            except ValueError:
+                raise EventDataError(path, f"corrupt header: sensor size {width}x{height} is not two whole numbers") from None
+    names = header.get("plugin_name", "").lower().split("_")
+    names.append("gen" + header.get("sensor_generation", "").replace(".0", "").replace(".", ""))
+    return next((_PROPHESEE_SENSORS[name] for name in names if name in _PROPHESEE_SENSORS), None)
+
+
+def _raw_encoding(header, path):
+    """'evt2', 'evt21', 'evt21_legacy' or 'evt3', from the `format` line (newer files) or the `evt`
+    line. EVT 2.1 from an IMX636 (`endianness=legacy`) sends the 32 bits that hold the type first."""
+    if "format" in header:
+        name, *fields = header["format"].split(";")
+        encoding = {"EVT2": "evt2", "EVT21": "evt21", "EVT3": "evt3"}.get(name.strip().upper())
+        if encoding is None:
+            raise EventDataError(path, f"unknown encoding {name.strip()!r} in the header (EVT2, EVT21 and EVT3 are read)")
+        return encoding + ("_legacy" if encoding == "evt21" and "endianness=legacy" in fields else "")
+    if "evt" in header:
+        encoding = {"2.0": "evt2", "2.1": "evt21", "3.0": "evt3"}.get(header["evt"])
+        if encoding is None:
+            raise EventDataError(path, f"unknown encoding 'evt {header['evt']}' in the header (2.0, 2.1 and 3.0 are read)")
+        return encoding
+    raise EventDataError(path, "corrupt header: no '% evt' or '% format' line names the encoding")
+
+
+# the set bits of every byte value: how many, and where (rising, then padding)
+_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
+_BYTE_BIT_COUNT = _BYTE_BITS.sum(axis=1, dtype=np.intp)
+_BYTE_BIT_POSITIONS = np.argsort(1 - _BYTE_BITS, axis=1, kind="stable")
+
+
+def _bit_count_by_bytes(words):
+    """Set bits of each uint64, from the byte table (numpy 1 has no np.bitwise_count)."""
+    return _BYTE_BIT_COUNT[words.view(np.uint8)].reshape(len(words), 8).sum(axis=1)
+
+
+_bit_count = getattr(np, "bitwise_count", _bit_count_by_bytes)
+
+
+def _unwrap(counter, last, period):
+    """Values of a counter that wraps at `period`, made to count on: a fall of more than half a
+    period is one wrap. `last` is the unwrapped value before counter[0], or None."""
+    counter = counter.astype(np.int64)
+    if last is None:
+        last = int(counter[0]) if len(counter) else 0
+    wraps = np.cumsum(np.diff(counter, prepend=last % period) < -(period // 2))
+    return counter + (last // period + wraps) * period
+
+
+def _held(at, values, previous, length):
+    """The value that each of `length` words sees of a state set by the words at positions `at`
+    (sorted, with `values`): `previous` before the first, -1 if that is None. For states set
+    rarely (time high): each value is repeated over its run of words."""
+    runs = np.diff(at, prepend=0, append=length)
+    return np.repeat(np.concatenate([[-1 if previous is None else previous], values]).astype(np.int64), runs)
+
+
+def _latest(at, *states):
+    """The value that each word at the positions `at` sees of each state (is_setter, values,
+    previous): the value of the last word at or before it where `is_setter`, `previous` before
+    the first (-1 if that is None). For states set often (EVT 3.0's row and time): the number
+    of setters up to each position indexes `values`. It is read from the setters packed 64 to a
+    word (those before, counted once, plus the bits of its own word up to the position), so
+    that only the positions asked for are visited; a cumsum would add up every word, at twice
+    the cost."""
+    word = at >> 6
+    shift = ~at.view(np.uint64) & np.uint64(63)  # drops the bits after each position
+    seen = []
+    for is_setter, values, previous in states:
+        packed = np.packbits(is_setter, bitorder="little")
+        packed = np.concatenate([packed, np.zeros(-len(packed) % 8, np.uint8)]).view("<u8")
+        counts = _bit_count(packed)
+        before = np.cumsum(counts, dtype=np.int64) - counts
+        values_with_previous = np.empty(len(values) + 1, np.result_type(values.dtype, np.int16))
+        values_with_previous[0] = -1 if previous is None else previous
+        values_with_previous[1:] = values
+        seen.append(values_with_previous[before[word] + _bit_count(packed[word] << shift)])
+    return seen
+
+
+def _set_bits(masks):
+    """(index of the mask, position of the bit) of every set bit of the unsigned `masks`: mask by
+    mask, and by rising bit inside one, which is the order of a vector word's events. Read a
+    byte at a time from tables, so that the cost follows the events, not the mask width."""
+    size = masks.dtype.itemsize  # 1, 2, 4 or 8
+    byte = np.ascontiguousarray(masks, masks.dtype.newbyteorder("<")).view(np.uint8)
+    count = _BYTE_BIT_COUNT[byte]
+    source = np.repeat(np.arange(len(byte)), count)  # the byte that holds each set bit
+    rank = np.arange(len(source)) - np.repeat(np.cumsum(count) - count, count)
+    shift = size.bit_length() - 1
+    return source >> shift, _BYTE_BIT_POSITIONS[byte[source], rank] + ((source & (size - 1)) << 3)
+
+
+def _splice(column, vectors, count, events):
+    """`column` with the entry at each position in `vectors` replaced by that vector word's
+    `count` entries of `events` (in order)."""
+    pieces, start = [], 0
+    for at, vector_events in zip(vectors.tolist(), np.split(events, np.cumsum(count)[:-1])):
+        pieces += [column[start:at], vector_events]
+        start = at + 1
+    return np.concatenate(pieces + [column[start:]])
+
+
+def _vector_events(t, x, y, p, vectors, masks):
+    """Events of words that each hold one event (t, x, y, p) but for the words at positions
+    `vectors`, whose events are the set bits of `masks`: bit k is an event at x + k. Events keep
+    the order of their words, and of x inside a word."""
+    word, bit = _set_bits(masks)
+    count = np.bincount(word, minlength=len(vectors))  # events of each vector word
+    if len(vectors) <= 64:  # few: copying the runs between them costs less than gathering every event
+        x_events = np.repeat(x[vectors], count) + bit.astype(x.dtype)
+        return (_splice(t, vectors, count, np.repeat(t[vectors], count)), _splice(x, vectors, count, x_events),
+                _splice(y, vectors, count, np.repeat(y[vectors], count)), _splice(p, vectors, count, np.repeat(p[vectors], count)))
+    events_per_word = np.ones(len(t), np.intp)
+    events_per_word[vectors] = count
+    source = np.repeat(np.arange(len(t)), events_per_word)  # the word of each event
+    t, x, y, p = t[source], x[source], y[source], p[source]
+    # a vector word's first event comes after the extra events of the vector words before it
+    first = vectors + np.cumsum(count - 1) - (count - 1)
+    x[first[word] + np.arange(len(word)) - (np.cumsum(count) - count)[word]] += bit.astype(x.dtype)
+    return t, x, y, p
+
+
+class _WordDecoder:
+    """Bytes in, events out (t in integer us, x, y, p as in `Events`), with the state that words
+    leave for later words kept between calls; a partial word at the end of one call's bytes is
+    completed by the next call's."""
+    word = np.dtype("<u2")
+
+    def __init__(self):
+        self.rest = b""
+
+    def feed(self, data):
+        if self.rest:
+            data = self.rest + bytes(data)
+        whole = len(data) - len(data) % self.word.itemsize
+        self.rest = bytes(data[whole:])
+        return self.decode(np.frombuffer(data, self.word, whole // self.word.itemsize))
+
+
+def _polarities(on):
+    """0/1 (OFF/ON) -> int8 -1/+1."""
+    return (on.astype(np.int8) << 1) - 1
+
+
+def _time_high(decoder, typed):
+    """EVT 2.0 / 2.1: the unwrapped time high (28 bits) that each word sees, -1 before the first
+    EVT_TIME_HIGH; the decoder's carried value is updated."""
+    at = np.flatnonzero((typed >> 28) == 0x8)
+    highs = _unwrap(typed[at] & 0x0FFFFFFF, decoder.time_high, 1 << 28)
+    held = _held(at, highs, decoder.time_high, len(typed))
+    if len(highs):
+        decoder.time_high = int(highs[-1])
+    return held
+
+
+class Evt2Decoder(_WordDecoder):
+    """EVT 2.0, 32-bit words; type in bits 28-31. CD_OFF (0x0) and CD_ON (0x1): time low in bits
+    22-27, x in 11-21, y in 0-10. EVT_TIME_HIGH (0x8): the 28 time bits above those 6. Other
+    types (triggers, OTHERS, CONTINUED) carry no CD event."""
+    word = np.dtype("<u4")
+
+    def __init__(self):
+        super().__init__()
+        self.time_high = None  # unwrapped 28-bit value of the last EVT_TIME_HIGH
+
+    def decode(self, words):
+        high = _time_high(self, words)
+        cd = np.flatnonzero(((words >> 28) <= 0x1) & (high >= 0))
+        cd_words, high = words[cd], high[cd]
+        t = (high << 6) | ((cd_words >> 22) & 0x3F)
+        return (t, ((cd_words >> 11) & 0x7FF).astype(np.int16), (cd_words & 0x7FF).astype(np.int16),
+                _polarities(cd_words >> 28))
+
+
+class Evt21Decoder(_WordDecoder):
+    """EVT 2.1, 64-bit words: the 32 bits that hold the type are laid out as an EVT 2.0 word (type,
+    time low, x, y; EVT_NEG 0x0, EVT_POS 0x1, EVT_TIME_HIGH 0x8), and the other 32 bits of a CD
+    word are a mask: bit k set is an event at x + k. `legacy` (IMX636) stores the typed half
+    first; otherwise the word is one little-endian 64-bit number, mask first. None: decide from
+    the first words, as files that only say `% evt 2.1` do not tell."""
+    word = np.dtype([("low", "<u4"), ("high", "<u4")])
+
+    def __init__(self, legacy=None):
+        super().__init__()
+        self.legacy = legacy
+        self.time_high = None
+
+    @staticmethod
+    def _plausible(typed):
+        """Fraction of words whose type field is one of EVT 2.1's types."""
+        return np.isin(typed >> 28, [0x0, 0x1, 0x8, 0xA, 0xE, 0xF]).mean()
+
+    def decode(self, words):
+        if self.legacy is None and len(words):
+            # the mask half's top bits are pixels, any of 16 values; the typed half's, 6 values
+            self.legacy = self._plausible(words["low"][:4096]) > self._plausible(words["high"][:4096])
+        typed, mask = (words["low"], words["high"]) if self.legacy else (words["high"], words["low"])
+        high = _time_high(self, typed)
+        cd = np.flatnonzero(((typed >> 28) <= 0x1) & (high >= 0))
+        cd_typed, high = typed[cd], high[cd]
+        t = (high << 6) | ((cd_typed >> 22) & 0x3F)
+        x = ((cd_typed >> 11) & 0x7FF).astype(np.int16)
+        return _vector_events(t, x, (cd_typed & 0x7FF).astype(np.int16), _polarities(cd_typed >> 28),
+                              np.arange(len(cd)), np.ascontiguousarray(mask[cd]))
+
+
+class Evt3Decoder(_WordDecoder):
+    """EVT 3.0, 16-bit words; type in bits 12-15, and a state that words update:
+    EVT_ADDR_Y 0x0 sets the row (bits 0-10); EVT_TIME_HIGH 0x8 sets the high 12 bits of a 24-bit
+    us time (which wraps every 16.8 s) and EVT_TIME_LOW 0x6 the low 12; EVT_ADDR_X 0x2 is one
+    event at x (bits 0-10) with polarity bit 11; VECT_BASE_X 0x3 sets the x and polarity of the
+    vector words after it: VECT_12 0x4 and VECT_8 0x5 hold 12 or 8 pixels from that x (bit k
+    set: an event at x + k) and move it on by 12 or 8. Other words (triggers, OTHERS,
+    CONTINUED_4 0x7, CONTINUED_12 0xF) carry no CD event."""
+
+    def __init__(self):
+        super().__init__()
+        self.y = None
+        self.time_high = None  # unwrapped high 12 bits, of the last EVT_TIME_HIGH
+        self.time = None  # us, the time that the last time word set
+        self.vector_x = None  # x of the next vector word's first pixel
+        self.vector_p = None  # its polarity (0/1)
+
+    def decode(self, words):
+        kind = words >> 12
+        is_row, is_time = kind == 0x0, (kind == 0x6) | (kind == 0x8)
+        times = self._times(words[np.flatnonzero(is_time)])
+        in_family = (kind - 0x3) < 3  # VECT_BASE_X, VECT_12, VECT_8 (kind is unsigned: below 3 wraps round)
+        has_vectors = np.count_nonzero(in_family) > 0
+        producing = np.flatnonzero((kind == 0x2) | (kind == 0x4) | (kind == 0x5) if has_vectors else kind == 0x2)
+        rows = np.flatnonzero(is_row)
+        # before a stream's first time-high and row words, events have no time or row
+        state_known = self.time_high is not None and self.y is not None
+        t, y = _latest(producing, (is_time, times, self.time), (is_row, (words[rows] & 0x7FF).astype(np.int16), self.y))
+        if len(times):
+            self.time = int(times[-1])
+        if len(rows):
+            self.y = int(words[rows[-1]] & 0x7FF)
+
+        event_words = words[producing]
+        x, p = (event_words & 0x7FF).astype(np.int16), _polarities((event_words >> 11) & 1)
+        known = None if state_known else (t >= 0) & (y >= 0)
+        if has_vectors:
+            vectors = np.flatnonzero(event_words >= 0x4000)  # VECT_12 and VECT_8 among the words that hold events
+            x[vectors], p[vectors] = self._vectors(words[np.flatnonzero(in_family)])
+            if (x[vectors] < 0).any():  # vector words before the first VECT_BASE_X
+                known = (x >= 0) if known is None else known & (x >= 0)
+        if known is not None and not known.all():
+            t, x, y, p, event_words = t[known], x[known], y[known], p[known], event_words[known]
+        if not has_vectors:  # one event per word
+            return t, x, y, p
+        vectors = np.flatnonzero(event_words >= 0x4000)
+        masks = (event_words[vectors] & np.where(event_words[vectors] >= 0x5000, 0xFF, 0xFFF)).astype("<u2")
+        return _vector_events(t, x, y, p, vectors, masks)
+
+    def _times(self, time_words):
+        """The time (us) that each EVT_TIME_HIGH / EVT_TIME_LOW word sets, -1 before the first
+        EVT_TIME_HIGH; a EVT_TIME_HIGH sets the low bits to 0."""
+        high_at = np.flatnonzero(time_words >= 0x8000)
+        highs = _unwrap(time_words[high_at] & 0xFFF, self.time_high, 1 << 12)
+        high = _held(high_at, highs, self.time_high, len(time_words))
+        if len(highs):
+            self.time_high = int(highs[-1])
+        low = time_words & 0xFFF
+        low[high_at] = 0
+        times = (high << 12) | low
+        times[high < 0] = -1
+        return times
+
+    def _vectors(self, family_words):
+        """(x of the first pixel, polarity) of each vector word among VECT_BASE_X and vector words:
+        its VECT_BASE_X's x moved on by the widths of the vector words between them; x is -1
+        where no VECT_BASE_X came before."""
+        kind = family_words >> 12
+        is_base = kind == 0x3
+        width = np.where(kind == 0x4, 12, np.where(kind == 0x5, 8, 0))
+        before = np.cumsum(width) - width  # pixels of the vector words before each word
+        every = np.arange(len(family_words))
+        # the carried state acts as a VECT_BASE_X at the start of the block
+        base_x, base_before, polarity = _latest(
+            every, (is_base, (family_words[is_base] & 0x7FF).astype(np.int64), self.vector_x),
+            (is_base, before[is_base], 0), (is_base, ((family_words[is_base] >> 11) & 1).astype(np.int8), self.vector_p))
+        x = np.where(base_x < 0, -1, base_x + before - base_before)
+        self.vector_x = None if base_x[-1] < 0 else int(x[-1] + width[-1])
+        self.vector_p = None if polarity[-1] < 0 else int(polarity[-1])
+        return x[~is_base], (polarity[~is_base] << 1) - 1
+
+
+class DatDecoder(_WordDecoder):
+    """DAT CD events, 8 bytes each: a 32-bit us time (wraps every 71.6 min), then x in bits 0-13, y
+    in 14-27 and polarity in 28-31 of a second 32-bit word."""
+    word = np.dtype([("t", "<u4"), ("xyp", "<u4")])
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.t = None
+
+    def decode(self, words):
+        t = _unwrap(words["t"], self.t, 1 << 32)
+        if len(t):
+            self.t = int(t[-1])
+        xyp = words["xyp"]
+        return t, (xyp & 0x3FFF).astype(np.int16), ((xyp >> 14) & 0x3FFF).astype(np.int16), _polarity(xyp >> 28, self.path)
+
+
+def _decoded_pieces(f, decoder, path, word_name):
+    """Event pieces from the rest of an open file, decoded a block at a time."""
+    while block := f.read(_RAW_BLOCK):
+        t, x, y, p = decoder.feed(block)
+        if len(t):
+            yield ("events", t / 1e6, x, y, p)
+    if decoder.rest:
+        raise EventDataError(path, f"truncated: the file ends inside its last {word_name} ({len(decoder.rest)} of its bytes)")
+
+
+def _is_file_with(*extensions):
+    return lambda path: path.lower().endswith(extensions) and os.path.isfile(path)
+
+
+@stream_reader("prophesee_raw", _is_file_with(".raw"))
+def stream_prophesee_raw(path, **options):
+    """Prophesee / Metavision RAW: a `% key value` header, then EVT 2.0, 2.1 or 3.0 words."""
+    with open(path, "rb") as f:
+        header = _prophesee_header(f, path)
+        encoding = _raw_encoding(header, path)
+        sensor = _prophesee_sensor(header, path)
+        if sensor:
+            yield ("sensor", sensor)
+        yield ("info", {"encoding": _ENCODING_NAMES[encoding], "time_unit": "us"})
+        if encoding.startswith("evt21"):  # `% evt 2.1` alone does not say which half comes first
+            decoder = Evt21Decoder(legacy=encoding == "evt21_legacy" if "format" in header else None)
+        else:
+            decoder = Evt2Decoder() if encoding == "evt2" else Evt3Decoder()
+        yield from _decoded_pieces(f, decoder, path, f"{decoder.word.itemsize}-byte {_ENCODING_NAMES[encoding]} word")
+
+
+@stream_reader("prophesee_dat", _is_file_with(".dat"))
+def stream_prophesee_dat(path, **options):
+    """Prophesee DAT: a `% key value` header, a byte for the event type and one for the event size,
+    then 8-byte CD events (type 0x0C, or 0x00 for the TD events of older ATIS files)."""
+    with open(path, "rb") as f:
+        header = _prophesee_header(f, path)
+        kind_and_size = f.read(2)
+        if len(kind_and_size) < 2:
+            raise EventDataError(path, "truncated: no event type and size after the header")
+        kind, size = kind_and_size
+        if kind not in (0x00, 0x0C) or size != 8:
+            raise EventDataError(path, f"unknown encoding: DAT event type 0x{kind:02X} of {size} bytes (CD events, type 0x0C of 8 bytes, are read)")
+        if header.get("version", "2") != "2":
+            raise EventDataError(path, f"unknown encoding: DAT version {header['version']} (version 2 is read)")
+        sensor = _prophesee_sensor(header, path)
+        if sensor:
+            yield ("sensor", sensor)
+        yield ("info", {"encoding": "DAT CD", "time_unit": "us"})
+        yield from _decoded_pieces(f, DatDecoder(path), path, "8-byte DAT event")
+
+
 # --- HDF5 -------------------------------------------------------------------------
+#
+# Datasets may be compressed with filters that h5py does not bring, such as the Blosc that
+# DSEC's events.h5 use: importing the hdf5plugin package registers them.
+
+def _hdf5_filters():
+    """Register hdf5plugin's compression filters with h5py; False if the package is absent."""
+    try:
+        import hdf5plugin  # noqa: F401  (importing it is what registers the filters)
+    except ImportError:
+        return False
+    return True
+
 
 def _h5_events_layout(f, path):
-    """(datasets t, x, y, p, time-to-seconds) for the event_cnn_minimal or the flat layout.
-    Flat files keep t in integer microseconds (DSEC adds a `t_offset` in us); float t is seconds."""
+    """(datasets t, x, y, p, time-to-seconds, facts) for the event_cnn_minimal, DSEC or flat
+    layout. Flat files keep t in integer microseconds (DSEC adds a `t_offset` in us, and the
+    index `ms_to_idx`); float t is seconds."""
     import h5py
     if "events" in f and all(k in f["events"] for k in ("ts", "xs", "ys", "ps")):
         group = f["events"]
-        return group["ts"], group["xs"], group["ys"], group["ps"], lambda t: t.astype(np.float64)
+        return (group["ts"], group["xs"], group["ys"], group["ps"], lambda t: t.astype(np.float64),
+                {"encoding": "event_cnn_minimal", "time_unit": "s"})
     for group in (f, f.get("events")):
         if isinstance(group, h5py.Group) and all(k in group for k in ("t", "x", "y", "p")):
+            encoding = "DSEC" if "ms_to_idx" in f else "flat"
             if np.issubdtype(group["t"].dtype, np.integer):
                 offset = int(f["t_offset"][()]) if "t_offset" in f else 0
                 to_seconds = lambda t: (t.astype(np.int64) + offset) / 1e6  # exact sum, one rounding
-            else:
-                to_seconds = lambda t: t.astype(np.float64)
-            return group["t"], group["x"], group["y"], group["p"], to_seconds
+                return group["t"], group["x"], group["y"], group["p"], to_seconds, {"encoding": encoding, "time_unit": "us"}
+            return (group["t"], group["x"], group["y"], group["p"], lambda t: t.astype(np.float64),
+                    {"encoding": encoding, "time_unit": "s"})
     raise EventDataError(path, "missing dataset: expected events/ts, events/xs, events/ys, events/ps "
-                               "(event_cnn_minimal) or t, x, y, p (flat, at the root or under events/)")
+                               "(event_cnn_minimal) or t, x, y, p (flat and DSEC, at the root or under events/)")
+
+
+def _h5_first_at(t, to_seconds, seconds, f):
+    """Index of the first event at or after `seconds` (t is sorted). DSEC's ms_to_idx gives the
+    events of that millisecond; without it, halving the range reads one time stamp a step. Either
+    way only a few time stamps are read, not the recording's."""
+    low, high = 0, len(t)
+    if "ms_to_idx" in f:
+        ms_to_idx = f["ms_to_idx"]
+        offset_us = int(f["t_offset"][()]) if "t_offset" in f else 0
+        ms = int(np.floor((seconds * 1e6 - offset_us) / 1000))
+        # a millisecond more on each side: `seconds` in float may fall either side of a boundary
+        low = 0 if ms < 1 else int(ms_to_idx[ms - 1]) if ms - 1 < len(ms_to_idx) else len(t)
+        high = len(t) if ms + 2 >= len(ms_to_idx) else max(low, int(ms_to_idx[max(ms + 2, 0)]))
+    while high - low > 4096:
+        middle = (low + high) // 2
+        if to_seconds(t[middle:middle + 1])[0] < seconds:
+            low = middle + 1
+        else:
+            high = middle
+    return low + int(np.searchsorted(to_seconds(t[low:high]), seconds, side="left"))
 
 
 @stream_reader("h5", lambda path: path.endswith((".h5", ".hdf5")) and os.path.isfile(path))
-def stream_h5(path, **options):
+def stream_h5(path, time_range=None, **options):
     """HDF5, event_cnn_minimal / HQF layout (events/{ts,xs,ys,ps}, images/image*, attribute
-    sensor_resolution) or flat layout (t, x, y, p), read a batch at a time."""
+    sensor_resolution), DSEC layout (events/{t,x,y,p} in us after t_offset, ms_to_idx) or flat
+    layout (t, x, y, p), read a batch at a time. `time_range` (begin, end) in seconds on the
+    recording's clock reads only the events and frames with begin <= t < end."""
     import h5py
+    has_filters = _hdf5_filters()
     try:
         with h5py.File(path, "r") as f:
-            t, x, y, p, to_seconds = _h5_events_layout(f, path)
+            t, x, y, p, to_seconds, facts = _h5_events_layout(f, path)
             if not len(t) == len(x) == len(y) == len(p):
                 raise EventDataError(path, f"event datasets differ in length: {len(t)}, {len(x)}, {len(y)}, {len(p)}")
             if "sensor_resolution" in f.attrs:
                 yield ("sensor", tuple(int(v) for v in f.attrs["sensor_resolution"]))
-            for start in range(0, len(t), BATCH):
-                part = slice(start, start + BATCH)
+            yield ("info", facts)
+            first, last = 0, len(t)
+            if time_range is not None:
+                first, last = (_h5_first_at(t, to_seconds, seconds, f) for seconds in time_range)
+            for start in range(first, last, BATCH):
+                part = slice(start, min(start + BATCH, last))
                 yield _event_piece(to_seconds(t[part]), x[part], y[part], p[part], path)
             if "images" in f:
                 for name in sorted(f["images"].keys()):
                     image = f["images"][name]
                     if "timestamp" not in image.attrs:
                         raise EventDataError(path, f"images/{name} has no timestamp attribute")
-                    yield ("frame", "images", float(image.attrs["timestamp"]), image[()])
+                    stamp = float(image.attrs["timestamp"])
+                    if time_range is None or time_range[0] <= stamp < time_range[1]:
+                        yield ("frame", "images", stamp, image[()])
     except (OSError, KeyError, ValueError, RuntimeError) as error:  # h5py raises KeyError for a corrupt object header
         problem = " ".join(str(error).strip("'\"").split()) or type(error).__name__
+        if not has_filters and ("filter" in problem or "plugin" in problem):
+            raise EventDataError(path, "its data is compressed with a filter that h5py lacks (DSEC's "
+                                       "are Blosc): pip install hdf5plugin") from None
         raise EventDataError(path, f"unreadable or truncated HDF5 file ({problem})") from None
 
 
@@ -650,8 +1130,7 @@ def _ros_header(raw):
 
 
 def _ros_image(raw, path, topic):
-    """sensor_msgs/Image -> uint8 gray [H, W] or RGB [H, W, 3]."""
-    import cv2
+    """ROS 1 sensor_msgs/Image -> (stamp in seconds, uint8 gray [H, W] or RGB [H, W, 3])."""
     stamp, offset = _ros_header(raw)
     height, width, encoding_length = struct.unpack_from("<3I", raw, offset)
     offset += 12
@@ -661,20 +1140,26 @@ def _ros_image(raw, path, topic):
     if size < height * step or len(raw) < offset + size:
         raise EventDataError(path, f"image message on {topic} is truncated")
     rows = np.frombuffer(raw, np.uint8, height * step, offset).reshape(height, step)
+    return stamp, _image_pixels(rows, width, encoding, big_endian, path, topic)
+
+
+def _image_pixels(rows, width, encoding, big_endian, path, topic):
+    """The [height, step] bytes of a sensor_msgs/Image -> uint8 gray [H, W] or RGB [H, W, 3]."""
+    import cv2
     if encoding in ("mono8", "8UC1"):
         image = rows[:, :width]
     elif encoding in ("mono16", "16UC1"):  # keep the 8 most significant bits
         image = (rows[:, :2 * width].view(">u2" if big_endian else "<u2") >> 8).astype(np.uint8)
     elif encoding in ("rgb8", "bgr8", "8UC3", "rgba8", "bgra8"):
         channels = 4 if encoding.endswith("a8") else 3
-        image = rows[:, :channels * width].reshape(height, width, channels)[..., :3]
+        image = rows[:, :channels * width].reshape(len(rows), width, channels)[..., :3]
         if encoding.startswith("bgr") or encoding == "8UC3":  # 8UC3 follows OpenCV: BGR
             image = image[..., ::-1]
     elif encoding in _BAYER_TO_RGB:
         image = cv2.cvtColor(np.ascontiguousarray(rows[:, :width]), getattr(cv2, _BAYER_TO_RGB[encoding]))
     else:
         raise EventDataError(path, f"image encoding {encoding!r} on {topic} is not supported")
-    return stamp, np.ascontiguousarray(image)
+    return np.ascontiguousarray(image)
 
 
 def _ros_events(payloads, path):
@@ -713,6 +1198,7 @@ def stream_bag(path, events_topic="/dvs/events", images_topic=None, color_images
                 topics["color_images"] = _bag_connections(bag, color_images_topic, IMAGE_TYPE, path, True)
             key_of = {c.id: key for key, connections in topics.items() for c in connections}
             topic_of = {c.id: c.topic for connections in topics.values() for c in connections}
+            yield ("info", {"encoding": "dvs_msgs/EventArray", "time_unit": "ns"})
             sensor, payloads, pending, total = None, [], 0, 0
             for connection, _, raw in bag.messages(connections=[c for cs in topics.values() for c in cs]):
                 if key_of[connection.id] != "events":
@@ -740,6 +1226,226 @@ def stream_bag(path, events_topic="/dvs/events", images_topic=None, color_images
             AssertionError, KeyError, IndexError) as error:  # rosbags asserts, and looks up what a corrupt record names
         corrupt = isinstance(error, (AssertionError, KeyError, IndexError))
         problem = "a corrupt record" if corrupt else " ".join(str(error).split()) or type(error).__name__
+        raise EventDataError(path, f"unreadable or truncated bag ({problem})") from None
+
+
+# --- ROS 2 bags -------------------------------------------------------------------
+#
+# Read with rosbags' AnyReader: a bag folder (with its metadata.yaml), or the .db3 (SQLite) or
+# .mcap file inside one. Events come as dvs_msgs/EventArray ported to ROS 2, or as
+# event_camera_msgs/EventPacket (the metavision and libcaer drivers'), whose `events` bytes are
+# raw EVT 3.0 words (encoding "evt3", decoded by `Evt3Decoder`, its state carried from message
+# to message) or "mono" 64-bit words: polarity in bit 63, y in bits 48-62, x in 32-47, and in
+# 0-31 the ns after the header stamp. Bags from before ROS 2 Iron hold no message definitions;
+# the ones here are then used. EventArrays are parsed from their CDR bytes with numpy, as the
+# ROS 1 ones are, rather than into a Python object per event.
+
+ROS2_MESSAGE_DEFINITIONS = {
+    "dvs_msgs/msg/Event": "uint16 x\nuint16 y\nbuiltin_interfaces/Time ts\nbool polarity\n",
+    "dvs_msgs/msg/EventArray": "std_msgs/Header header\nuint32 height\nuint32 width\ndvs_msgs/Event[] events\n",
+    "event_camera_msgs/msg/EventPacket": ("std_msgs/Header header\nuint32 height\nuint32 width\nuint64 seq\n"
+                                          "uint64 time_base\nstring encoding\nbool is_bigendian\nuint8[] events\n"),
+}
+EVENT_PACKET_TYPE = "event_camera_msgs/msg/EventPacket"
+ROS2_EVENT_TYPES = (EVENT_ARRAY_TYPE, EVENT_PACKET_TYPE)
+# A dvs_msgs/Event in CDR: x, y (uint16), sec, nanosec (4-aligned), polarity (bool). After the
+# array's uint32 count the first event starts 4-aligned (13 bytes); each later one starts 2
+# bytes past a 4-aligned place, so 2 bytes of padding come before its sec, and one after its
+# polarity but the last one's: events lie 16 bytes apart.
+_CDR_EVENT_FIELDS = {"names": ["x", "y", "sec", "nsec", "polarity"], "formats": ["<u2", "<u2", "<i4", "<u4", "u1"]}
+CDR_FIRST_EVENT = np.dtype(dict(_CDR_EVENT_FIELDS, offsets=[0, 2, 4, 8, 12], itemsize=13))
+CDR_EVENT = np.dtype(dict(_CDR_EVENT_FIELDS, offsets=[0, 2, 6, 10, 14], itemsize=16))
+
+
+def _is_ros2_bag(path):
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, "metadata.yaml"))
+    return path.endswith((".db3", ".mcap")) and os.path.isfile(path)
+
+
+def ros2_typestore():
+    """A ROS 2 type store that also knows the event message types."""
+    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+    typestore = get_typestore(Stores.ROS2_HUMBLE)
+    for name, definition in ROS2_MESSAGE_DEFINITIONS.items():
+        typestore.register(get_types_from_msg(definition, name))
+    return typestore
+
+
+class _CdrEventArrays:
+    """dvs_msgs/EventArray messages in CDR, kept as bytes and parsed a batch at a time with numpy
+    (a Python object per event would cost about 20x): each message's first event apart from the
+    later ones."""
+
+    def __init__(self, path, topic):
+        self.path, self.topic = path, topic
+        self.firsts, self.others, self.counts = [], [], []
+
+    def add(self, raw):
+        """Keep one message's events; returns (height, width, number of events)."""
+        if raw[1] != 1:
+            raise EventDataError(self.path, f"EventArray on {self.topic} is big-endian CDR; only little-endian is read")
+        body = memoryview(raw)[4:]  # offsets and alignment count from after the 4-byte encapsulation header
+        frame_id_length = struct.unpack_from("<I", body, 8)[0]
+        offset = (12 + frame_id_length + 3) & ~3
+        height, width, count = struct.unpack_from("<3I", body, offset)
+        offset += 12
+        if len(body) != offset + (0 if count == 0 else 16 * count - 3):
+            raise EventDataError(self.path, f"EventArray message on {self.topic} is truncated or malformed")
+        if count:
+            self.firsts.append(body[offset:offset + 13])
+        if count > 1:
+            self.others += [body[offset + 14:], b"\0"]  # the last event's padding byte, which CDR leaves out
+        self.counts.append(count)
+        return height, width, count
+
+    def take(self):
+        """(t, x, y, polarity) of the messages kept since the last call, in their order."""
+        firsts, others = np.frombuffer(b"".join(self.firsts), CDR_FIRST_EVENT), np.frombuffer(b"".join(self.others), CDR_EVENT)
+        counts = np.array(self.counts, np.int64)
+        is_first = np.zeros(int(counts.sum()), bool)
+        is_first[(np.cumsum(counts) - counts)[counts > 0]] = True
+        columns = {}
+        for name in CDR_EVENT.names:
+            columns[name] = np.empty(len(is_first), CDR_EVENT[name])
+            columns[name][is_first], columns[name][~is_first] = firsts[name], others[name]
+        self.firsts, self.others, self.counts = [], [], []
+        return columns["sec"] + columns["nsec"] / 1e9, columns["x"], columns["y"], columns["polarity"]
+
+
+def _seconds(ns):
+    """Integer ns -> float seconds, as sec + nsec / 1e9 (the way the other bag readers do)."""
+    return ns // 1_000_000_000 + (ns % 1_000_000_000) / 1e9
+
+
+class _EventPackets:
+    """event_camera_msgs/EventPacket messages of one topic -> events on the bag's clock (times in
+    integer ns until handed on), a batch at a time. Once the clock offset is known, EVT 3.0
+    bytes wait until a block's worth has come, as a file's do: decoding each small message
+    alone would cost several times more."""
+
+    def __init__(self, path, topic):
+        self.path, self.topic = path, topic
+        self.evt3 = Evt3Decoder()
+        self.offset_ns = None  # EVT 3.0's sensor clock -> the bag's clock
+        self.evt3_bytes, self.evt3_size = [], 0  # not decoded yet
+        self.batch = []  # decoded: (t_ns, x, y, p) per message or block
+
+    def add(self, message):
+        """Take one message; returns (height, width, number of events it decoded now)."""
+        stamp_ns = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
+        data = np.asarray(message.events, np.uint8)
+        if message.encoding == "mono":
+            if len(data) % 8:
+                raise EventDataError(self.path, f"mono EventPacket on {self.topic} is not whole 8-byte events")
+            words = data.view("<u8")
+            self.batch.append((stamp_ns + (words & 0xFFFFFFFF).astype(np.int64), (words >> 32) & 0xFFFF,
+                               (words >> 48) & 0x7FFF, words >> 63))
+            return message.height, message.width, len(words)
+        if message.encoding != "evt3":
+            raise EventDataError(self.path, f"unknown encoding {message.encoding!r} of EventPacket on {self.topic} (evt3 and mono are read)")
+        self.evt3_bytes.append(data.tobytes())
+        self.evt3_size += len(data)
+        if self.offset_ns is not None and self.evt3_size < _RAW_BLOCK:
+            return message.height, message.width, 0
+        return message.height, message.width, self._decode_evt3(stamp_ns)
+
+    def _decode_evt3(self, stamp_ns=None):
+        t_us, x, y, p = self.evt3.feed(b"".join(self.evt3_bytes))
+        self.evt3_bytes, self.evt3_size = [], 0
+        if len(t_us) and self.offset_ns is None:
+            # the sensor's clock is moved once, so that the first event is at its message's
+            # stamp: time differences stay the sensor's own, free of the stamps' jitter
+            self.offset_ns = stamp_ns - int(t_us[0]) * 1000
+        self.batch.append((t_us * 1000 + (self.offset_ns or 0), x, y, p))
+        return len(t_us)
+
+    def take(self):
+        """(t, x, y, polarity) of the events since the last call, the EVT 3.0 bytes waiting included."""
+        if self.evt3_bytes:
+            self._decode_evt3()
+        t_ns, x, y, p = (np.concatenate(column) for column in zip(*self.batch)) if self.batch else (np.zeros(0, np.int64),) * 4
+        self.batch = []
+        return _seconds(t_ns), x, y, p
+
+
+def _ros2_connections(bag, topic, msgtypes, path, what):
+    """The connections of `topic`, or when None, of the bag's one topic of the types `msgtypes`."""
+    if topic is None:
+        topics = sorted({c.topic for c in bag.connections if c.msgtype in msgtypes})
+        if len(topics) != 1:
+            listed = ", ".join(sorted(f"{c.topic} ({c.msgtype})" for c in bag.connections)) or "none"
+            raise EventDataError(path, f"{'no' if not topics else 'more than one'} {what} topic in the bag; "
+                                       f"name one (topics: {listed})")
+        topic = topics[0]
+    connections = [c for c in bag.connections if c.topic == topic]
+    if not connections:
+        listed = ", ".join(sorted(f"{c.topic} ({c.msgtype})" for c in bag.connections)) or "none"
+        raise EventDataError(path, f"no topic {topic} in the bag (topics: {listed})")
+    if any(c.msgtype not in msgtypes for c in connections):
+        raise EventDataError(path, f"topic {topic} holds {connections[0].msgtype}, expected {' or '.join(msgtypes)}")
+    return connections
+
+
+@stream_reader("ros2_bag", _is_ros2_bag, sort=True)
+def stream_ros2_bag(path, events_topic=None, images_topic=None, color_images_topic=None, **options):
+    """ROS 2 bag (folder, .db3 or .mcap) with dvs_msgs/EventArray or event_camera_msgs/EventPacket
+    events and sensor_msgs/Image frames (header stamps). `events_topic` defaults to the bag's one
+    topic of events, `images_topic` to its one image topic if it has exactly one ("" for no
+    frames); `color_images_topic` gives frames of key "color_images"."""
+    from pathlib import Path
+
+    from rosbags.highlevel import AnyReader, AnyReaderError
+    from rosbags.rosbag2 import ReaderError
+    try:
+        with AnyReader([Path(path)], default_typestore=ros2_typestore()) as bag:
+            topics = {"events": _ros2_connections(bag, events_topic, ROS2_EVENT_TYPES, path, "events")}
+            image_topics = sorted({c.topic for c in bag.connections if c.msgtype == IMAGE_TYPE})
+            if images_topic is None and len(image_topics) > 1:
+                print(f"note: {path}: several image topics ({', '.join(image_topics)}); no frames are read "
+                      f"unless images_topic names one", file=sys.stderr)
+            if images_topic or (images_topic is None and len(image_topics) == 1):
+                topics["images"] = _ros2_connections(bag, images_topic or image_topics[0], (IMAGE_TYPE,), path, "image")
+            if color_images_topic:
+                topics["color_images"] = _ros2_connections(bag, color_images_topic, (IMAGE_TYPE,), path, "image")
+            key_of = {c.id: key for key, connections in topics.items() for c in connections}
+            events_name = topics["events"][0].topic
+            messages = (_CdrEventArrays if topics["events"][0].msgtype == EVENT_ARRAY_TYPE else _EventPackets)(path, events_name)
+            sensor, pending, total, encoding = None, 0, 0, None
+            for connection, _, raw in bag.messages(connections=[c for cs in topics.values() for c in cs]):
+                key = key_of[connection.id]
+                if key != "events":
+                    image = bag.deserialize(raw, connection.msgtype)
+                    rows = np.asarray(image.data, np.uint8)[:image.height * image.step].reshape(image.height, image.step)
+                    yield ("frame", key, _seconds(image.header.stamp.sec * 1_000_000_000 + image.header.stamp.nanosec),
+                           _image_pixels(rows, image.width, image.encoding, image.is_bigendian, path, connection.topic))
+                    continue
+                if isinstance(messages, _CdrEventArrays):
+                    height, width, count = messages.add(raw)
+                    kind = "dvs_msgs/EventArray"
+                else:
+                    message = bag.deserialize(raw, connection.msgtype)
+                    height, width, count = messages.add(message)
+                    kind = f"event_camera_msgs/EventPacket {message.encoding}"
+                if encoding is None:
+                    encoding = kind
+                    yield ("info", {"encoding": kind, "time_unit": "us" if kind.endswith("evt3") else "ns"})
+                if sensor is None and height and width:
+                    sensor = (int(height), int(width))
+                    yield ("sensor", sensor)
+                pending += count
+                if pending >= BATCH:
+                    yield _event_piece(*messages.take(), path)
+                    total, pending = total + pending, 0
+            last = messages.take()  # with what still waits to be decoded
+            if len(last[0]):
+                yield _event_piece(*last, path)
+            if total + len(last[0]) == 0:
+                raise EventDataError(path, f"no events on {events_name}")
+            if isinstance(messages, _EventPackets) and messages.evt3.rest:
+                raise EventDataError(path, f"truncated: the EVT 3.0 data on {events_name} ends inside a 2-byte word")
+    except (AnyReaderError, ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError, KeyError) as error:
+        problem = " ".join(str(error).split()) or type(error).__name__
         raise EventDataError(path, f"unreadable or truncated bag ({problem})") from None
 
 
@@ -792,6 +1498,7 @@ def stream_aedat4(path, **options):
         events_id = event_streams[0]
         if streams[events_id].get("width") and streams[events_id].get("height"):
             yield ("sensor", (int(streams[events_id]["height"]), int(streams[events_id]["width"])))
+        yield ("info", {"encoding": "AEDAT4", "time_unit": "us"})
         packets, pending = [], 0
         for packet in decoder:
             if "events" in packet and packet["stream_id"] == events_id:
@@ -860,6 +1567,19 @@ def check_events(t, x, y, sensor, path, first=0):
         raise EventDataError(path, f"event {first + i} at x={x[i]}, y={y[i]} is outside the {sensor[1]}x{sensor[0]} (WxH) sensor")
 
 
+def _sensor_order(file_sensor, x_max, y_max, path):
+    """The file's (H, W), or its transpose when only that order holds the events: some files
+    store the size width first (ssl_e2vid's rosbag_to_h5 writes sensor_resolution [W, H] when
+    it has no image topic). Reported, as transposed --H/--W are."""
+    height, width = file_sensor
+    if (x_max >= width or y_max >= height) and x_max < height and y_max < width:
+        print(f"note: {path}: events reach x={x_max}, y={y_max}, outside the file's sensor size "
+              f"{list(file_sensor)} read as [H, W]; it is read as [W, H]: H={width} rows, W={height} columns",
+              file=sys.stderr)
+        return width, height
+    return file_sensor
+
+
 def validate(events, sensor=None):
     """Check that events are usable: non-empty, finite, time-sorted, inside the sensor.
 
@@ -870,6 +1590,8 @@ def validate(events, sensor=None):
     if len(events) == 0:
         raise EventDataError(path, "no events in file")
     x_max, y_max = int(events.x.max()), int(events.y.max())
+    if events.sensor is not None:
+        events.sensor = _sensor_order(tuple(events.sensor), x_max, y_max, path)
     if events.frames is not None:
         frame_size = tuple(events.frames.shape[1:3])
         if events.sensor is not None and tuple(events.sensor) != frame_size:
@@ -912,13 +1634,27 @@ def validate(events, sensor=None):
     return sensor
 
 
-def load_events(path, sensor=None, **options):
+def in_time_range(events, begin, end):
+    """The events, and APS frames, with begin <= t < end (seconds on the recording's clock)."""
+    keep = (events.t >= begin) & (events.t < end)
+    events.t, events.x, events.y, events.p = events.t[keep], events.x[keep], events.y[keep], events.p[keep]
+    if events.frames is not None:
+        keep = (events.frame_t >= begin) & (events.frame_t < end)
+        events.frames, events.frame_t = events.frames[keep], events.frame_t[keep]
+    return events
+
+
+def load_events(path, sensor=None, time_range=None, **options):
     """Read any supported recording and validate it. Returns (events, (H, W)); events.sensor is
-    set to that (H, W) as well."""
+    set to that (H, W) as well. `time_range` (begin, end), in seconds on the recording's clock,
+    keeps the events and frames with begin <= t < end; HDF5 files read only those (DSEC's
+    through ms_to_idx), other formats are read whole and then cut."""
     path = os.path.normpath(path)
     name = detect_format(path)
     read = next(read for n, _, read in READERS if n == name)
-    events = read(path, **options)
+    events = read(path, time_range=time_range, **options)
+    if time_range is not None:
+        events = in_time_range(events, *time_range)
     events.format = events.format or name
     events.sensor = tuple(int(v) for v in validate(events, sensor))
     return events, events.sensor
@@ -926,8 +1662,10 @@ def load_events(path, sensor=None, **options):
 
 def info(path, **options):
     events, sensor = load_events(path, **options)
-    return {"format": events.format, "num_events": len(events), "sensor": list(sensor),
-            "t_first": float(events.t[0]), "t_last": float(events.t[-1]),
+    duration = float(events.t[-1] - events.t[0])
+    return {"format": events.format, "encoding": events.encoding, "time_unit": events.time_unit,
+            "num_events": len(events), "sensor": list(sensor), "t_first": float(events.t[0]),
+            "t_last": float(events.t[-1]), "event_rate": len(events) / duration if duration > 0 else None,
             "num_frames": 0 if events.frames is None else int(len(events.frames))}
 
 
@@ -1005,15 +1743,21 @@ def main(argv=None):
     parser.add_argument("--info", metavar="PATH", required=True, help="recording: any supported format")
     parser.add_argument("--H", type=int, default=None, help="sensor height (rows), when the file lacks it")
     parser.add_argument("--W", type=int, default=None, help="sensor width (columns), when the file lacks it")
-    parser.add_argument("--events_topic", default="/dvs/events", help="bags: the dvs_msgs/EventArray topic")
-    parser.add_argument("--images_topic", default=None, help="bags: the sensor_msgs/Image topic (default /dvs/image_raw if present)")
+    parser.add_argument("--events_topic", default=None, help="bags: the events topic (default: ROS 1 /dvs/events; "
+                                                             "ROS 2 the bag's one topic of events)")
+    parser.add_argument("--images_topic", default=None, help="bags: the sensor_msgs/Image topic (default: ROS 1 "
+                                                             "/dvs/image_raw if present; ROS 2 the bag's one image topic)")
+    parser.add_argument("--time_range", type=float, nargs=2, metavar=("BEGIN", "END"), default=None,
+                        help="only the events with BEGIN <= t < END, seconds on the recording's clock")
     args = parser.parse_args(argv)
     # Exit status as every command of the project: 2 bad input, 1 the environment, 130 interrupted.
     # SIGTERM and SIGHUP stop it like Ctrl-C (there is nothing to clean up: it writes nothing).
     for name in ("SIGTERM", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.default_int_handler)
+    topics = {name: value for name, value in (("events_topic", args.events_topic), ("images_topic", args.images_topic))
+              if value is not None}
     try:
-        print(json.dumps(info(args.info, sensor=(args.H, args.W), events_topic=args.events_topic, images_topic=args.images_topic)))
+        print(json.dumps(info(args.info, sensor=(args.H, args.W), time_range=args.time_range, **topics)))
     except EventDataError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
