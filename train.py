@@ -1021,22 +1021,9 @@ def main(argv=None):
     SIGTERM, SIGHUP); an error is one line, `error: PATH: problem`, and leaves nothing behind."""
     utils.prepare_command_line()
     given = vars(get_parser(suppress_defaults=True).parse_args(argv))
-    try:
-        config = config_for_render(given["render_only"], given) if given.get("render_only") else Config(**given)
-        run(config)
-    except (EventDataError, UsageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:
-        print(f"error: {utils.os_error_line(error, given.get('output_dir', 'runs'))}", file=sys.stderr)
-        sys.exit(1)
-    except MemoryError:
-        print("error: out of memory (beyond the plan's estimate); lower --net_width, --train_resolution or --window",
-              file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        sys.exit(130)
+    with utils.exit_status((EventDataError, UsageError), given.get("output_dir", "runs"),
+                           memory_hint="; lower --net_width, --train_resolution or --window"):
+        run(config_for_render(given["render_only"], given) if given.get("render_only") else Config(**given))
 
 
 # `evinr COMMAND ...`: the installed command; each command is one of the repository's scripts.

@@ -307,6 +307,28 @@ def os_error_line(error, path):
     return f"{where}: {error.strerror or error}"
 
 
+@contextlib.contextmanager
+def exit_status(bad_input, output, interrupted="interrupted: nothing was written", memory_hint=""):
+    """How every command ends on a failure: one line on stderr, no traceback, and the project's
+    exit status: 2 for bad input or flags (an exception of the types `bad_input`), 1 for the
+    environment (an OSError, naming `output` when the error names no file; or out of memory),
+    130 for an interrupt."""
+    try:
+        yield
+    except bad_input as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:
+        print(f"error: {os_error_line(error, output)}", file=sys.stderr)
+        sys.exit(1)
+    except MemoryError:
+        print(f"error: out of memory (beyond the plan's estimate){memory_hint}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        sys.exit(130)
+
+
 def prepare_command_line():
     """For a command's main: SIGTERM and SIGHUP (`kill`, a closed terminal, a batch system's time
     limit) raise KeyboardInterrupt like Ctrl-C, so that the same clean-up runs (work folders

@@ -182,14 +182,21 @@ def _event_array_bytes(seq, recording, part):
     return _ros_header_bytes(seq, int(t_us[0])) + struct.pack("<3I", height, width, len(t_us)) + records.tobytes()
 
 
+def _event_objects(typestore, recording, part):
+    """dvs_msgs/Event message objects of the recording's events `part`."""
+    types = typestore.types
+    Time = types["builtin_interfaces/msg/Time"]
+    return [types["dvs_msgs/msg/Event"](x=int(x), y=int(y), ts=Time(sec=int(t // 1_000_000), nanosec=int(t % 1_000_000 * 1000)),
+                                        polarity=bool(p > 0))
+            for x, y, t, p in zip(recording["x"][part], recording["y"][part], recording["t_us"][part], recording["p"][part])]
+
+
 def _event_array_message(typestore, seq, recording, part):
     """The same EventArray built as message objects and serialised by rosbags."""
     types = typestore.types
     Time = types["builtin_interfaces/msg/Time"]
     height, width = recording["sensor"]
-    events = [types["dvs_msgs/msg/Event"](x=int(x), y=int(y), ts=Time(sec=int(t // 1_000_000), nanosec=int(t % 1_000_000 * 1000)),
-                                          polarity=bool(p > 0))
-              for x, y, t, p in zip(recording["x"][part], recording["y"][part], recording["t_us"][part], recording["p"][part])]
+    events = _event_objects(typestore, recording, part)
     stamp_us = int(recording["t_us"][part][0])
     header = types["std_msgs/msg/Header"](seq=seq, stamp=Time(sec=stamp_us // 1_000_000, nanosec=stamp_us % 1_000_000 * 1000), frame_id="")
     message = types["dvs_msgs/msg/EventArray"](header=header, height=height, width=width, events=events)
@@ -275,11 +282,8 @@ def _ros2_stamp(typestore, t_us):
 def _cdr_event_array_message(typestore, recording, part, stamp_us):
     """The same EventArray built as message objects and serialised by rosbags."""
     types = typestore.types
-    Time = types["builtin_interfaces/msg/Time"]
     height, width = recording["sensor"]
-    events = [types["dvs_msgs/msg/Event"](x=int(x), y=int(y), ts=Time(sec=int(t // 1_000_000), nanosec=int(t % 1_000_000 * 1000)),
-                                          polarity=bool(p > 0))
-              for x, y, t, p in zip(recording["x"][part], recording["y"][part], recording["t_us"][part], recording["p"][part])]
+    events = _event_objects(typestore, recording, part)
     message = types["dvs_msgs/msg/EventArray"](header=_ros2_stamp(typestore, stamp_us), height=height, width=width, events=events)
     return bytes(typestore.serialize_cdr(message, "dvs_msgs/msg/EventArray"))
 

@@ -550,22 +550,13 @@ def main(argv=None):
     at all."""
     utils.prepare_command_line()
     options, _ = parse_given(get_parser(), sys.argv[1:] if argv is None else argv)
-    try:
+    with utils.exit_status((EvaluationError, EventDataError, train.UsageError), options.out_dir):
         if options.pair:
             print(json.dumps(score_pair(*options.pair, options.histeq, not options.no_lpips)))
             return
         if not options.paths or not options.out_dir:
             raise EvaluationError("give one or more PATHs and -o OUT_DIR (or --pair PRED REF)")
         results = evaluate(options)
-    except (EvaluationError, EventDataError, train.UsageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:
-        print(f"error: {utils.os_error_line(error, options.out_dir)}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        sys.exit(130)
     print(markdown(*paper_table(results["configurations"])), end="")
     print(f"tables, previews and frames in {options.out_dir}")
 

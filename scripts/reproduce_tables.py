@@ -95,22 +95,14 @@ def main(argv=None):
     130 interrupted."""
     utils.prepare_command_line()
     options, _ = evaluate.parse_given(get_parser(), sys.argv[1:] if argv is None else argv)
-    try:
+    with utils.exit_status((evaluate.EvaluationError, EventDataError, UsageError), options.out_dir,
+                           interrupted="interrupted: no table was written"):
         if not options.out_dir:
             raise evaluate.EvaluationError("give -o OUT_DIR")
         merged = reproduce(options)
         if merged is not None:
             header, rows = evaluate.paper_table(merged)
             evaluate.write_table(os.path.join(options.out_dir, "table"), header, rows, merged)
-    except (evaluate.EvaluationError, EventDataError, UsageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:
-        print(f"error: {utils.os_error_line(error, options.out_dir)}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted: no table was written", file=sys.stderr)
-        sys.exit(130)
     if merged is None:
         print(download_instructions(options.data_root), file=sys.stderr)
         sys.exit(2)

@@ -1,6 +1,7 @@
 """Shared test set-up: import paths and the location of the real data in ../shared/data."""
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -22,3 +23,13 @@ def shared_data(*parts):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (and Triton); skips without one")
+
+
+def assert_info_fails(path, words):
+    """`event_data.py --info PATH` ends in one line `error: PATH: ...words...`, exit 2, no output."""
+    result = subprocess.run([sys.executable, os.path.join(REPO, "event_data.py"), "--info", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and words in lines[0], result.stderr
+    assert result.stdout == ""

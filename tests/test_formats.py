@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_data
+from conftest import assert_info_fails, REPO, shared_data
 import benchmark_io as formats
 import event_data
 from event_data import EventDataError, load_events
@@ -255,13 +255,7 @@ def _text(tmp_path, name, data):
 @pytest.mark.parametrize("case", BAD_FILES)
 def test_bad_input_cli(tmp_path, case):
     make, words = BAD_FILES[case]
-    path = make(tmp_path)
-    result = subprocess.run([sys.executable, os.path.join(REPO, "event_data.py"), "--info", str(path)],
-                            capture_output=True, text=True)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and words in lines[0], result.stderr
-    assert result.stdout == ""
+    assert_info_fails(make(tmp_path), words)
 
 
 # --- HDF5: DSEC, time ranges, width-first sizes -----------------------------------------

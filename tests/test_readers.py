@@ -2,15 +2,13 @@
 sample files read as they should, and bad files fail with one line that names them."""
 
 import os
-import subprocess
-import sys
 
 import cv2
 import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_data
+from conftest import assert_info_fails, shared_data
 import benchmark_io as formats
 import event_data
 from event_data import EventDataError, load_events
@@ -260,13 +258,7 @@ BAD_FILES = {  # case -> (make(tmp_path) -> path, words the one-line error must 
 @pytest.mark.parametrize("case", BAD_FILES)
 def test_bad_input_cli(tmp_path, case):
     make, words = BAD_FILES[case]
-    path = make(tmp_path)
-    result = subprocess.run([sys.executable, os.path.join(REPO, "event_data.py"), "--info", str(path)],
-                            capture_output=True, text=True)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and words in lines[0], result.stderr
-    assert result.stdout == ""
+    assert_info_fails(make(tmp_path), words)
 
 
 def test_bad_bag_image_is_named(tmp_path):
