@@ -539,7 +539,7 @@ def ssim(pred, ref):
                                        use_sample_covariance=False, data_range=1.0))
 
 
-HISTEQ_MODES = ("none", "global", "clahe")
+HISTEQ_MODES = ("none", "global", "clahe", "local")
 
 
 def histogram_equalize(image, mode):
@@ -549,7 +549,9 @@ def histogram_equalize(image, mode):
     global: skimage.exposure.equalize_hist on the float image (256 bins over its own range),
             as EVREAL does; no uint8 round trip.
     clahe:  the image rounded to uint8, OpenCV CLAHE (clip limit 2.0, 8x8 tiles), / 255.
-    Returns float32 [H, W] in [0, 1] for global and clahe."""
+    local:  the image rounded to uint8, skimage.filters.rank.equalize over a disk of radius 55
+            around each pixel, / 255, as EVREAL's `local` mode.
+    Returns float32 [H, W] in [0, 1] for global, clahe and local."""
     if mode == "none":
         return image
     if mode == "global":
@@ -558,6 +560,10 @@ def histogram_equalize(image, mode):
     if mode == "clahe":
         clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
         return clahe.apply(tone_map_to_uint8(image)).astype(np.float32) / 255.0
+    if mode == "local":
+        from skimage.filters.rank import equalize  # imported on use, as in ssim
+        from skimage.morphology import disk
+        return equalize(tone_map_to_uint8(image), footprint=disk(55)).astype(np.float32) / 255.0
     raise ValueError(f"unknown histogram equalisation {mode!r}; choose from {HISTEQ_MODES}")
 
 

@@ -1,6 +1,7 @@
 """
 What the dataset converters share: turning one recording (bag, text folder or zip, HDF5, ...)
-into the authors' layout, streaming, so that memory stays bounded however long it is:
+into the authors' layout (--format evinr, the default), streaming, so that memory stays bounded
+however long it is:
 
     SEQUENCE/events.npy        [N, 4] float64 rows (t seconds, x, y, p = +-1), sorted by t
     SEQUENCE/images.txt        lines `t images/frame_XXXXXXXX.png` (APS frames)
@@ -8,6 +9,16 @@ into the authors' layout, streaming, so that memory stays bounded however long i
     SEQUENCE/color_images.txt  (CED) lines `t color_images/frame_XXXXXXXX.png`
     SEQUENCE/color_images/
     SEQUENCE/metadata.json     sensor_resolution [H, W], where the data came from
+
+or into EVREAL's npy folder (--format evreal), which event_data reads as "evreal_folder":
+
+    SEQUENCE/events_ts.npy            [N] float64 seconds, sorted
+    SEQUENCE/events_xy.npy            [N, 2] int16 (x, y)
+    SEQUENCE/events_p.npy             [N] uint8 polarity 0/1
+    SEQUENCE/images.npy               [K, H, W, 1] uint8 APS frames (no colour frames)
+    SEQUENCE/images_ts.npy            [K] float64 seconds
+    SEQUENCE/image_event_indices.npy  [K] the first event at or after each frame
+    SEQUENCE/metadata.json            as above
 
 Times stay on the recording's own clock. A sequence is written into a hidden folder beside its
 destination and renamed at the end, so a failure leaves no partial output. Each converter
@@ -31,26 +42,64 @@ from event_data import BATCH, EventDataError, check_events, repair_frame_times, 
 
 NPY_HEADER_BYTES = 128  # room for the .npy header of any row count, so it can be written last
 FRAME_FOLDERS = ("images", "color_images")  # frame keys of event_data's streams, and folder names
+FORMATS = ("evinr", "evreal")
+# The event files of each layout: (name, dtype, shape of one row). EVREAL's polarity is 0/1.
+EVENT_FILES = {"evinr": [("events.npy", np.float64, (4,))],
+               "evreal": [("events_ts.npy", np.float64, ()), ("events_xy.npy", np.int16, (2,)), ("events_p.npy", np.uint8, ())]}
 
 
-def npy_header(rows, columns=4):
-    """The .npy (format 1.0) header of a C-ordered float64 [rows, columns] array, padded to
+def npy_header(rows, row_shape=(4,), dtype=np.float64):
+    """The .npy (format 1.0) header of a C-ordered [rows, *row_shape] array, padded to
     NPY_HEADER_BYTES whatever the row count."""
-    text = f"{{'descr': '<f8', 'fortran_order': False, 'shape': ({rows}, {columns}), }}"
+    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
+    text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {(rows, *row_shape)}, }}"
     length = NPY_HEADER_BYTES - 10  # after the magic, version and the length field itself
     return b"\x93NUMPY\x01\x00" + length.to_bytes(2, "little") + text.ljust(length - 1).encode() + b"\n"
 
 
-class EventsNpyWriter:
-    """Appends event batches to an [N, 4] float64 .npy as they come; the header, which holds N,
-    is rewritten once N is known. A thread does the writing, so that reading the source and
-    writing to disk overlap; its queue is short, so memory stays bounded. Events out of time
-    order are sorted (stably) at the end from the file, holding only a time column and an index."""
+class NpyAppender:
+    """A .npy array written a block of rows at a time: its header, which holds the row count, is
+    written first with room to spare and rewritten by close, once the count is known."""
 
-    def __init__(self, path, source, sensor):
-        self.path, self.source, self.sensor = path, source, sensor
+    def __init__(self, path, dtype, row_shape):
+        self.path, self.dtype, self.row_shape = path, np.dtype(dtype), tuple(row_shape)
         self.file = open(path, "wb")
-        self.file.write(npy_header(0))
+        self.file.write(npy_header(0, self.row_shape, self.dtype))
+        self.count = 0
+
+    def append(self, rows):
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.shape[1:] != self.row_shape:
+            raise ValueError(f"{self.path}: rows of shape {rows.shape[1:]}, expected {self.row_shape}")
+        self.file.write(rows.data)
+        self.count += len(rows)
+
+    def close(self):
+        self.file.seek(0)
+        self.file.write(npy_header(self.count, self.row_shape, self.dtype))
+        self.file.close()
+
+
+def _event_rows(fmt, t, x, y, p):
+    """One batch as the rows of each of the layout's event files (EVENT_FILES)."""
+    if fmt == "evinr":
+        rows = np.empty((len(t), 4), dtype=np.float64)
+        rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = t, x, y, p
+        return [rows]
+    xy = np.empty((len(t), 2), dtype=np.int16)
+    xy[:, 0], xy[:, 1] = x, y
+    return [np.array(t, dtype=np.float64), xy, (p > 0).astype(np.uint8)]  # copies: the thread writes them later
+
+
+class EventsNpyWriter:
+    """Appends event batches to the layout's .npy files in `folder` (events.npy [N, 4] float64,
+    or EVREAL's events_ts/xy/p.npy) as they come. A thread does the writing, so that reading the
+    source and writing to disk overlap; its queue is short, so memory stays bounded. Events out of
+    time order are sorted (stably) at the end from the files, holding only a time column and an index."""
+
+    def __init__(self, folder, source, sensor, fmt="evinr"):
+        self.source, self.sensor, self.fmt = source, sensor, fmt
+        self.files = [NpyAppender(os.path.join(folder, name), dtype, shape) for name, dtype, shape in EVENT_FILES[fmt]]
         self.count, self.last_t, self.in_order = 0, -np.inf, True
         self.pending = queue.Queue(maxsize=2)  # blocks of rows on their way to the disk; None ends
         self.write_error = None
@@ -58,10 +107,11 @@ class EventsNpyWriter:
         self.writer.start()
 
     def _write_pending(self):
-        while (rows := self.pending.get()) is not None:
+        while (block := self.pending.get()) is not None:
             if self.write_error is None:  # after a failure, drain the queue so no one waits on it
                 try:
-                    self.file.write(rows.data)
+                    for file, rows in zip(self.files, block):
+                        file.append(rows)
                 except OSError as error:
                     self.write_error = error
 
@@ -72,24 +122,22 @@ class EventsNpyWriter:
             self.last_t = max(self.last_t, float(t.max()))
         if self.write_error is not None:
             raise self.write_error
-        rows = np.empty((len(t), 4), dtype=np.float64)
-        rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = t, x, y, p
-        self.pending.put(rows)
+        self.pending.put(_event_rows(self.fmt, t, x, y, p))
         self.count += len(t)
 
     def abort(self):
-        """Stop the writing thread and close the file, which is left incomplete."""
+        """Stop the writing thread and close the files, which are left incomplete."""
         self.pending.put(None)
         self.writer.join()
-        self.file.close()
+        for file in self.files:
+            file.file.close()
 
     def close(self):
-        """Finish the file; returns the number of events."""
+        """Finish the files; returns the number of events."""
         self.pending.put(None)
         self.writer.join()
-        self.file.seek(0)
-        self.file.write(npy_header(self.count))
-        self.file.close()
+        for file in self.files:
+            file.close()
         if self.write_error is not None:
             raise self.write_error
         if not self.in_order:
@@ -98,28 +146,91 @@ class EventsNpyWriter:
         return self.count
 
     def _sort(self):
-        events = np.load(self.path, mmap_mode="r")
-        order = np.argsort(events[:, 0], kind="stable")
-        sorted_path = self.path + ".sorting"
-        with open(sorted_path, "wb") as f:
-            f.write(npy_header(len(order)))
+        first = np.load(self.files[0].path, mmap_mode="r")  # the time column comes first in both layouts
+        order = np.argsort(first if first.ndim == 1 else first[:, 0], kind="stable")
+        del first
+        for file in self.files:
+            column = np.load(file.path, mmap_mode="r")
+            sorted_file = NpyAppender(file.path + ".sorting", file.dtype, file.row_shape)
             for start in range(0, len(order), BATCH):
-                f.write(events[order[start:start + BATCH]].data)
-        del events  # release the map before replacing the file under it
-        os.replace(sorted_path, self.path)
+                sorted_file.append(column[order[start:start + BATCH]])
+            sorted_file.close()
+            del column  # release the map before replacing the file under it
+            os.replace(sorted_file.path, file.path)
 
 
-def _write_frame(folder, key, index, image):
-    """KEY/frame_XXXXXXXX.png, lossless; RGB frames as colour PNGs."""
-    name = f"{key}/frame_{index:08d}.png"
-    utils.write_png(os.path.join(folder, name), image)
-    return name
+class FolderFrames:
+    """The authors' frames: KEY/frame_XXXXXXXX.png, lossless (RGB frames as colour PNGs), listed
+    with their times in KEY.txt."""
+
+    def __init__(self, folder):
+        self.folder, self.written = folder, {key: [] for key in FRAME_FOLDERS}  # key -> [(t, file)]
+
+    def add(self, key, t, image):
+        if not self.written[key]:
+            os.mkdir(os.path.join(self.folder, key))
+        name = f"{key}/frame_{len(self.written[key]):08d}.png"
+        utils.write_png(os.path.join(self.folder, name), image)
+        self.written[key].append((t, name))
+
+    def abort(self):
+        """Nothing to do: each PNG is closed once written."""
+
+    def close(self, source):
+        """Write the lists of frames; returns {key: number of frames}."""
+        for key, written in self.written.items():
+            if written:
+                times = repair_frame_times([t for t, _ in written], f"{source} ({key})")
+                with open(os.path.join(self.folder, f"{key}.txt"), "w") as f:
+                    f.writelines(f"{t:.9f} {name}\n" for t, (_, name) in zip(times, written))
+        return {key: len(written) for key, written in self.written.items()}
 
 
-def _write_sequence(source, folder, dataset, name):
-    """Stream `source` into the (empty) `folder`; returns a summary."""
+class EvrealFrames:
+    """EVREAL's frames: images.npy [K, H, W, 1] uint8 ([K, H, W, 3] for RGB), appended as they
+    come; images_ts.npy and image_event_indices.npy (the first event at or after each frame).
+    EVREAL's layout has no colour frames beside the gray ones: those are left out, with a note."""
+
+    def __init__(self, folder):
+        self.folder, self.images, self.times, self.skipped = folder, None, [], 0
+
+    def add(self, key, t, image):
+        if key != "images":
+            self.skipped += 1
+            return
+        image = image[..., None] if image.ndim == 2 else image
+        if self.images is None:
+            self.images = NpyAppender(os.path.join(self.folder, "images.npy"), np.uint8, image.shape)
+        if image.shape != self.images.row_shape:
+            raise EventDataError(self.folder, f"frame {len(self.times)} is {image.shape[1]}x{image.shape[0]} but the first "
+                                              f"is {self.images.row_shape[1]}x{self.images.row_shape[0]} (WxH)")
+        self.images.append(image[None])
+        self.times.append(t)
+
+    def abort(self):
+        if self.images is not None:
+            self.images.file.close()
+
+    def close(self, source):
+        """Finish images.npy and write its times and event indices (after the events are
+        finished: their times are searched); returns {key: number of frames}."""
+        if self.skipped:
+            print(f"note: {source}: EVREAL's layout holds one stream of frames; {self.skipped} colour frames "
+                  f"are not written", file=sys.stderr)
+        if self.images is not None:
+            self.images.close()
+            times = repair_frame_times(self.times, f"{source} (images)")
+            np.save(os.path.join(self.folder, "images_ts.npy"), times)
+            events_t = np.load(os.path.join(self.folder, "events_ts.npy"), mmap_mode="r")  # searched, not read whole
+            np.save(os.path.join(self.folder, "image_event_indices.npy"), np.searchsorted(events_t, times, side="left"))
+        return {"images": len(self.times), "color_images": 0}
+
+
+def _write_sequence(source, folder, dataset, name, fmt="evinr"):
+    """Stream `source` into the (empty) `folder` in layout `fmt`; returns a summary."""
     facts = DATASETS[dataset]
-    sensor, writer, frames = None, None, {key: [] for key in FRAME_FOLDERS}  # key -> [(t, file)]
+    sensor, writer = None, None
+    frames = FolderFrames(folder) if fmt == "evinr" else EvrealFrames(folder)
     pieces = stream_events(source, events_topic=facts["events_topic"], images_topic=facts["images_topic"],
                            color_images_topic=facts["color_images_topic"])
     # disable=None: no bar when stderr is not a terminal, so logs and errors stay one line each
@@ -133,40 +244,35 @@ def _write_sequence(source, folder, dataset, name):
                               f"{dataset}'s H={facts['sensor'][0]}, W={facts['sensor'][1]}; using the file's", file=sys.stderr)
                 elif piece[0] == "events":
                     if writer is None:
-                        writer = EventsNpyWriter(os.path.join(folder, "events.npy"), source, sensor or facts["sensor"])
+                        writer = EventsNpyWriter(folder, source, sensor or facts["sensor"], fmt)
                     writer.write(*piece[1:])
                     bar.update(len(piece[1]))
                 elif piece[0] == "frame":
-                    _, key, t, image = piece
-                    if not frames[key]:
-                        os.mkdir(os.path.join(folder, key))
-                    frames[key].append((t, _write_frame(folder, key, len(frames[key]), image)))
+                    frames.add(*piece[1:])
         except BaseException:
             if writer is not None:
                 writer.abort()
+            frames.abort()
             raise
     if writer is None or writer.close() == 0:
+        frames.abort()
         raise EventDataError(source, "no events")
-    for key, written in frames.items():
-        if written:
-            times = repair_frame_times([t for t, _ in written], f"{source} ({key})")
-            with open(os.path.join(folder, f"{key}.txt"), "w") as f:
-                f.writelines(f"{t:.9f} {file}\n" for t, (_, file) in zip(times, written))
+    counts = frames.close(source)  # after the events: EVREAL's frame indices search their times
     summary = {"dataset": dataset, "sequence": name, "source": os.path.basename(source),
                "sensor_resolution": list(sensor or facts["sensor"]), "num_events": writer.count,
-               "num_frames": len(frames["images"]), "num_color_frames": len(frames["color_images"])}
+               "num_frames": counts["images"], "num_color_frames": counts["color_images"]}
     with open(os.path.join(folder, "metadata.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
 
 
-def convert_sequence(source, destination, dataset, overwrite=False):
-    """Convert one recording to the authors' layout at `destination`, all or nothing."""
+def convert_sequence(source, destination, dataset, overwrite=False, fmt="evinr"):
+    """Convert one recording to the authors' layout (or EVREAL's) at `destination`, all or nothing."""
     destination = os.path.normpath(destination)
     if os.path.exists(destination) and not overwrite:
         raise EventDataError(destination, "already exists (pass --overwrite to replace it)")
     with utils.staged_folder(destination, replace=overwrite) as staging:
-        summary = _write_sequence(source, staging, dataset, os.path.basename(destination))
+        summary = _write_sequence(source, staging, dataset, os.path.basename(destination), fmt)
     return summary
 
 
@@ -196,12 +302,14 @@ def main(dataset, argv=None):
     utils.prepare_command_line()
     facts = DATASETS[dataset]
     parser = argparse.ArgumentParser(description=f"Convert {dataset} recordings to the EvINR layout "
-                                                 f"(events.npy, images/, images.txt) without ROS.")
+                                                 f"(events.npy, images/, images.txt) or EVREAL's, without ROS.")
     parser.add_argument("--raw_data_dir", required=True, help=f"folder of the {dataset} downloads "
                         f"({', '.join(e or 'text folder' for e in facts['sources'])})")
     parser.add_argument("--output_data_dir", required=True, help="one folder per sequence is written here")
     parser.add_argument("--sequences", nargs="+", metavar="NAME", help="convert only these (default: every one found)")
     parser.add_argument("--overwrite", action="store_true", help="replace sequences already converted")
+    parser.add_argument("--format", choices=FORMATS, default="evinr",
+                        help="evinr: the authors' layout; evreal: EVREAL's npy folder (events_ts/xy/p.npy, images.npy, ...)")
     args = parser.parse_args(argv)
 
     if not os.path.isdir(args.raw_data_dir):
@@ -224,7 +332,8 @@ def main(dataset, argv=None):
             if name not in facts["sequences"]:
                 print(f"note: {path}: not a known {dataset} sequence; converting it as '{name}'", file=sys.stderr)
             try:
-                summary = convert_sequence(path, os.path.join(args.output_data_dir, name), dataset, args.overwrite)
+                summary = convert_sequence(path, os.path.join(args.output_data_dir, name), dataset, args.overwrite,
+                                           args.format)
                 print(f"{name}: {summary['num_events']} events, {summary['num_frames']} frames"
                       + (f", {summary['num_color_frames']} colour frames" if summary["num_color_frames"] else ""))
             except EventDataError as error:

@@ -24,6 +24,10 @@ the authors fit at once) unless --window is given; --window 0 fits the span in o
 Writes under OUT_DIR: results.json, per_frame.csv, sequences.{md,csv,json}, datasets.{md,csv,json},
 table.{md,csv} (one row per configuration), previews/SEQUENCE.png, times/SEQUENCE.txt (the APS
 times that were reconstructed) and runs/CONFIGURATION/SEQUENCE/ (train.py's folder: frames/, ...).
+With --layout evreal, also EVREAL's tree, so that its tools compare EvINR with other methods:
+evreal/DATASET/SEQUENCE/METHOD/ holding frame_XXXXXXXXXX.png, timestamps.txt (`idx t`) and one
+`idx score` file per metric scored (mse.txt, ssim.txt, lpips.txt); METHOD is "EvINR" for the
+default configuration, else the configuration's label as a folder name.
 """
 
 import argparse
@@ -107,6 +111,8 @@ def options_parser(description):
     parser.add_argument("--histeq", choices=utils.HISTEQ_MODES, default="none",
                         help="histogram equalisation of both images before scoring")
     parser.add_argument("--no_lpips", action="store_true", help="score MSE and SSIM only (no LPIPS weights needed)")
+    parser.add_argument("--layout", choices=["evinr", "evreal"], default="evinr",
+                        help="evreal: also write EVREAL's output tree (evreal/DATASET/SEQUENCE/METHOD/)")
     train_flags_parser(parser.add_argument_group("train.py's flags (for every sequence)"))
     return parser
 
@@ -343,6 +349,27 @@ def fit_and_score(sequence, events, config, histeq, folder):
     return result, rows, seconds
 
 
+def evreal_method(label):
+    """EVREAL's method folder name of a configuration."""
+    return "EvINR" if label == "default" else slug(label)
+
+
+def write_evreal(folder, result, rows, aps_t, t_zero):
+    """One sequence and method in EVREAL's output layout: the frames, timestamps.txt (`idx t`,
+    seconds after re-zeroing) and, for each metric scored, METRIC.txt (`idx score`) over the
+    scored frames. idx is the frame's index in this folder."""
+    utils.write_frames(folder, result.frames)
+    with open(os.path.join(folder, "timestamps.txt"), "w") as f:
+        f.writelines(f"{idx} {t - t_zero:.15f}\n" for idx, t in enumerate(result.times))
+    # the frames score_reconstruction scored, in the order of its rows: within 1 ms of an APS frame, not frame 0
+    scored = np.flatnonzero(utils.nearest_aps(result.times, aps_t) >= 1)
+    for metric in utils.METRICS:
+        lines = [f"{idx} {row[metric]:.5f}\n" for idx, row in zip(scored, rows) if row[metric] is not None]
+        if lines:  # a metric not scored (LPIPS off, SSIM on tiny frames) gets no file
+            with open(os.path.join(folder, f"{metric}.txt"), "w") as f:
+                f.writelines(lines)
+
+
 def summarise(fits):
     """{sequences: {name: ...}, datasets: {name: ...}} of one configuration, from its fits
     {name: {dataset, rows, fit_seconds, seconds_fitted, ...}}."""
@@ -484,6 +511,9 @@ def evaluate(options):
                                          os.path.join(options.out_dir, times_file))
                 result, rows, seconds = fit_and_score(sequence, events, config, options.histeq,
                                                       os.path.join(work, run, sequence.name))
+                if options.layout == "evreal":
+                    write_evreal(os.path.join(work, "evreal", sequence.dataset, sequence.name, evreal_method(label)),
+                                 result, rows, events.frame_t, sequence.t_zero)
                 fits[label][sequence.name] = {
                     "dataset": sequence.dataset, "rows": rows, "fit_seconds": seconds,
                     "seconds_fitted": sequence.span[1] - sequence.span[0],

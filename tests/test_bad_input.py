@@ -370,7 +370,7 @@ def test_an_interrupted_conversion_leaves_nothing_and_no_traceback(raw_bag, tmp_
     stale.mkdir()
     (stale / "events.npy").write_bytes(b"0" * 1000)
 
-    def interrupted(source, folder, dataset, name):
+    def interrupted(source, folder, dataset, name, fmt):
         (open(os.path.join(folder, "events.npy"), "wb")).write(b"partial")
         raise KeyboardInterrupt
     monkeypatch.setattr(convert_common, "_write_sequence", interrupted)

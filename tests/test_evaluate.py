@@ -137,7 +137,7 @@ def test_configurations_stack_common_and_compare_flags():
 def test_dataset_folder_end_to_end(dataset, tmp_path):
     out = tmp_path / "eval"
     lpips = [] if utils.lpips_available() else ["--no_lpips"]  # never download inside a test
-    result = run_evaluate(str(dataset), "-o", str(out), "--dataset", "IJRR", *SENSOR, *SMALL, *lpips)
+    result = run_evaluate(str(dataset), "-o", str(out), "--dataset", "IJRR", *SENSOR, *SMALL, *lpips, "--layout", "evreal")
     assert result.returncode == 0, result.stderr
     assert "no_frames: no APS frames to score against; skipped" in result.stderr
 
@@ -162,6 +162,20 @@ def test_dataset_folder_end_to_end(dataset, tmp_path):
         assert {(out / f"{table}.{ext}").exists() for ext in ("md", "csv", "json")} == {True}
     assert "| default |" in (out / "table.md").read_text() and "| default |" in result.stdout
 
+    # EVREAL's tree: the same frames and scores, named and formatted as EVREAL's tools read them
+    evreal = out / "evreal" / "IJRR" / "slider_depth" / "EvINR"
+    metrics = ["mse.txt", "ssim.txt"] + ([] if lpips else ["lpips.txt"])
+    assert sorted(os.listdir(evreal)) == sorted([f"frame_{i:010d}.png" for i in range(16)] + ["timestamps.txt"] + metrics)
+    assert os.listdir(out / "evreal") == ["IJRR"] and os.listdir(out / "evreal" / "IJRR") == ["slider_depth"]
+    stamps = [line.split() for line in (evreal / "timestamps.txt").read_text().splitlines()]
+    assert [int(idx) for idx, _ in stamps] == list(range(16))
+    assert all(len(t.split(".")[1]) == 15 for _, t in stamps)
+    np.testing.assert_allclose([float(t) for _, t in stamps], [float(row["t_reconstruction"]) for row in rows], atol=1e-9)
+    for name in metrics:
+        lines = [line.split() for line in (evreal / name).read_text().splitlines()]
+        assert [int(idx) for idx, _ in lines] == list(range(16)) and all(len(v.split(".")[1]) == 5 for _, v in lines)
+        np.testing.assert_allclose([float(v) for _, v in lines], [float(row[name[:-4]]) for row in rows], atol=5e-6)
+
 
 def test_compare_gives_one_row_per_configuration(dataset, tmp_path):
     out = tmp_path / "compare"
@@ -176,6 +190,7 @@ def test_compare_gives_one_row_per_configuration(dataset, tmp_path):
     assert results["configurations"]["--align midpoint"]["sequences"]["slider_depth"]["method"]["align"] == "midpoint"
     assert results["sequences"] == results["configurations"]["default"]["sequences"]
     assert {row["configuration"] for row in read_csv(out / "per_frame.csv")} == {"default", "--align midpoint"}
+    assert not (out / "evreal").exists()  # EVREAL's tree only when asked for
 
 
 def test_pair_prints_the_scores_of_one_image_pair(tmp_path):

@@ -114,8 +114,13 @@ def test_histogram_equalize_modes():
     np.testing.assert_allclose(clahe, reference / 255.0, atol=1e-7)
     assert clahe.std() > image.std()
 
+    local = utils.histogram_equalize(image, "local")  # EVREAL's: rank equalisation over a disk of radius 55
+    assert local.dtype == np.float32 and local.shape == image.shape
+    assert 0.0 <= local.min() and local.max() <= 1.0 and local.std() > image.std()
+    assert np.abs(local - flat).max() > 0.01  # neighbourhoods, not the whole image
+
     with pytest.raises(ValueError):
-        utils.histogram_equalize(image, "local")
+        utils.histogram_equalize(image, "nonsense")
 
 
 def test_score_frame_clips_prediction_and_skips_lpips():
