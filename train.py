@@ -426,8 +426,13 @@ class Window:
         return frames, as_tensor(times), as_tensor(midpoints)
 
 
+def channels(config):
+    """Values per pixel of a frame: RGB for colour events, else one."""
+    return 3 if config.color_event else 1
+
+
 def make_model(sensor, config):
-    return EvINR(sensor[0], sensor[1], channels=3 if config.color_event else 1,
+    return EvINR(sensor[0], sensor[1], channels=channels(config),
                  n_layers=config.net_layers, hidden=config.net_width)
 
 
@@ -553,14 +558,14 @@ EVENT_BYTES = 29           # per event of a window on the device: x, y, p as sto
 
 def parameter_count(sensor, config):
     """Parameters of one network: mostly its output layer, one weight per pixel and neck unit."""
-    width_hidden, pixels = config.net_width, sensor[0] * sensor[1] * (3 if config.color_event else 1)
+    width_hidden, pixels = config.net_width, sensor[0] * sensor[1] * channels(config)
     return 2 * width_hidden + config.net_layers * (width_hidden + 1) * width_hidden + (width_hidden + 1) * 256 + 257 * pixels
 
 
 def fit_bytes(sensor, config):
     """Device memory of fitting one window: (the network and its optimizer state, the event
     frames and the loss's temporaries)."""
-    pixels = sensor[0] * sensor[1] * (3 if config.color_event else 1)
+    pixels = sensor[0] * sensor[1] * channels(config)
     n_times = (config.train_resolution if config.no_c2f else 2 * config.train_resolution) + 1
     return BYTES_PER_PARAMETER * parameter_count(sensor, config), 4 * FRAME_COPIES * n_times * pixels
 
@@ -604,7 +609,7 @@ def memory_plan(events, config, windows, n_frames, training=True):
     peak: fitting a batch of windows and rendering on the device; every window's network and
     the rendered frames on the host."""
     sensor, batch = events.sensor, config.windows_batch or 1
-    pixels = sensor[0] * sensor[1] * (3 if config.color_event else 1)
+    pixels = sensor[0] * sensor[1] * channels(config)
     parameters = parameter_count(sensor, config)
     per_pixel = 257 * pixels > parameters / 2  # the output layer is most of the network
     network_flag = "a smaller sensor (--H/--W): the network has a weight per pixel" if per_pixel else "a lower --net_width"
@@ -823,7 +828,8 @@ def load_checkpoint(path):
     if not os.path.isfile(path):
         raise EventDataError(path, "no such checkpoint")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # mapped: --render_only reads the settings first and the networks later, each from the map
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return checkpoint["config"], checkpoint["windows"], checkpoint.get("spans")
     except Exception:  # torch raises many kinds for a file that is not a checkpoint
         raise EventDataError(path, "not a model.pt written by train.py (unreadable or truncated)") from None
@@ -893,10 +899,11 @@ def scores(reconstruction, events):
     return {**utils.mean_scores(rows), "per_frame": rows}
 
 
-def write_experiment(folder, reconstruction, events):
+def write_experiment(folder, reconstruction, events, started=None):
     """Write a reconstruction into `folder`: frames/, timestamps.txt, video.mp4 (unless
     config.no_video), preview.png, metrics.json (when there are APS frames), model.pt and
-    config.json. Returns config.json's content."""
+    config.json. `started`, the time.perf_counter() at which the run began, adds its total time.
+    Returns config.json's content."""
     config, times, images = reconstruction.config, reconstruction.times, reconstruction.frames
     began = time.perf_counter()
     # PNGs are encoded by a thread pool, and the video from the same arrays alongside
@@ -924,6 +931,8 @@ def write_experiment(folder, reconstruction, events):
                                "threads": torch.get_num_threads()},
                "timings": {**reconstruction.timings, "write_s": time.perf_counter() - began},
                "metrics": {k: v for k, v in metrics.items() if k != "per_frame"} if metrics else None}
+    if started is not None:
+        summary["timings"]["total_s"] = time.perf_counter() - started
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
@@ -1000,10 +1009,7 @@ def run(config):
             else:
                 result = reconstruct(events, config, tensorboard_dir=os.path.join(work, "tensorboard") if config.tensorboard else None)
             result.timings["load_s"] = load_s
-            summary = write_experiment(work, result, events)
-            summary["timings"]["total_s"] = time.perf_counter() - wall_start
-            with open(os.path.join(work, "config.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+            summary = write_experiment(work, result, events, started=wall_start)
     except OSError as error:
         error.filename = final if error.filename is None else error.filename  # a failed write() names no file
         raise
