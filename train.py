@@ -678,6 +678,7 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
                     step = GraphedStep(step, fallback=config.cuda_graph == "auto")
                 timings["event_frames_s"] += time.perf_counter() - began
             loss, parts = step()
+            utils.check_terminated()
             if (iteration + 1) % config.log_interval == 0 or iteration + 1 == config.iters:
                 total = float(loss)  # a host synchronisation: only here, so a CUDA graph replays undisturbed
                 if not math.isfinite(total):

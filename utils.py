@@ -329,6 +329,18 @@ def exit_status(bad_input, output, interrupted="interrupted: nothing was written
         sys.exit(130)
 
 
+# Set when SIGTERM or SIGHUP came. The handler raises KeyboardInterrupt where the main thread
+# happens to be, and Python drops an exception raised inside a __del__ or a weakref callback; with
+# later signals ignored, the run would then go on. Long loops check this (check_terminated).
+TERMINATED = threading.Event()
+
+
+def check_terminated():
+    """Raise KeyboardInterrupt if a termination signal came but its exception was lost."""
+    if TERMINATED.is_set():
+        raise KeyboardInterrupt
+
+
 def prepare_command_line():
     """For a command's main: SIGTERM and SIGHUP (`kill`, a closed terminal, a batch system's time
     limit) raise KeyboardInterrupt like Ctrl-C, so that the same clean-up runs (work folders
@@ -337,7 +349,9 @@ def prepare_command_line():
     def interrupt(signum, frame):
         for name in ("SIGTERM", "SIGHUP"):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+        TERMINATED.set()
         raise KeyboardInterrupt
+    TERMINATED.clear()
     if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
         for name in ("SIGTERM", "SIGHUP"):
             signal.signal(getattr(signal, name), interrupt)
