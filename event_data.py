@@ -48,6 +48,19 @@ class Events:
     def __len__(self):
         return len(self.t)
 
+    # What the fit reads of a recording, also offered by EventFile (a recording left on disk):
+    def positions(self, times, side="left"):
+        """Index of the first event at (side "left") or after ("right") each time."""
+        return np.searchsorted(self.t, times, side=side)
+
+    def times_at(self, indices):
+        return self.t[indices]
+
+    def rows(self, first, last):
+        """Events first:last (views of these columns)."""
+        return Events(t=self.t[first:last], x=self.x[first:last], y=self.y[first:last], p=self.p[first:last],
+                      sensor=self.sensor, format=self.format, path=self.path)
+
 
 # -----------------------------------------------------------------------------
 # readers
@@ -65,6 +78,18 @@ class Events:
 READERS = []  # (format name, detect(path) -> bool, read(path, **options) -> Events)
 STREAMS = {}  # format name -> stream(path, **options) yielding pieces
 BATCH = 1 << 20  # events per piece: large enough for numpy to be efficient, small next to a recording
+COLUMN_READERS = {}  # format name -> columns(path) -> Columns, for the formats EventFile reads by position
+
+
+@dataclass
+class Columns:
+    """A recording's event columns on disk, read by position (see EventFile)."""
+    count: int
+    read: object                  # (first, last) -> the raw t (seconds, or the file's unit), x, y, p of those events
+    facts: dict                   # "encoding" and "time_unit", as an ("info", ...) piece
+    sensor: tuple | None = None
+    frames: object = None         # a list of ("frame", ...) pieces, or an array-like [K, H, W] read on demand
+    frame_t: np.ndarray | None = None
 
 
 def reader(name, detect):
@@ -173,10 +198,15 @@ TIME_UNITS = ((1.0, "seconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
 def units_per_second(t, path):
     """The divisor that takes time stamps `t` (sorted) to seconds (see SECONDS_SPAN_LIMIT)."""
     n = len(t)
-    head = t[:BATCH]  # whole numbers are checked on the first batch: enough to tell, and bounded
-    if n < 2 or not (head == np.round(head)).all():
+    return time_divisor(t[:BATCH], t[n // 100], t[n - 1 - n // 100], path) if n >= 2 else 1.0
+
+
+def time_divisor(head, first, last, path):
+    """units_per_second from what it reads of the time stamps: the first batch (`head`; whole
+    numbers are checked on it: enough to tell, and bounded), and those 1% from each end."""
+    if not (head == np.round(head)).all():
         return 1.0
-    first, last = float(t[n // 100]), float(t[n - 1 - n // 100])
+    first, last = float(first), float(last)
     for divisor, unit in TIME_UNITS:
         if (last - first) / divisor <= SECONDS_SPAN_LIMIT and max(abs(first), abs(last)) / divisor <= LATEST_CLOCK:
             if divisor != 1.0:
@@ -315,6 +345,26 @@ def stream_npy(path, **options):
         yield _event_piece(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], path)
 
 
+def _npy_rows(path, first, last):
+    """Rows first:last of a .npy, copied out of a map of the file that is dropped at once, so
+    that its pages do not stay resident (see _npy_batches)."""
+    return np.array(_load_npy(path)[first:last])
+
+
+def _npy_columns(path, sensor=None, frames=None):
+    """An [N, 4] .npy's events as EventFile reads them."""
+    array = _load_npy(path)
+    _check_rows(array, path)
+
+    def read(first, last):
+        rows = _npy_rows(path, first, last)
+        return rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    return Columns(len(array), read, {"encoding": "[N, 4] array (t, x, y, p)", "time_unit": "s"}, sensor, frames)
+
+
+COLUMN_READERS["npy"] = _npy_columns
+
+
 def _metadata_sensor(folder):
     """`sensor_resolution` [H, W] from a metadata.json (EVREAL's, and this project's converters')."""
     metadata_path = os.path.join(folder, "metadata.json")
@@ -363,6 +413,48 @@ def stream_evreal_folder(path, **options):
         for image, t_image in zip(images, images_t):
             image = np.asarray(image)
             yield ("frame", "images", float(t_image), image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+
+
+COLUMN_READERS["evinr_folder"] = lambda path: _npy_columns(
+    os.path.join(path, "events.npy"), _metadata_sensor(path),
+    list(_folder_image_pieces(path)) if os.path.isfile(os.path.join(path, "images.txt")) else None)
+
+
+class _NpyFrames:
+    """The frames of an images.npy [K, H, W(, 1)], read one at a time (see _npy_rows)."""
+
+    def __init__(self, path):
+        self.path = path
+        array = _load_npy(path)
+        self.shape = array.shape[:3] if array.ndim == 4 and array.shape[3] == 1 else array.shape
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        return _npy_rows(self.path, index, index + 1)[0].reshape(self.shape[1:])
+
+
+def _evreal_columns(path):
+    """An EVREAL folder's events as EventFile reads them; its frames stay on disk too."""
+    files = [os.path.join(path, f"events_{name}.npy") for name in ("ts", "xy", "p")]
+    t, xy, p = (_load_npy(file) for file in files)
+    if xy.ndim != 2 or xy.shape[1] != 2 or not len(t) == len(xy) == len(p):
+        raise EventDataError(path, f"events_ts, events_xy [N, 2] and events_p disagree: shapes {t.shape}, {xy.shape}, {p.shape}")
+
+    def read(first, last):
+        t, xy, p = (_npy_rows(file, first, last) for file in files)
+        return t.reshape(-1), xy[:, 0], xy[:, 1], p.reshape(-1)
+    columns = Columns(len(t), read, {"encoding": "EVREAL arrays", "time_unit": "s"}, _metadata_sensor(path))
+    if os.path.isfile(os.path.join(path, "images.npy")):
+        columns.frames = _NpyFrames(os.path.join(path, "images.npy"))
+        columns.frame_t = np.asarray(_load_npy(os.path.join(path, "images_ts.npy")), dtype=np.float64).reshape(-1)
+        if len(columns.frames) != len(columns.frame_t):
+            raise EventDataError(path, f"{len(columns.frames)} images but {len(columns.frame_t)} image time stamps")
+    return columns
+
+
+COLUMN_READERS["evreal_folder"] = _evreal_columns
 
 
 # --- text events: `t x y p` lines ----------------------------------------------
@@ -1093,20 +1185,54 @@ def stream_h5(path, time_range=None, **options):
             for start in range(first, last, BATCH):
                 part = slice(start, min(start + BATCH, last))
                 yield _event_piece(to_seconds(t[part]), x[part], y[part], p[part], path)
-            if "images" in f:
-                for name in sorted(f["images"].keys()):
-                    image = f["images"][name]
-                    if "timestamp" not in image.attrs:
-                        raise EventDataError(path, f"images/{name} has no timestamp attribute")
-                    stamp = float(image.attrs["timestamp"])
-                    if time_range is None or time_range[0] <= stamp < time_range[1]:
-                        yield ("frame", "images", stamp, image[()])
+            yield from _h5_frame_pieces(f, path, time_range)
     except (OSError, KeyError, ValueError, RuntimeError) as error:  # h5py raises KeyError for a corrupt object header
-        problem = " ".join(str(error).strip("'\"").split()) or type(error).__name__
-        if not has_filters and ("filter" in problem or "plugin" in problem):
-            raise EventDataError(path, "its data is compressed with a filter that h5py lacks (DSEC's "
-                                       "are Blosc): pip install hdf5plugin") from None
-        raise EventDataError(path, f"unreadable or truncated HDF5 file ({problem})") from None
+        raise _h5_error(path, error, has_filters) from None
+
+
+def _h5_frame_pieces(f, path, time_range=None):
+    for name in sorted(f["images"].keys()) if "images" in f else ():
+        image = f["images"][name]
+        if "timestamp" not in image.attrs:
+            raise EventDataError(path, f"images/{name} has no timestamp attribute")
+        stamp = float(image.attrs["timestamp"])
+        if time_range is None or time_range[0] <= stamp < time_range[1]:
+            yield ("frame", "images", stamp, image[()])
+
+
+def _h5_error(path, error, has_filters):
+    """The EventDataError for an exception h5py raised reading `path`."""
+    problem = " ".join(str(error).strip("'\"").split()) or type(error).__name__
+    if not has_filters and ("filter" in problem or "plugin" in problem):
+        return EventDataError(path, "its data is compressed with a filter that h5py lacks (DSEC's are Blosc): "
+                                    "pip install hdf5plugin")
+    return EventDataError(path, f"unreadable or truncated HDF5 file ({problem})")
+
+
+def _h5_columns(path):
+    """An HDF5 file's events as EventFile reads them: dataset slices, opened for each read."""
+    import h5py
+    has_filters = _hdf5_filters()
+
+    def read(first, last):
+        try:
+            with h5py.File(path, "r") as f:
+                t, x, y, p, to_seconds, _ = _h5_events_layout(f, path)
+                return to_seconds(t[first:last]), x[first:last], y[first:last], p[first:last]
+        except (OSError, KeyError, ValueError, RuntimeError) as error:
+            raise _h5_error(path, error, has_filters) from None
+    try:
+        with h5py.File(path, "r") as f:
+            t, x, y, p, _, facts = _h5_events_layout(f, path)
+            if not len(t) == len(x) == len(y) == len(p):
+                raise EventDataError(path, f"event datasets differ in length: {len(t)}, {len(x)}, {len(y)}, {len(p)}")
+            sensor = tuple(int(v) for v in f.attrs["sensor_resolution"]) if "sensor_resolution" in f.attrs else None
+            return Columns(len(t), read, facts, sensor, frames=list(_h5_frame_pieces(f, path)))
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise _h5_error(path, error, has_filters) from None
+
+
+COLUMN_READERS["h5"] = _h5_columns
 
 
 # --- ROS1 bags --------------------------------------------------------------------
@@ -1586,10 +1712,31 @@ def validate(events, sensor=None):
     `sensor` is the (H, W) the user asked for; when the file states its own size the two must
     agree, up to the order of the two numbers, which is reported and corrected (never silently).
     Returns the sensor size to use."""
-    path = events.path
     if len(events) == 0:
-        raise EventDataError(path, "no events in file")
-    x_max, y_max = int(events.x.max()), int(events.y.max())
+        raise EventDataError(events.path, "no events in file")
+    sensor = resolve_sensor(events, int(events.x.max()), int(events.y.max()), sensor)
+    # a batch at a time: whole-array temporaries would cost several copies of a long recording
+    for start in range(0, len(events), BATCH):
+        stop = start + BATCH
+        check_events(events.t[start:stop], events.x[start:stop], events.y[start:stop], sensor, events.path, start)
+        check_sorted(events.t[start:stop + 1], events.path, start)
+    return sensor
+
+
+def check_sorted(t, path, first=0):
+    """Refuse time stamps that go backwards; `first` is the index of t[0] in the recording."""
+    backwards = np.flatnonzero(np.diff(t) < 0)
+    if backwards.size:
+        i = int(backwards[0])
+        raise EventDataError(path, f"time stamps are not sorted: event {first + i + 1} ({t[i + 1]:.6f} s) is before "
+                                   f"event {first + i} ({t[i]:.6f} s)")
+
+
+def resolve_sensor(events, x_max, y_max, sensor=None):
+    """The (H, W) to use for `events` (an Events or EventFile), whose coordinates reach x_max and
+    y_max: the user's `sensor`, the file's (events.sensor, corrected in place when it is stored
+    width first), the APS frames', or else the largest coordinates. Disagreements are errors."""
+    path = events.path
     if events.sensor is not None:
         events.sensor = _sensor_order(tuple(events.sensor), x_max, y_max, path)
     if events.frames is not None:
@@ -1622,15 +1769,6 @@ def validate(events, sensor=None):
         sensor = (y_max + 1, x_max + 1)
         print(f"warning: {path}: sensor size not given and not in the file; using the largest "
               f"coordinates: H={sensor[0]}, W={sensor[1]} (set --H/--W to be sure)", file=sys.stderr)
-    # a batch at a time: whole-array temporaries would cost several copies of a long recording
-    for start in range(0, len(events), BATCH):
-        stop = start + BATCH
-        check_events(events.t[start:stop], events.x[start:stop], events.y[start:stop], sensor, path, start)
-        t = events.t[start:stop + 1]
-        backwards = np.flatnonzero(np.diff(t) < 0)
-        if backwards.size:
-            i = start + int(backwards[0])
-            raise EventDataError(path, f"time stamps are not sorted: event {i + 1} ({events.t[i + 1]:.6f} s) is before event {i} ({events.t[i]:.6f} s)")
     return sensor
 
 
@@ -1660,12 +1798,99 @@ def load_events(path, sensor=None, time_range=None, **options):
     return events, events.sensor
 
 
+MARK_STRIDE = 1 << 12  # events between the time stamps an EventFile holds; BATCH is a multiple
+
+
+class EventFile:
+    """A recording left on disk and read a window at a time, for recordings too long to hold:
+    columns are read by position (a .npy's rows, an HDF5 dataset's slices), so memory holds the
+    events asked for and every MARK_STRIDE-th time stamp (1 billion events: 2 MB), whatever
+    the length. Opening one reads the file once, a batch at a time, to validate it as
+    load_events does and to keep those time stamps. It answers what the fit asks of Events:
+    len, positions, times_at and rows (the latter gives an in-memory Events)."""
+
+    def __init__(self, path, sensor=None):
+        from tqdm import tqdm
+        self.path = os.path.normpath(path)
+        self.format = detect_format(self.path)
+        if self.format not in COLUMN_READERS:
+            raise EventDataError(self.path, f"{self.format} files cannot be read a window at a time; convert the "
+                                            "recording (scripts/convert_*.py --format evreal) or load it whole")
+        columns = COLUMN_READERS[self.format](self.path)
+        self.encoding, self.time_unit = columns.facts["encoding"], columns.facts["time_unit"]
+        self.count, self._read, self.sensor = columns.count, columns.read, columns.sensor
+        if self.count == 0:
+            raise EventDataError(self.path, "no events in file")
+        if isinstance(columns.frames, list):  # pieces: gathered as collect does
+            frames = collect(iter(columns.frames), self.path, self.format)
+            self.frames, self.frame_t = frames.frames, frames.frame_t
+        else:
+            self.frames, self.frame_t = columns.frames, columns.frame_t
+        self._divisor = 1.0
+        n = self.count
+        head = self._raw(0, min(n, BATCH))[0]
+        self._divisor = time_divisor(head, self._raw(n // 100, n // 100 + 1)[0][0],
+                                     self._raw(n - 1 - n // 100, n - n // 100)[0][0], self.path) if n >= 2 else 1.0
+        if self.frame_t is not None:
+            self.frame_t = self.frame_t / self._divisor
+        marks, x_max, y_max, previous = [], 0, 0, np.empty(0)
+        for start in tqdm(range(0, n, BATCH), desc="indexing events", unit="batch", leave=False, disable=n <= BATCH):
+            batch = self.rows(start, start + BATCH)
+            check_events(batch.t, batch.x, batch.y, (np.inf, np.inf), self.path, start)
+            check_sorted(np.concatenate([previous, batch.t]), self.path, start - len(previous))
+            marks.append(batch.t[::MARK_STRIDE])
+            x_max, y_max, previous = max(x_max, int(batch.x.max())), max(y_max, int(batch.y.max())), batch.t[-1:]
+        self._marks = np.concatenate(marks)
+        self.sensor = tuple(int(v) for v in resolve_sensor(self, x_max, y_max, sensor))
+        if x_max >= self.sensor[1] or y_max >= self.sensor[0]:  # name the first event outside
+            for start in range(0, n, BATCH):
+                batch = self.rows(start, start + BATCH)
+                check_events(batch.t, batch.x, batch.y, self.sensor, self.path, start)
+
+    def __len__(self):
+        return self.count
+
+    def _raw(self, first, last):
+        try:
+            return _event_piece(*self._read(first, last), self.path)[1:]
+        except (OSError, ValueError) as error:  # the file changed or was truncated since it was opened
+            raise EventDataError(self.path, f"events {first}-{last - 1} unreadable ({str(error).splitlines()[0]})") from None
+
+    def rows(self, first, last):
+        t, x, y, p = self._raw(first, min(last, self.count))
+        if self._divisor != 1.0:
+            t /= self._divisor
+        return Events(t=t, x=x, y=y, p=p, sensor=self.sensor, format=self.format, path=self.path)
+
+    def times_at(self, indices):
+        return np.array([self.rows(i, i + 1).t[0] for i in np.atleast_1d(indices)]).reshape(np.shape(indices))
+
+    def positions(self, times, side="left"):
+        """As Events.positions: through the time stamps held, then one block of the file read."""
+        times = np.asarray(times, dtype=np.float64)
+        blocks = np.searchsorted(self._marks, times, side=side)
+        found = np.zeros(times.shape, dtype=np.int64)
+        for i, (time, block) in enumerate(zip(times.flat, blocks.flat)):
+            if block > 0:  # the answer lies after the mark before `block` and at most at the mark `block`
+                first = (block - 1) * MARK_STRIDE
+                found.flat[i] = first + np.searchsorted(self.rows(first, block * MARK_STRIDE + 1).t, time, side=side)
+        return found if found.ndim else int(found)
+
+
+def open_events(path, sensor=None, time_range=None, whole=False, **options):
+    """An EventFile for a format read by position (unless `whole`, or a `time_range` is
+    given), else load_events' Events. Either way validated, with the sensor set."""
+    if not whole and time_range is None and not options and detect_format(os.path.normpath(path)) in COLUMN_READERS:
+        return EventFile(path, sensor)
+    return load_events(path, sensor=sensor, time_range=time_range, **options)[0]
+
+
 def info(path, **options):
-    events, sensor = load_events(path, **options)
-    duration = float(events.t[-1] - events.t[0])
+    events = open_events(path, **options)
+    sensor, (t_first, t_last) = events.sensor, events.times_at([0, len(events) - 1])
     return {"format": events.format, "encoding": events.encoding, "time_unit": events.time_unit,
-            "num_events": len(events), "sensor": list(sensor), "t_first": float(events.t[0]),
-            "t_last": float(events.t[-1]), "event_rate": len(events) / duration if duration > 0 else None,
+            "num_events": len(events), "sensor": list(sensor), "t_first": float(t_first),
+            "t_last": float(t_last), "event_rate": len(events) / (t_last - t_first) if t_last > t_first else None,
             "num_frames": 0 if events.frames is None else int(len(events.frames))}
 
 
@@ -1722,8 +1947,9 @@ def event_sum(events, begin, end):
     """The per-pixel sum of polarities of the events between two times, float32 [H, W] (a colour
     sensor's mosaic as it is): one chunk of `event_frames`."""
     import torch
-    first, last = np.searchsorted(events.t, [begin, end])
-    columns = (torch.from_numpy(column[first:last]) for column in (events.x, events.y, events.p))
+    first, last = events.positions([begin, end])
+    part = events.rows(first, last)
+    columns = (torch.from_numpy(column) for column in (part.x, part.y, part.p))
     return event_frames(*columns, np.array([0, last - first]), events.sensor)[0, 0].numpy()
 
 

@@ -27,7 +27,9 @@ import json
 import math
 import os
 import platform
+import re
 import runpy
+import shutil
 import sys
 import threading
 import time
@@ -38,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 import utils
-from event_data import EventDataError, chunk_boundaries, event_frames, event_sum, load_events, validate
+from event_data import EventDataError, EventFile, chunk_boundaries, event_frames, event_sum, open_events, validate
 from model import EvINR, StackedEvINR, evinr_loss, query_times, tone_map
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -277,20 +279,21 @@ OUTLIER_MIN_EVENTS = 100
 def covered_span(events):
     """(first, last) time stamp of the events that make up the recording: outliers (see
     OUTLIER_GAP) are reported by event index on stderr and left out of every window."""
-    t, n = events.t, len(events.t)
+    n = len(events)
     first, last = 0, n - 1
     if n >= OUTLIER_MIN_EVENTS:
-        low, high = float(t[n // 100]), float(t[n - 1 - n // 100])
+        low, high = events.times_at([n // 100, n - 1 - n // 100])
         reach = OUTLIER_GAP * (high - low) + 1.0
-        first = int(np.searchsorted(t, low - reach, side="left"))
-        last = int(np.searchsorted(t, high + reach, side="right")) - 1
+        first = int(events.positions(low - reach, side="left"))
+        last = int(events.positions(high + reach, side="right")) - 1
         for start, stop, where in ((0, first, "before"), (last + 1, n, "after")):
             if stop > start:
-                which = f"event {start} at {t[start]:.6f} s lies" if stop - start == 1 else \
-                    f"events {start}-{stop - 1} at {t[start]:.6f}-{t[stop - 1]:.6f} s lie"
+                t_start, t_stop, t_first, t_last = events.times_at([start, stop - 1, first, last])
+                which = f"event {start} at {t_start:.6f} s lies" if stop - start == 1 else \
+                    f"events {start}-{stop - 1} at {t_start:.6f}-{t_stop:.6f} s lie"
                 print(f"warning: {events.path}: {which} far {where} the other events "
-                      f"({t[first]:.6f}-{t[last]:.6f} s): corrupt time stamps, left out", file=sys.stderr)
-    return float(t[first]), float(t[last])
+                      f"({t_first:.6f}-{t_last:.6f} s): corrupt time stamps, left out", file=sys.stderr)
+    return tuple(float(t) for t in events.times_at([first, last]))
 
 
 def fit_windows(events, config):
@@ -321,7 +324,7 @@ def fit_windows(events, config):
 
 
 def events_between(events, begin, end):
-    return int(np.searchsorted(events.t, end, side="right") - np.searchsorted(events.t, begin, side="left"))
+    return int(events.positions(end, side="right") - events.positions(begin, side="left"))
 
 
 def merge_quiet_windows(events, edges, config, t_first):
@@ -329,8 +332,8 @@ def merge_quiet_windows(events, edges, config, t_first):
     event frame): a quieter window (the camera still, nothing moving) is fitted together with the
     window before it, or the leading ones with the first window after them that has enough.
     So a quiet spell is fitted through, where it used to fail when its window was reached."""
-    positions = np.searchsorted(events.t, edges, side="left")
-    positions[-1] = np.searchsorted(events.t, edges[-1], side="right")  # the last window ends with its edge
+    positions = events.positions(edges, side="left")
+    positions[-1] = events.positions(edges[-1], side="right")  # the last window ends with its edge
     counts = np.diff(positions)
     groups = []  # [index of the first window, index of the last, events]
     for k, count in enumerate(counts):
@@ -399,18 +402,21 @@ def window_of(times, windows):
 # fitting
 
 class Window:
-    """The events of one time window, moved to the device once, and their event frames."""
+    """The events of one time window, read (from memory, or from disk for an EventFile) and moved
+    to the device once, and their event frames."""
 
     def __init__(self, events, begin, end, sensor, config, device):
-        first = np.searchsorted(events.t, begin, side="left")
-        last = np.searchsorted(events.t, end, side="right")
+        first, last = events.positions(begin, side="left"), events.positions(end, side="right")
         if last <= first:
             raise EventDataError(events.path, f"no events between {begin:.6f} and {end:.6f} s")
         self.begin, self.end, self.sensor, self.config = begin, end, sensor, config
-        self.t = events.t[first:last]
+        began = time.perf_counter()
+        part = events.rows(first, last)
+        self.read_s = time.perf_counter() - began
+        self.t = part.t
         # moved as stored (int16, int8): a quarter of the bytes of int64 to copy to a GPU, and
         # no copy at all on the CPU; event_frames widens the indices where it needs them
-        self.x, self.y, self.p = (torch.from_numpy(column[first:last]).to(device) for column in (events.x, events.y, events.p))
+        self.x, self.y, self.p = (torch.from_numpy(column).to(device) for column in (part.x, part.y, part.p))
         self.device = device
 
     def frames(self, n_chunks):
@@ -554,6 +560,7 @@ def use_cuda_graph(config, device):
 BYTES_PER_PARAMETER = 16   # float32 weight, gradient and AdamW's two moments
 FRAME_COPIES = 13          # [T, C, H, W] tensors alive in one step: frames, gradients, loss temporaries, events
 EVENT_BYTES = 29           # per event of a window on the device: x, y, p as stored, p as float32, two int64 indices
+READ_BYTES = 45            # per event read from disk: t, x, y, p as stored (13), and a file's [N, 4] rows read (32)
 
 
 def parameter_count(sensor, config):
@@ -604,10 +611,12 @@ def available_memory(device):
     return available
 
 
-def memory_plan(events, config, windows, n_frames, training=True):
+def memory_plan(events, config, windows, n_frames, training=True, held_networks=None):
     """[(bytes, "device" or "host", what, the flag that changes it)] that a run holds at its
-    peak: fitting a batch of windows and rendering on the device; every window's network and
-    the rendered frames on the host."""
+    peak: fitting a batch of windows and rendering on the device; `n_frames` rendered frames and
+    `held_networks` networks (default: every window's) on the host, with the events of the
+    busiest window when they are read from disk (an EventFile)."""
+    held_networks = len(windows) if held_networks is None else held_networks
     sensor, batch = events.sensor, config.windows_batch or 1
     pixels = sensor[0] * sensor[1] * channels(config)
     parameters = parameter_count(sensor, config)
@@ -615,15 +624,17 @@ def memory_plan(events, config, windows, n_frames, training=True):
     network_flag = "a smaller sensor (--H/--W): the network has a weight per pixel" if per_pixel else "a lower --net_width"
     batch_flag = f" or a lower --windows_batch ({batch})" if batch > 1 else ""
     bounds = np.array(windows)
-    most_events = int(np.max(np.searchsorted(events.t, bounds[:, 1], side="right") - np.searchsorted(events.t, bounds[:, 0])))
+    most_events = int(np.max(events.positions(bounds[:, 1], side="right") - events.positions(bounds[:, 0])))
     network, frames = fit_bytes(sensor, config)
     plan = [(4 * 3 * RENDER_BATCH * pixels, "device", "rendering", "fewer pixels (--H/--W)"),
-            (4 * len(windows) * parameters, "host", f"the {len(windows)} fitted networks", "fewer, longer windows (--window)"),
+            (4 * held_networks * parameters, "host", f"the {held_networks} fitted networks", "fewer, longer windows (--window)"),
             (2 * n_frames * pixels, "host", f"the {n_frames} rendered frames", "fewer frames (--frames_at, --val_resolution)")]
     if training:
         plan += [(batch * network, "device", "the network and its optimizer", network_flag + batch_flag),
                  (batch * frames, "device", "the event frames", "a lower --train_resolution or a smaller sensor (--H/--W)" + batch_flag),
                  (EVENT_BYTES * most_events, "device", f"the {most_events} events of the busiest window", "shorter windows (--window)")]
+    if isinstance(events, EventFile):
+        plan.append((READ_BYTES * most_events, "host", f"the {most_events} events of the busiest window", "shorter windows (--window)"))
     return plan
 
 
@@ -634,11 +645,11 @@ def human_bytes(count):
     return f"{count / 2 ** 20:.0f} MB"
 
 
-def check_memory(events, config, windows, n_frames, training=True):
+def check_memory(events, config, windows, n_frames, training=True, held_networks=None):
     """Refuse a plan that needs more memory than the device (and, for a GPU, the host) has free,
     naming the figures and the flag that changes its largest part."""
     device = torch.device(config.device)
-    plan = memory_plan(events, config, windows, n_frames, training)
+    plan = memory_plan(events, config, windows, n_frames, training, held_networks)
     if device.type == "cuda":
         groups = [("GPU", device, [part for part in plan if part[1] == "device"]),
                   ("host", torch.device("cpu"), [part for part in plan if part[1] == "host"])]
@@ -726,62 +737,83 @@ def prepare(config, events):
     return dataclasses.replace(config, H=int(sensor[0]), W=int(sensor[1]), device=str(device), matmul_precision=precision)
 
 
+def plan(events, config, times=None):
+    """(config with windows_batch resolved, the windows, the times to render): what a run will
+    do, decided before any work (see fit_windows and render_times)."""
+    configure_host_memory()
+    windows = fit_windows(events, config)
+    times = render_times(events, config, windows[0][0], windows[-1][1]) if times is None else np.asarray(times, dtype=np.float64)
+    batch_size = config.windows_batch or 1
+    if config.windows_batch is None and config.device.startswith("cuda") and len(windows) > 1:
+        device = torch.device(config.device)
+        batch_size = stacked_batch_size(events.sensor, config, len(windows), torch.cuda.mem_get_info(device)[0])
+    return dataclasses.replace(config, windows_batch=batch_size), windows, times
+
+
 def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_dir=None):
     """Fit EvINR to `events` (an event_data.Events, e.g. from load_events) and render frames at
     `times` (seconds on the recording's clock; default: config.frames_at). No file is written."""
     config = prepare(config or Config(), events)
     with float32_matmul_precision(config.matmul_precision):
-        configure_host_memory()
-        device = torch.device(config.device)
-        windows = fit_windows(events, config)
-        times = render_times(events, config, windows[0][0], windows[-1][1]) if times is None else np.asarray(times, dtype=np.float64)
+        config, windows, times = plan(events, config, times)
         check_memory(events, config, windows, len(times))
-        writer = None
-        if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-            writer = SummaryWriter(tensorboard_dir)
-        timings = {"event_frames_s": 0.0, "train_s": 0.0}
-        steady_ms, states, tie_frame, model = [], [], None, make_model(events.sensor, config).to(device)
-        batch_size = config.windows_batch or 1
-        if config.windows_batch is None and device.type == "cuda" and len(windows) > 1:
-            batch_size = stacked_batch_size(events.sensor, config, len(windows), torch.cuda.mem_get_info(device)[0])
-        config = dataclasses.replace(config, windows_batch=batch_size)
-        with tqdm(total=len(windows), desc="windows", unit="window", disable=len(windows) == 1) as progress:
-            for first in range(0, len(windows), batch_size):
-                batch = range(first, min(first + batch_size, len(windows)))
-                name = f"window {first + 1}" if len(batch) == 1 else f"windows {first + 1}-{batch[-1] + 1}"
-                log = None
-                if writer is not None:
-                    log = lambda i, total, parts, name=name: [writer.add_scalar(f"{name}/{part}", value, i)
-                                                              for part, value in {"total": total, **parts}.items()]
-                # a batch of windows starts from copies of the network fitted last (or of the fresh one)
-                trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
-                spent = fit(trained, [Window(events, *windows[k], events.sensor, config, device) for k in batch], config, tie_frame, log,
-                            label=f" {name}/{len(windows)}" if len(windows) > 1 else "")
-                steady_ms += spent.pop("steady_ms_per_iter")
-                for part, value in spent.items():
-                    timings[part] += value
-                fitted = trained.unstacked() if len(batch) > 1 else [model.state_dict()]
-                states += [{name: value.detach().cpu().clone() for name, value in state.items()} for state in fitted]
-                model.load_state_dict(fitted[-1])
-                if len(windows) > 1:
-                    with torch.no_grad():
-                        tie_frame = model(torch.ones(1, device=device)).detach()
-                progress.update(len(batch))
-        if writer is not None:
-            writer.close()
-        # An iteration is one optimisation step; with stacked windows it advances every window
-        # of its batch, so the cost per window and iteration is reported too.
-        n_fits = -(-len(windows) // batch_size)
-        timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (config.iters * n_fits)
-        timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (config.iters * len(windows))
-        timings["ms_per_iter_median"] = float(np.median(steady_ms)) if steady_ms else None
+        states, timings = [], {}
+        for _, fitted in fit_batches(events, config, windows, timings, tensorboard_dir):
+            states += fitted
         result = render(states, windows, config, times, log_frames)
         result.timings = {**timings, **result.timings}
         return result
+
+
+def fit_batches(events, config, windows, timings, tensorboard_dir=None):
+    """Fit the windows in order, config.windows_batch at a time, each batch starting from copies
+    of the network fitted last (or of a fresh one), the first frame of each tied to the last of
+    the window before. Yields (the batch's window indices, their state dicts on the CPU), so a
+    caller can render and write each batch and let it go; fills `timings` as it goes, and with
+    the costs per iteration once the last batch is done."""
+    device = torch.device(config.device)
+    writer = None
+    if tensorboard_dir is not None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        writer = SummaryWriter(tensorboard_dir)
+    timings.update(read_s=0.0, event_frames_s=0.0, train_s=0.0)
+    steady_ms, tie_frame, model = [], None, make_model(events.sensor, config).to(device)
+    batch_size = config.windows_batch
+    with tqdm(total=len(windows), desc="windows", unit="window", disable=len(windows) == 1) as progress:
+        for first in range(0, len(windows), batch_size):
+            batch = range(first, min(first + batch_size, len(windows)))
+            name = f"window {first + 1}" if len(batch) == 1 else f"windows {first + 1}-{batch[-1] + 1}"
+            log = None
+            if writer is not None:
+                log = lambda i, total, parts, name=name: [writer.add_scalar(f"{name}/{part}", value, i)
+                                                          for part, value in {"total": total, **parts}.items()]
+            trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
+            fitting = [Window(events, *windows[k], events.sensor, config, device) for k in batch]
+            timings["read_s"] += sum(window.read_s for window in fitting)
+            spent = fit(trained, fitting, config, tie_frame, log, label=f" {name}/{len(windows)}" if len(windows) > 1 else "")
+            del fitting
+            steady_ms += spent.pop("steady_ms_per_iter")
+            for part, value in spent.items():
+                timings[part] += value
+            fitted = trained.unstacked() if len(batch) > 1 else [model.state_dict()]
+            model.load_state_dict(fitted[-1])
+            if len(windows) > 1:
+                with torch.no_grad():
+                    tie_frame = model(torch.ones(1, device=device)).detach()
+            yield batch, [{name: value.detach().cpu().clone() for name, value in state.items()} for state in fitted]
+            progress.update(len(batch))
+    if writer is not None:
+        writer.close()
+    # An iteration is one optimisation step; with stacked windows it advances every window of
+    # its batch, so the cost per window and iteration is reported too.
+    n_fits = -(-len(windows) // batch_size)
+    timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (config.iters * n_fits)
+    timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (config.iters * len(windows))
+    timings["ms_per_iter_median"] = float(np.median(steady_ms)) if steady_ms else None
+    timings["read_s_per_window"] = timings["read_s"] / len(windows)
 
 
 @torch.no_grad()
@@ -825,15 +857,41 @@ def to_image(frame):
 # checkpoints and outputs
 
 def load_checkpoint(path):
-    """(saved settings as a dict, one state dict per window, the windows or None) of a model.pt."""
+    """(saved settings as a dict, one state dict per window, the windows or None) of a model.pt.
+    The networks are read when used: from the file's map, or from networks/ beside it."""
     if not os.path.isfile(path):
         raise EventDataError(path, "no such checkpoint")
     try:
         # mapped: --render_only reads the settings first and the networks later, each from the map
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return checkpoint["config"], checkpoint["windows"], checkpoint.get("spans")
+        config, states, spans = checkpoint["config"], checkpoint["windows"], checkpoint.get("spans")
     except Exception:  # torch raises many kinds for a file that is not a checkpoint
         raise EventDataError(path, "not a model.pt written by train.py (unreadable or truncated)") from None
+    if not all(isinstance(state, dict) or (isinstance(state, str) and NETWORK_FILE.match(state)) for state in states):
+        raise EventDataError(path, "not a model.pt written by train.py (a network is neither saved nor named)")
+    return config, SavedNetworks(path, states), spans
+
+
+class SavedNetworks:
+    """A model.pt's networks by window: each a state dict, read from networks/ on access when
+    the run saved it there."""
+
+    def __init__(self, path, states):
+        self.folder, self.states = os.path.dirname(path), states
+
+    def __len__(self):
+        return len(self.states)
+
+    def __getitem__(self, k):
+        if isinstance(self.states[k], dict):
+            return self.states[k]
+        path = os.path.join(self.folder, self.states[k])
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except FileNotFoundError:
+            raise EventDataError(path, f"missing: model.pt names it for window {k + 1}") from None
+        except Exception:
+            raise EventDataError(path, "not a network saved by train.py (unreadable or truncated)") from None
 
 
 def config_for_render(checkpoint, given):
@@ -882,61 +940,113 @@ def experiment_path(config, data_path):
     return final
 
 
-def scores(reconstruction, events):
-    """metrics.json's content: EVREAL-protocol scores against the recording's APS frames, or None."""
-    if events.frames is None:
-        return None
-    use_lpips = utils.lpips_available() and min(events.sensor) >= utils.LPIPS_MIN_SIZE
-    rows = utils.score_reconstruction(reconstruction.frames, reconstruction.times, events.frames, events.frame_t,
-                                      use_lpips=use_lpips)
-    if not rows:
-        return None
-    if not use_lpips:
-        why = (f"frames under {utils.LPIPS_MIN_SIZE} px a side" if min(events.sensor) < utils.LPIPS_MIN_SIZE
-               else f"its weights are not cached; {utils.FETCH_HINT}")
-        print(f"note: LPIPS not scored: {why}", file=sys.stderr)
-    if min(events.sensor) < utils.SSIM_MIN_SIZE:
-        print(f"note: SSIM not scored: frames under {utils.SSIM_MIN_SIZE} px a side (its Gaussian window)", file=sys.stderr)
-    return {**utils.mean_scores(rows), "per_frame": rows}
-
-
 def write_experiment(folder, reconstruction, events, started=None):
     """Write a reconstruction into `folder`: frames/, timestamps.txt, video.mp4 (unless
     config.no_video), preview.png, metrics.json (when there are APS frames), model.pt and
     config.json. `started`, the time.perf_counter() at which the run began, adds its total time.
     Returns config.json's content."""
-    config, times, images = reconstruction.config, reconstruction.times, reconstruction.frames
-    began = time.perf_counter()
-    # PNGs are encoded by a thread pool, and the video from the same arrays alongside
-    spacing = np.median(np.diff(times)) if len(times) > 1 else 1.0
-    video = None if config.no_video else os.path.join(folder, "video.mp4")
-    utils.write_frames(os.path.join(folder, "frames"), images, video=video, fps=float(np.clip(1.0 / spacing, 1.0, 240.0)),
-                       progress=True)
-    with open(os.path.join(folder, "timestamps.txt"), "w") as f:
-        f.writelines(f"{index} {t:.9f}\n" for index, t in enumerate(times))
-    write_preview(os.path.join(folder, "preview.png"), reconstruction, events)
-    metrics = scores(reconstruction, events)
-    if metrics is not None:
-        with open(os.path.join(folder, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
-    saved = dataclasses.asdict(config)
-    save_checkpoint(os.path.join(folder, "model.pt"), {"config": saved, "windows": reconstruction.states, "spans": reconstruction.windows})
-    device = torch.device(config.device)
-    summary = {"config": saved,
-               "data": {"path": os.path.abspath(events.path), "format": events.format, "num_events": len(events),
-                        "sensor": [int(v) for v in events.sensor], "t_first": float(events.t[0]),
-                        "t_last": float(events.t[-1]), "windows": [[float(b), float(e)] for b, e in reconstruction.windows]},
-               "frames": {"count": len(times), "at": config.frames_at},
-               "environment": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else utils.cpu_name(),
-                               "threads": torch.get_num_threads()},
-               "timings": {**reconstruction.timings, "write_s": time.perf_counter() - began},
-               "metrics": {k: v for k, v in metrics.items() if k != "per_frame"} if metrics else None}
-    if started is not None:
-        summary["timings"]["total_s"] = time.perf_counter() - started
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    return summary
+    with ExperimentWriter(folder, reconstruction.config, events, reconstruction.times, reconstruction.windows) as writer:
+        writer.add(np.arange(len(reconstruction.times)), reconstruction.frames, reconstruction.states)
+        return writer.finish(reconstruction.timings, started)
+
+
+# Networks a run holds for model.pt: beyond this, every network is written to networks/ as it
+# is fitted and model.pt names the files (a 240x180 network is 44 MB; an hour of 2 s windows 80 GB).
+HELD_NETWORK_BYTES = 1 << 30
+NETWORK_FILE = re.compile(r"^networks/window-\d{6}\.pt$")
+
+
+class ExperimentWriter:
+    """Writes a run into `folder` while it goes, so that memory holds one batch of windows however
+    long the recording: frames/ and video.mp4 as frames arrive (PNGs on a thread pool), scores
+    against the APS frames, the networks (see HELD_NETWORK_BYTES); then, at finish,
+    timestamps.txt, preview.png, metrics.json, model.pt and config.json."""
+
+    def __init__(self, folder, config, events, times, windows):
+        self.folder, self.config, self.events, self.times, self.windows = folder, config, events, times, windows
+        spacing = np.median(np.diff(times)) if len(times) > 1 else 1.0
+        self.frame_writer = utils.FrameWriter(os.path.join(folder, "frames"), total=len(times), progress=len(windows) == 1,
+                                              video=None if config.no_video else os.path.join(folder, "video.mp4"),
+                                              fps=float(np.clip(1.0 / spacing, 1.0, 240.0)))
+        self.picks, self.preview = set(utils.preview_picks(len(times)).tolist()), {}
+        self.rows, self.states, self.held_bytes, self.spilled = [], [], 0, False
+        self.use_lpips = utils.lpips_available() and min(events.sensor) >= utils.LPIPS_MIN_SIZE
+        self.write_s = 0.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        self.frame_writer.__exit__(*error)
+
+    def add(self, indices, frames, states=()):
+        """The frames at times[indices] (the next ones, in order), and the networks of the next windows."""
+        began = time.perf_counter()
+        self.frame_writer.extend(frames)
+        self.preview.update((int(index), frame) for index, frame in zip(indices, frames) if index in self.picks)
+        if self.events.frames is not None:
+            self.rows += utils.score_reconstruction(frames, self.times[indices], self.events.frames, self.events.frame_t,
+                                                    use_lpips=self.use_lpips)
+        for state in states:
+            self.states.append(state)
+            self.held_bytes += sum(value.numel() * value.element_size() for value in state.values())
+            if self.held_bytes > HELD_NETWORK_BYTES or self.spilled:
+                self._spill()
+        self.write_s += time.perf_counter() - began
+
+    def _spill(self):
+        """Write the networks held to networks/, one file each, and hold their names instead."""
+        os.makedirs(os.path.join(self.folder, "networks"), exist_ok=True)
+        for k, state in enumerate(self.states):
+            if isinstance(state, dict):
+                self.states[k] = f"networks/window-{k + 1:06d}.pt"
+                save_checkpoint(os.path.join(self.folder, self.states[k]), state)
+        self.held_bytes, self.spilled = 0, True
+
+    def finish(self, timings, started=None):
+        """Write the rest; returns config.json's content (see write_experiment)."""
+        began = time.perf_counter()
+        config, events, times = self.config, self.events, self.times
+        self.frame_writer.close()
+        with open(os.path.join(self.folder, "timestamps.txt"), "w") as f:
+            f.writelines(f"{index} {t:.9f}\n" for index, t in enumerate(times))
+        write_preview(os.path.join(self.folder, "preview.png"), times, self.preview, events)
+        metrics = self.metrics()
+        if metrics is not None:
+            with open(os.path.join(self.folder, "metrics.json"), "w") as f:
+                json.dump(metrics, f, indent=2)
+        saved = dataclasses.asdict(config)
+        save_checkpoint(os.path.join(self.folder, "model.pt"), {"config": saved, "windows": self.states, "spans": self.windows})
+        device = torch.device(config.device)
+        t_first, t_last = events.times_at([0, len(events) - 1])
+        summary = {"config": saved,
+                   "data": {"path": os.path.abspath(events.path), "format": events.format, "num_events": len(events),
+                            "sensor": [int(v) for v in events.sensor], "t_first": float(t_first), "t_last": float(t_last),
+                            "windows": [[float(b), float(e)] for b, e in self.windows]},
+                   "frames": {"count": len(times), "at": config.frames_at},
+                   "environment": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+                                   "device": torch.cuda.get_device_name(device) if device.type == "cuda" else utils.cpu_name(),
+                                   "threads": torch.get_num_threads()},
+                   "timings": {**timings, "write_s": self.write_s + time.perf_counter() - began},
+                   "metrics": {k: v for k, v in metrics.items() if k != "per_frame"} if metrics else None}
+        if started is not None:
+            summary["timings"]["total_s"] = time.perf_counter() - started
+        with open(os.path.join(self.folder, "config.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        return summary
+
+    def metrics(self):
+        """metrics.json's content: the EVREAL-protocol scores of the frames, or None."""
+        if not self.rows:
+            return None
+        sensor = self.events.sensor
+        if not self.use_lpips:
+            why = (f"frames under {utils.LPIPS_MIN_SIZE} px a side" if min(sensor) < utils.LPIPS_MIN_SIZE
+                   else f"its weights are not cached; {utils.FETCH_HINT}")
+            print(f"note: LPIPS not scored: {why}", file=sys.stderr)
+        if min(sensor) < utils.SSIM_MIN_SIZE:
+            print(f"note: SSIM not scored: frames under {utils.SSIM_MIN_SIZE} px a side (its Gaussian window)", file=sys.stderr)
+        return {**utils.mean_scores(self.rows), "per_frame": self.rows}
 
 
 def save_checkpoint(path, content):
@@ -949,15 +1059,16 @@ def save_checkpoint(path, content):
         raise OSError(errno.EIO, f"could not be written, is the disk full? ({reason})", path) from None
 
 
-def write_preview(path, reconstruction, events):
-    """A few time points: the events just before (red +, blue -), the reconstruction, the APS frame."""
-    times, picks = reconstruction.times, utils.preview_picks(len(reconstruction.times))
+def write_preview(path, times, frames, events):
+    """A few time points (`frames`: {index: frame} of the picks): the events just before (red +,
+    blue -), the reconstruction, the APS frame."""
+    picks = sorted(frames)
     spacing = np.median(np.diff(times)) if len(times) > 1 else 0.02
-    aps = utils.nearest_aps(times, events.frame_t) if events.frames is not None else np.full(len(times), -1)
+    aps = utils.nearest_aps(times[picks], events.frame_t) if events.frames is not None else np.full(len(picks), -1)
     columns = [("events", [utils.event_frame_to_rgb(event_sum(events, times[k] - spacing, times[k])) for k in picks]),
-               ("EvINR", [reconstruction.frames[k] for k in picks])]
-    if (aps[picks] >= 0).any():
-        columns.append(("APS", [events.frames[aps[k]] if aps[k] >= 0 else None for k in picks]))
+               ("EvINR", [frames[k] for k in picks])]
+    if (aps >= 0).any():
+        columns.append(("APS", [events.frames[index] if index >= 0 else None for index in aps]))
     utils.write_preview(path, times[picks], columns)
 
 
@@ -978,7 +1089,7 @@ def start_device(device):
 
 
 def run(config):
-    """load, then reconstruct (or render config.render_only), then write, then publish.
+    """load, then fit (or render config.render_only) and write batch by batch, then publish.
     Returns config.json's content, with the folder it went to under "folder"."""
     wall_start = time.perf_counter()
     config.check()
@@ -992,34 +1103,65 @@ def run(config):
         config = dataclasses.replace(config, no_video=True)
     warm_up = start_device(resolve_device(config.device))
     began = time.perf_counter()
-    events, _ = load_events(data_path, sensor=(config.H, config.W))
-    load_s = time.perf_counter() - began
+    # With --window, a file that can be read by position stays on disk and each window's events
+    # are read when it is fitted: memory then holds one batch of windows, however long the recording.
+    events = open_events(data_path, sensor=(config.H, config.W), whole=not config.window)
+    timings = {"load_s": time.perf_counter() - began}
     warm_up.join()
     final = experiment_path(config, data_path)
-    if config.render_only:
-        config = prepare(config, events)
-        windows = spans or fit_windows(events, config)
-        if len(windows) != len(states):
-            raise EventDataError(config.render_only, f"holds {len(states)} networks for {len(windows)} windows of {data_path}")
-        times = render_times(events, config, windows[0][0], windows[-1][1])
-        check_memory(events, config, windows, len(times), training=False)
-    try:
-        with utils.staged_folder(final, replace=config.overwrite) as work:
-            if config.render_only:
-                result = render(states, windows, config, times)
-            else:
-                result = reconstruct(events, config, tensorboard_dir=os.path.join(work, "tensorboard") if config.tensorboard else None)
-            result.timings["load_s"] = load_s
-            summary = write_experiment(work, result, events, started=wall_start)
-    except OSError as error:
-        error.filename = final if error.filename is None else error.filename  # a failed write() names no file
-        raise
+    config = prepare(config, events)
+    with float32_matmul_precision(config.matmul_precision):
+        if config.render_only:
+            windows = spans or fit_windows(events, config)
+            if len(windows) != len(states):
+                raise EventDataError(config.render_only, f"holds {len(states)} networks for {len(windows)} windows of {data_path}")
+            times = render_times(events, config, windows[0][0], windows[-1][1])
+            batches = ((range(k, k + 1), [states[k]]) for k in range(len(windows)))
+        else:
+            config, windows, times = plan(events, config)
+        owner = window_of(times, windows)
+        batch_size = config.windows_batch or 1
+        network_bytes = 4 * parameter_count(events.sensor, config)
+        check_memory(events, config, windows, int(np.add.reduceat(np.bincount(owner, minlength=len(windows)),
+                                                                  np.arange(0, len(windows), batch_size)).max()),
+                     training=not config.render_only,
+                     held_networks=min(len(windows), HELD_NETWORK_BYTES // network_bytes + batch_size))
+        check_disk(final, network_bytes * len(windows) + len(times) * events.sensor[0] * events.sensor[1] * channels(config),
+                   f"{len(windows)} networks of {human_bytes(network_bytes)} and {len(times)} frames")
+        try:
+            with utils.staged_folder(final, replace=config.overwrite) as work:
+                if not config.render_only:
+                    batches = fit_batches(events, config, windows, timings,
+                                          tensorboard_dir=os.path.join(work, "tensorboard") if config.tensorboard else None)
+                timings["render_s"] = 0.0
+                with ExperimentWriter(work, config, events, times, windows) as writer:
+                    for batch, fitted in batches:
+                        mine = np.flatnonzero((owner >= batch[0]) & (owner <= batch[-1]))
+                        part = render(fitted, windows[batch[0]:batch[-1] + 1], config, times[mine])
+                        timings["render_s"] += part.timings["render_s"]
+                        writer.add(mine, part.frames, fitted)
+                    summary = writer.finish(timings, started=wall_start)
+        except OSError as error:
+            error.filename = final if error.filename is None else error.filename  # a failed write() names no file
+            raise
     metrics = summary.get("metrics")
     ssim = f" SSIM {metrics['ssim']:.3f}" if metrics and metrics["ssim"] is not None else ""
     quality = f", MSE {metrics['mse']:.4f}{ssim} over {metrics['n_frames']} APS frames" if metrics else ""
     speed = f" ({summary['timings']['ms_per_iter']:.1f} ms/iteration)" if "ms_per_iter" in summary["timings"] else ""
-    print(f"wrote {len(result.times)} frames to {final} in {summary['timings']['total_s']:.1f} s{speed}{quality}")
+    print(f"wrote {len(times)} frames to {final} in {summary['timings']['total_s']:.1f} s{speed}{quality}")
     return {**summary, "folder": final}
+
+
+def check_disk(folder, needed, what):
+    """Refuse a run whose output (`needed` bytes, `what` in words) would not fit on the disk that
+    is to hold `folder`, before any work: an environment failure, as a full disk is."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise OSError(errno.ENOSPC, f"the run writes up to {human_bytes(needed)} ({what}) and {human_bytes(free)} is free on "
+                                    "this disk; ask for fewer, longer windows (--window) or fewer frames (--frames_at)", folder)
 
 
 def main(argv=None):

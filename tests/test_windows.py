@@ -24,7 +24,7 @@ import torch
 
 import train
 import utils
-from event_data import load_events
+from event_data import Events, load_events
 from model import EvINR, StackedEvINR, evinr_loss, query_times
 from simulate import moving_texture, simulate_events, write_sequence
 
@@ -77,8 +77,8 @@ def test_untied_windows_show_the_jump_the_measure_is_for(sequence, tmp_path, win
 
 
 def test_windows_are_equal_and_close_to_the_requested_length():
-    from types import SimpleNamespace
-    events = SimpleNamespace(t=np.linspace(10.0, 13.4, 3401), path="rec")  # every window has events to fit
+    n = 3401  # every window has events to fit
+    events = Events(t=np.linspace(10.0, 13.4, n), x=np.zeros(n, np.int16), y=np.zeros(n, np.int16), p=np.ones(n, np.int8), path="rec")
     for window, expected in ((1.7, 2), (1.0, 3), (0.9, 4), (5.0, 1)):
         args = train.parse_config(["--window", str(window)])
         windows = train.fit_windows(events, args)
