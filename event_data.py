@@ -1836,10 +1836,10 @@ class EventFile:
         marks, x_max, y_max, previous = [], 0, 0, np.empty(0)
         for start in tqdm(range(0, n, BATCH), desc="indexing events", unit="batch", leave=False, disable=n <= BATCH):
             batch = self.rows(start, start + BATCH)
-            check_events(batch.t, batch.x, batch.y, (np.inf, np.inf), self.path, start)
+            check_events(batch.t, batch.x, batch.y, (1 << 15, 1 << 15), self.path, start)  # the sensor comes later
             check_sorted(np.concatenate([previous, batch.t]), self.path, start - len(previous))
-            marks.append(batch.t[::MARK_STRIDE])
-            x_max, y_max, previous = max(x_max, int(batch.x.max())), max(y_max, int(batch.y.max())), batch.t[-1:]
+            marks.append(batch.t[::MARK_STRIDE].copy())  # copies: a view would keep the whole batch alive
+            x_max, y_max, previous = max(x_max, int(batch.x.max())), max(y_max, int(batch.y.max())), batch.t[-1:].copy()
         self._marks = np.concatenate(marks)
         self.sensor = tuple(int(v) for v in resolve_sensor(self, x_max, y_max, sensor))
         if x_max >= self.sensor[1] or y_max >= self.sensor[0]:  # name the first event outside
