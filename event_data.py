@@ -1295,6 +1295,13 @@ def _ros_events(payloads, path):
     return _event_piece(t, records["x"], records["y"], records["polarity"], path)
 
 
+def _bag_errors():
+    """What reading a ROS 1 bag raises: rosbags' ReaderError, the failures of a truncated file,
+    and what rosbags asserts or looks up for a corrupt record."""
+    from rosbags.rosbag1 import ReaderError
+    return ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError, AssertionError, KeyError, IndexError
+
+
 def _bag_connections(bag, topic, msgtype, path, required):
     connections = [c for c in bag.connections if c.topic == topic]
     if not connections:
@@ -1314,7 +1321,8 @@ def stream_bag(path, events_topic="/dvs/events", images_topic=None, color_images
     their header stamp (not the time they were recorded). `images_topic` defaults to
     /dvs/image_raw when the bag has it ("" for no frames); `color_images_topic` (CED: /dvs/image_color) gives
     frames of key "color_images"."""
-    from rosbags.rosbag1 import Reader, ReaderError
+    from rosbags.rosbag1 import Reader
+    errors = _bag_errors()
     try:
         with Reader(path) as bag:
             topics = {"events": _bag_connections(bag, events_topic, EVENT_ARRAY_TYPE, path, True)}
@@ -1331,16 +1339,12 @@ def stream_bag(path, events_topic="/dvs/events", images_topic=None, color_images
                     stamp, image = _ros_image(raw, path, topic_of[connection.id])
                     yield ("frame", key_of[connection.id], stamp, image)
                     continue
-                _, offset = _ros_header(raw)
-                height, width, count = struct.unpack_from("<3I", raw, offset)
-                offset += 12
-                if len(raw) != offset + ROS_EVENT.itemsize * count:
-                    raise EventDataError(path, f"EventArray message on {events_topic} is truncated or malformed")
+                height, width, payload = _event_array(raw, path, events_topic)
                 if sensor is None and height and width:
                     sensor = (int(height), int(width))
                     yield ("sensor", sensor)
-                payloads.append(memoryview(raw)[offset:])
-                pending += count
+                payloads.append(payload)
+                pending += len(payload) // ROS_EVENT.itemsize
                 if pending >= BATCH:
                     yield _ros_events(payloads, path)
                     total, payloads, pending = total + pending, [], 0
@@ -1348,11 +1352,75 @@ def stream_bag(path, events_topic="/dvs/events", images_topic=None, color_images
                 yield _ros_events(payloads, path)
             if total + pending == 0:
                 raise EventDataError(path, f"no events on {events_topic}")
-    except (ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError,
-            AssertionError, KeyError, IndexError) as error:  # rosbags asserts, and looks up what a corrupt record names
-        corrupt = isinstance(error, (AssertionError, KeyError, IndexError))
-        problem = "a corrupt record" if corrupt else " ".join(str(error).split()) or type(error).__name__
-        raise EventDataError(path, f"unreadable or truncated bag ({problem})") from None
+    except errors as error:
+        raise _bag_error(path, error) from None
+
+
+def _bag_error(path, error):
+    corrupt = isinstance(error, (AssertionError, KeyError, IndexError))  # rosbags asserts, and looks up what a corrupt record names
+    problem = "a corrupt record" if corrupt else " ".join(str(error).split()) or type(error).__name__
+    return EventDataError(path, f"unreadable or truncated bag ({problem})")
+
+
+def _event_array(raw, path, topic):
+    """(height, width, the events' bytes) of an EventArray message's raw ROS 1 serialisation."""
+    _, offset = _ros_header(raw)
+    height, width, count = struct.unpack_from("<3I", raw, offset)
+    offset += 12
+    if len(raw) != offset + ROS_EVENT.itemsize * count:
+        raise EventDataError(path, f"EventArray message on {topic} is truncated or malformed")
+    return height, width, memoryview(raw)[offset:]
+
+
+def _bag_columns(path, events_topic="/dvs/events", images_topic=None):
+    """A ROS 1 bag's events as EventFile reads them: opening notes each EventArray message's
+    record time and event count; a read then asks the bag's index for the messages of that time
+    range only. The bag is kept open (its index read once)."""
+    from rosbags.rosbag1 import Reader
+    errors = _bag_errors()
+    try:
+        bag = Reader(path)
+        bag.open()
+        events = _bag_connections(bag, events_topic, EVENT_ARRAY_TYPE, path, True)
+        images = [] if images_topic == "" else _bag_connections(bag, images_topic or "/dvs/image_raw", IMAGE_TYPE, path,
+                                                                images_topic is not None)
+        image_ids = {c.id for c in images}
+        stamps, counts, frames, sensor = [], [], [], None
+        for connection, stamp, raw in bag.messages(connections=events + images):
+            if connection.id in image_ids:
+                frames.append(("frame", "images", *_ros_image(raw, path, connection.topic)))
+                continue
+            height, width, payload = _event_array(raw, path, events_topic)
+            sensor = sensor or ((int(height), int(width)) if height and width else None)
+            stamps.append(stamp)
+            counts.append(len(payload) // ROS_EVENT.itemsize)
+    except errors as error:
+        raise _bag_error(path, error) from None
+    stamps, starts = np.array(stamps, dtype=np.int64), np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+
+    def read(first, last):
+        """Events first:last: the messages that hold them, found by their record times."""
+        if last <= first:
+            return np.empty(0), np.empty(0, np.int16), np.empty(0, np.int16), np.empty(0, np.int8)
+        head, tail = np.searchsorted(starts, first, side="right") - 1, np.searchsorted(starts, last, side="left")
+        skip = head - np.searchsorted(stamps, stamps[head], side="left")  # earlier messages of the same record time
+        payloads = []
+        try:
+            for _, _, raw in bag.messages(connections=events, start=int(stamps[head]), stop=int(stamps[tail - 1]) + 1):
+                if skip:
+                    skip -= 1
+                    continue
+                payloads.append(_event_array(raw, path, events_topic)[2])
+                if len(payloads) == tail - head:
+                    break
+        except errors as error:
+            raise _bag_error(path, error) from None
+        records = np.frombuffer(b"".join(payloads), ROS_EVENT)[first - starts[head]:last - starts[head]]
+        return records["sec"] + records["nsec"] / 1e9, records["x"], records["y"], records["polarity"]
+    return Columns(int(starts[-1]), read, {"encoding": "dvs_msgs/EventArray", "time_unit": "ns"}, sensor, frames)
+
+
+COLUMN_READERS["bag"] = _bag_columns
 
 
 # --- ROS 2 bags -------------------------------------------------------------------

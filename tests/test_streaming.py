@@ -16,7 +16,7 @@ import benchmark_io as formats
 import event_data
 import train
 import utils
-from conftest import REPO
+from conftest import REPO, shared_data
 from event_data import EventDataError, EventFile, load_events
 from test_bad_input import TINY, assert_error, assert_nothing_left, call
 
@@ -37,6 +37,8 @@ WRITERS = {
     "h5_flat": lambda folder, rec: formats.write_h5_flat(os.path.join(folder, "e.h5"), rec) or os.path.join(folder, "e.h5"),
     "h5_dsec": lambda folder, rec: formats.write_h5_dsec(os.path.join(folder, "e.h5"), rec) or os.path.join(folder, "e.h5"),
     "h5_event_cnn": lambda folder, rec: formats.write_h5_event_cnn(os.path.join(folder, "e.h5"), rec) or os.path.join(folder, "e.h5"),
+    "bag": lambda folder, rec: formats.write_bag(os.path.join(folder, "e.bag"), rec) or os.path.join(folder, "e.bag"),
+    "bag_bz2": lambda folder, rec: formats.write_bag(os.path.join(folder, "e.bag"), rec, compression="bz2") or os.path.join(folder, "e.bag"),
 }
 
 
@@ -69,6 +71,21 @@ def test_an_event_file_reads_what_loading_the_whole_file_gives(tmp_path, recordi
         assert len(lazy.frames) == len(whole.frames)
         for k in (0, len(whole.frames) - 1):
             np.testing.assert_array_equal(np.asarray(lazy.frames[k]), whole.frames[k])
+
+
+@pytest.mark.parametrize("name", ["slider_depth_first200k.bag", "slider_depth_first200k_bz2_by_rosbag.bag"])
+def test_a_real_bag_is_read_by_time_range_as_it_loads(name):
+    path = shared_data("bags", name)
+    whole, _ = load_events(path)
+    lazy = EventFile(path)
+    assert lazy.sensor == whole.sensor and len(lazy) == len(whole) and len(lazy.frames) == len(whole.frames)
+    queries = np.random.default_rng(1).uniform(whole.t[0], whole.t[-1], 200)
+    for side in ("left", "right"):
+        np.testing.assert_array_equal(lazy.positions(queries, side), whole.positions(queries, side))
+    for first, last in ((0, 1), (5, 150_000), (199_990, 200_000)):
+        part, expected = lazy.rows(first, last), whole.rows(first, last)
+        for column in "txyp":
+            np.testing.assert_array_equal(getattr(part, column), getattr(expected, column))
 
 
 def test_microsecond_time_stamps_in_an_npy_are_read_as_such(tmp_path, recording, capsys):
