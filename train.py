@@ -84,13 +84,18 @@ class Config:
     H: int = option(None, "sensor height in pixels (rows); default: from the data", type=int)
     W: int = option(None, "sensor width in pixels (columns); default: from the data", type=int)
     color_event: bool = option(False, "colour events on an RGGB Bayer sensor (CED)")
-    event_thresh: float = option(1.0, "contrast threshold C: an event is a log-intensity change of C")
+    event_thresh: object = option(1.0, "contrast threshold C: an event is a log-intensity change of C; auto: fit "
+                                       "with C = 1, then choose C and the exposure from the video itself (README)",
+                                  type=lambda text: "auto" if text == "auto" else float(text), metavar="C|auto")
     train_resolution: int = option(50, "number of event frames (doubled half-way unless --no_c2f)")
     val_resolution: int = option(50, "frames on the uniform grid of --frames_at uniform")
     no_c2f: bool = option(False, "keep the number of event frames fixed (no coarse-to-fine)")
     iters: int = option(1000, "training iterations (per window)")
     log_interval: int = option(100, "iterations between loss reports")
     lr: float = option(3e-4, "AdamW learning rate")
+    lr_schedule: str = option("constant", "the learning rate over the iterations: constant (the authors'), or cosine: "
+                                          "decayed along half a cosine to LR_FLOOR x --lr at the last iteration",
+                              choices=("constant", "cosine"))
     net_layers: int = option(3, "hidden sine layers after the first")
     net_width: int = option(512, "width of the hidden sine layers")
     device: str = option("auto", "torch device; auto: cuda when available, else cpu")
@@ -142,8 +147,8 @@ class Config:
         need(1 <= self.net_width <= MAX_NET_WIDTH, "net_width", f"must be 1 to {MAX_NET_WIDTH}")
         need(0 <= self.net_layers <= MAX_NET_LAYERS, "net_layers", f"must be 0 to {MAX_NET_LAYERS}")
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "the learning rate must be a positive number")
-        need(math.isfinite(self.event_thresh) and self.event_thresh > 0, "event_thresh",
-             "the contrast threshold must be a positive number")
+        need(self.event_thresh == "auto" or (math.isfinite(self.event_thresh) and self.event_thresh > 0), "event_thresh",
+             "the contrast threshold must be a positive number, or auto")
         need(math.isfinite(self.t_start) and self.t_start >= 0, "t_start", "must be 0 or more seconds after the first event")
         need(self.t_end is None or (math.isfinite(self.t_end) and self.t_end > self.t_start), "t_end",
              f"must be a number of seconds after --t_start ({self.t_start:g})")
@@ -423,7 +428,7 @@ class Window:
         """(event frames [n, C, H, W], boundary times [n+1], authors' chunk midpoints [n]), times normalised."""
         n_chunks = min(n_chunks, len(self.t))
         starts, times = chunk_boundaries(self.t, n_chunks, self.begin, self.end, self.config.chunking)
-        frames = event_frames(self.x, self.y, self.p, starts, self.sensor, self.config.event_thresh, self.config.color_event)
+        frames = event_frames(self.x, self.y, self.p, starts, self.sensor, fit_threshold(self.config), self.config.color_event)
         # The authors stamp each chunk with the midpoint of its first and last event.
         first = self.t[np.minimum(starts[:-1], len(self.t) - 1)]
         last = self.t[np.maximum(starts[1:] - 1, 0)]
@@ -442,17 +447,31 @@ def make_model(sensor, config):
                  n_layers=config.net_layers, hidden=config.net_width)
 
 
+LR_FLOOR = 0.05  # --lr_schedule cosine ends at this fraction of --lr
+
+
+def learning_rates(config):
+    """The learning rate of each iteration, or None when it is constant."""
+    if config.lr_schedule == "constant":
+        return None
+    progress = np.arange(config.iters) / max(config.iters - 1, 1)
+    return config.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
 def make_optimizer(model, config, capturable=False):
     """AdamW; the fused single-kernel update unless --plain (torch before 2.4 has no fused CPU
     AdamW, and falls back to the default). `capturable` keeps its step count on the device, as a
-    CUDA graph needs."""
+    CUDA graph needs. Under a schedule the learning rate is a tensor, changed in place, which a
+    captured step reads afresh at each replay."""
     options = {"capturable": True} if capturable else {}
+    if config.lr_schedule != "constant":
+        options["lr"] = torch.tensor(config.lr, device=next(model.parameters()).device)
     if not config.plain:
         try:
-            return torch.optim.AdamW(model.parameters(), lr=config.lr, fused=True, **options)
-        except (RuntimeError, TypeError):
+            return torch.optim.AdamW(model.parameters(), **{"lr": config.lr, **options}, fused=True)
+        except (RuntimeError, TypeError, ValueError):
             pass
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, **options)
+    return torch.optim.AdamW(model.parameters(), **{"lr": config.lr, **options})
 
 
 def stage_frames(windows, n_chunks, stacked):
@@ -672,6 +691,7 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
     device = windows[0].device
     graphs = use_cuda_graph(config, device)
     optimizer = make_optimizer(model, config, capturable=graphs)
+    rates = learning_rates(config)
     schedule = [config.train_resolution] if config.no_c2f else [config.train_resolution, 2 * config.train_resolution]
     start_of_stage = [0] if config.no_c2f else [0, config.iters // 2]
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
@@ -688,13 +708,15 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
                 if graphs:
                     step = GraphedStep(step, fallback=config.cuda_graph == "auto")
                 timings["event_frames_s"] += time.perf_counter() - began
+            if rates is not None:
+                optimizer.param_groups[0]["lr"].fill_(rates[iteration])
             loss, parts = step()
             utils.check_terminated()
             if (iteration + 1) % config.log_interval == 0 or iteration + 1 == config.iters:
                 total = float(loss)  # a host synchronisation: only here, so a CUDA graph replays undisturbed
                 if not math.isfinite(total):
                     raise UsageError(f"--lr {config.lr:g}: the loss became {total} by iteration {iteration + 1}{label}, the fit "
-                                     f"diverged; lower --lr, or check --event_thresh ({config.event_thresh:g})")
+                                     f"diverged; lower --lr, or check --event_thresh ({config.event_thresh})")
                 log_points.append((iteration + 1, time.perf_counter()))
                 bar.set_postfix(loss=f"{total:.4g}")
                 if log is not None:
@@ -720,6 +742,52 @@ class Reconstruction:
     config: Config                # the settings used, with the sensor and device resolved
     timings: dict
     log_frames: np.ndarray = None  # float32 [N, C, H, W] log intensity, when asked for
+    exposure: tuple = None        # --event_thresh auto: (C, offset) applied to the fitted log frames
+
+
+# --event_thresh auto. The events fix log intensity up to a scale (C) and an offset (the exposure,
+# which no event tells). Fitted with C = 1, the video's log frames L are shown as
+# tone_map(C * L + offset), with C and offset chosen so that the frames' intensity has the mean
+# and spread of a typical camera frame: AUTO_MEAN and AUTO_STD, set on the tuning half of
+# scripts/threshold_study.py's simulated family (README, "Choosing the contrast threshold").
+AUTO_MEAN, AUTO_STD = 0.25, 0.15
+AUTO_TIMES = 16          # log frames per window sampled to choose them
+AUTO_SAMPLES = 200_000   # of whose values at most this many, evenly spaced
+
+
+def fit_threshold(config):
+    """The C the events are fitted with: the given one, or 1 for --event_thresh auto."""
+    return 1.0 if config.event_thresh == "auto" else config.event_thresh
+
+
+@torch.no_grad()
+def auto_exposure(states, config):
+    """(C, offset) for --event_thresh auto, from the log frames of fitted networks (one state per
+    window) at AUTO_TIMES times each: those that give tone-mapped frames of mean AUTO_MEAN and
+    standard deviation AUTO_STD. For a fixed C the mean grows with the offset, and for the
+    matching offset the spread grows with C: two nested bisections."""
+    device = resolve_device(config.device)
+    model = make_model((config.H, config.W), config).to(device)
+    samples = []
+    for state in states:
+        model.load_state_dict(state)
+        samples.append(model(torch.linspace(-1.0, 1.0, AUTO_TIMES, device=device)).flatten().float().cpu())
+    values = torch.cat(samples)
+    values = values[::max(1, len(values) // AUTO_SAMPLES)]
+
+    def offset_for(scale):
+        low, high = -30.0, 30.0
+        for _ in range(30):
+            middle = 0.5 * (low + high)
+            low, high = (middle, high) if tone_map(scale * values + middle).mean() < AUTO_MEAN else (low, middle)
+        return 0.5 * (low + high)
+    low, high = math.log(1e-3), math.log(30.0)  # bisected in log C
+    for _ in range(25):
+        middle = 0.5 * (low + high)
+        scale = math.exp(middle)
+        low, high = (middle, high) if tone_map(scale * values + offset_for(scale)).std() < AUTO_STD else (low, middle)
+    scale = math.exp(0.5 * (low + high))
+    return scale, offset_for(scale)
 
 
 def prepare(config, events):
@@ -757,10 +825,12 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
     with float32_matmul_precision(config.matmul_precision):
         config, windows, times = plan(events, config, times)
         check_memory(events, config, windows, len(times))
-        states, timings = [], {}
-        for _, fitted in fit_batches(events, config, windows, timings, tensorboard_dir):
+        states, timings, exposure = [], {}, None
+        for batch, fitted in fit_batches(events, config, windows, timings, tensorboard_dir):
             states += fitted
-        result = render(states, windows, config, times, log_frames)
+            if config.event_thresh == "auto" and exposure is None:
+                exposure = auto_exposure(fitted, config)
+        result = render(states, windows, config, times, log_frames, exposure)
         result.timings = {**timings, **result.timings}
         return result
 
@@ -817,10 +887,11 @@ def fit_batches(events, config, windows, timings, tensorboard_dir=None):
 
 
 @torch.no_grad()
-def render(states, windows, config, times, log_frames=False):
+def render(states, windows, config, times, log_frames=False, exposure=None):
     """Frames of fitted networks (one state per window) at `times`, seconds on the recording's
     clock: the render-only path, also the last step of `reconstruct`. `config` must name the
-    sensor (H, W), as a Reconstruction's or a checkpoint's does."""
+    sensor (H, W), as a Reconstruction's or a checkpoint's does; `exposure` (C, offset) maps
+    the log frames of a fit at C = 1 (--event_thresh auto; see auto_exposure)."""
     began = time.perf_counter()
     device = resolve_device(config.device)
     with float32_matmul_precision(matmul_precision(config.matmul_precision, device)):
@@ -837,6 +908,8 @@ def render(states, windows, config, times, log_frames=False):
             for offset in range(0, len(mine), RENDER_BATCH):
                 batch = torch.tensor(inputs[offset:offset + RENDER_BATCH], dtype=torch.float32, device=device)
                 log_batch = model(batch)
+                if exposure is not None:
+                    log_batch = exposure[0] * log_batch + exposure[1]
                 for index, image, log_image in zip(mine[offset:offset + RENDER_BATCH], tone_map(log_batch).cpu(), log_batch.cpu()):
                     images[index] = to_image(image)
                     if log_frames:
@@ -844,7 +917,7 @@ def render(states, windows, config, times, log_frames=False):
         stack = lambda arrays, dtype: np.stack(arrays) if arrays else np.empty((0, config.H, config.W), dtype=dtype)
         return Reconstruction(frames=stack(images, np.uint8), times=times, states=states, windows=list(windows), config=config,
                               timings={"render_s": time.perf_counter() - began},
-                              log_frames=stack(logs, np.float32) if log_frames else None)
+                              log_frames=stack(logs, np.float32) if log_frames else None, exposure=exposure)
 
 
 def to_image(frame):
@@ -857,19 +930,20 @@ def to_image(frame):
 # checkpoints and outputs
 
 def load_checkpoint(path):
-    """(saved settings as a dict, one state dict per window, the windows or None) of a model.pt.
+    """(saved settings as a dict, one state dict per window, the windows or None, the exposure of
+    --event_thresh auto or None) of a model.pt.
     The networks are read when used: from the file's map, or from networks/ beside it."""
     if not os.path.isfile(path):
         raise EventDataError(path, "no such checkpoint")
     try:
         # mapped: --render_only reads the settings first and the networks later, each from the map
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        config, states, spans = checkpoint["config"], checkpoint["windows"], checkpoint.get("spans")
+        config, states, spans, exposure = checkpoint["config"], checkpoint["windows"], checkpoint.get("spans"), checkpoint.get("exposure")
     except Exception:  # torch raises many kinds for a file that is not a checkpoint
         raise EventDataError(path, "not a model.pt written by train.py (unreadable or truncated)") from None
     if not all(isinstance(state, dict) or (isinstance(state, str) and NETWORK_FILE.match(state)) for state in states):
         raise EventDataError(path, "not a model.pt written by train.py (a network is neither saved nor named)")
-    return config, SavedNetworks(path, states), spans
+    return config, SavedNetworks(path, states), spans, exposure
 
 
 class SavedNetworks:
@@ -897,7 +971,7 @@ class SavedNetworks:
 def config_for_render(checkpoint, given):
     """The settings of a saved fit with the command line's flags (`given`) on top. Flags that would
     change the fitted networks or their time axis are refused rather than ignored."""
-    saved, _, _ = load_checkpoint(checkpoint)
+    saved = load_checkpoint(checkpoint)[0]
     names = {spec.name for spec in dataclasses.fields(Config)}
     config = Config(**{name: value for name, value in saved.items() if name in names and name not in SAVED_ONLY})
     for name in FIT_FIELDS:
@@ -946,6 +1020,7 @@ def write_experiment(folder, reconstruction, events, started=None):
     config.json. `started`, the time.perf_counter() at which the run began, adds its total time.
     Returns config.json's content."""
     with ExperimentWriter(folder, reconstruction.config, events, reconstruction.times, reconstruction.windows) as writer:
+        writer.exposure = reconstruction.exposure
         writer.add(np.arange(len(reconstruction.times)), reconstruction.frames, reconstruction.states)
         return writer.finish(reconstruction.timings, started)
 
@@ -970,6 +1045,7 @@ class ExperimentWriter:
                                               fps=float(np.clip(1.0 / spacing, 1.0, 240.0)))
         self.picks, self.preview = set(utils.preview_picks(len(times)).tolist()), {}
         self.rows, self.states, self.held_bytes, self.spilled = [], [], 0, False
+        self.exposure = None  # --event_thresh auto's (C, offset), saved with the networks
         self.use_lpips = utils.lpips_available() and min(events.sensor) >= utils.LPIPS_MIN_SIZE
         self.write_s = 0.0
 
@@ -1016,7 +1092,8 @@ class ExperimentWriter:
             with open(os.path.join(self.folder, "metrics.json"), "w") as f:
                 json.dump(metrics, f, indent=2)
         saved = dataclasses.asdict(config)
-        save_checkpoint(os.path.join(self.folder, "model.pt"), {"config": saved, "windows": self.states, "spans": self.windows})
+        save_checkpoint(os.path.join(self.folder, "model.pt"), {"config": saved, "windows": self.states, "spans": self.windows,
+                                                                "exposure": self.exposure})
         device = torch.device(config.device)
         t_first, t_last = events.times_at([0, len(events) - 1])
         summary = {"config": saved,
@@ -1024,6 +1101,7 @@ class ExperimentWriter:
                             "sensor": [int(v) for v in events.sensor], "t_first": float(t_first), "t_last": float(t_last),
                             "windows": [[float(b), float(e)] for b, e in self.windows]},
                    "frames": {"count": len(times), "at": config.frames_at},
+                   "auto_threshold": None if self.exposure is None else {"event_thresh": self.exposure[0], "offset": self.exposure[1]},
                    "environment": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
                                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else utils.cpu_name(),
                                    "threads": torch.get_num_threads()},
@@ -1094,9 +1172,9 @@ def run(config):
     wall_start = time.perf_counter()
     config.check()
     data_path = config.data_path or demo_data()
-    states = spans = None
+    states = spans = exposure = None
     if config.render_only:
-        _, states, spans = load_checkpoint(config.render_only)
+        _, states, spans, exposure = load_checkpoint(config.render_only)
     if not config.no_video and not utils.video_available():
         print("note: video.mp4 skipped: writing it needs the imageio-ffmpeg package (pip install imageio-ffmpeg)",
               file=sys.stderr)
@@ -1136,8 +1214,10 @@ def run(config):
                 timings["render_s"] = 0.0
                 with ExperimentWriter(work, config, events, times, windows) as writer:
                     for batch, fitted in batches:
+                        if config.event_thresh == "auto" and exposure is None:  # from the first batch, as reconstruct does
+                            exposure = writer.exposure = auto_exposure(fitted, config)
                         mine = np.flatnonzero((owner >= batch[0]) & (owner <= batch[-1]))
-                        part = render(fitted, windows[batch[0]:batch[-1] + 1], config, times[mine])
+                        part = render(fitted, windows[batch[0]:batch[-1] + 1], config, times[mine], exposure=exposure)
                         timings["render_s"] += part.timings["render_s"]
                         writer.add(mine, part.frames, fitted)
                     summary = writer.finish(timings, started=wall_start)

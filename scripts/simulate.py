@@ -73,8 +73,26 @@ def textured_image(height, width, seed=0, smoothness=6.0):
     return 1.5 * np.tanh(0.5 * texture)
 
 
-def moving_texture(height, width, duration, path="pan", seed=0, speed=40.0):
+def image_texture(name, height, width):
+    """The log intensity of a photograph (one of scikit-image's bundled images, e.g. "camera",
+    "coffee", "astronaut", "chelsea", "coins", "rocket", or a path), gray, resized to H x W and
+    mirrored into a seamless periodic 2H x 2W texture: log(I + 0.02), I in [0, 1], so a black
+    pixel sits about 4 below a white one, as a sensor with some dark current sees it."""
+    import cv2
+    folder = os.path.join(os.path.dirname(__import__("skimage.data").data.__file__))
+    path = name if os.path.isfile(name) else next((os.path.join(folder, file) for file in sorted(os.listdir(folder))
+                                                   if os.path.splitext(file)[0] == name), None)
+    image = None if path is None else cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ValueError(f"no image {name!r} among scikit-image's bundled images or on disk")
+    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).astype(np.float64) / 255.0
+    mirrored = np.block([[image, image[:, ::-1]], [image[::-1], image[::-1, ::-1]]])
+    return np.log(mirrored + 0.02)
+
+
+def moving_texture(height, width, duration, path="pan", seed=0, speed=40.0, texture=None):
     """A video of a periodic texture, twice the view in each dimension, moving behind an H x W view.
+    `texture`: the log intensity [2H, 2W] to move (default: textured_image's, of `seed`).
 
     path "pan": constant velocity `speed` (pixels/s) along PAN_DIRECTION.
     path "circle": one turn of a circle over `duration` at `speed`, so the last frame equals the first
@@ -83,7 +101,7 @@ def moving_texture(height, width, duration, path="pan", seed=0, speed=40.0):
     bilinearly in exact floating point (cv2.remap quantises positions to 1/32 pixel, which would
     make the video a staircase in time). render.offset(times) -> (offset_x, offset_y) is the known
     path: the view shows texture[y + offset_y, x + offset_x], wrapped."""
-    texture = textured_image(2 * height, 2 * width, seed)
+    texture = textured_image(2 * height, 2 * width, seed) if texture is None else texture
     texture_height, texture_width = texture.shape
     # padded by wrapping, so every view window, wherever the path puts it, is a plain slice
     padded = np.pad(texture, ((0, height + 1), (0, width + 1)), mode="wrap")
@@ -122,12 +140,13 @@ def moving_texture(height, width, duration, path="pan", seed=0, speed=40.0):
 # -----------------------------------------------------------------------------
 # the simulator
 
-def _block_events(times, frames, fired, threshold, width):
+def _block_events(times, frames, fired, thresholds, width):
     """Turn one block's threshold crossings into events sorted by time.
 
     times: [S+1] sample times, frames: [S+1, H*W] log intensity (row 0 is the last sample of the
     previous block); fired: (step s from frames[s] to frames[s+1], pixels, their signed crossing
-    counts, their reference levels before the step) for every step where some pixel fired."""
+    counts, their reference levels before the step) for every step where some pixel fired;
+    thresholds: [H*W], each pixel's."""
     step_index = np.concatenate([np.full(len(pixels), s) for s, pixels, _, _ in fired])
     pixel = np.concatenate([pixels for _, pixels, _, _ in fired])
     crossings = np.concatenate([counts for _, _, counts, _ in fired])
@@ -137,7 +156,7 @@ def _block_events(times, frames, fired, threshold, width):
     owner = np.repeat(np.arange(len(counts)), counts)  # which (step, pixel) each event comes from
     nth = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + 1
     polarity = np.sign(crossings)[owner]
-    level = reference[owner] + threshold * polarity * nth
+    level = reference[owner] + thresholds[pixel][owner] * polarity * nth
 
     start = frames[step_index, pixel]
     span = frames[step_index + 1, pixel] - start
@@ -151,18 +170,24 @@ def _block_events(times, frames, fired, threshold, width):
     return t[order], (pixel % width).astype(np.int16), (pixel // width).astype(np.int16), polarity[order].astype(np.int8)
 
 
-def simulate_events(render, duration, threshold=0.2, substeps=None, seed=0):
+def simulate_events(render, duration, threshold=0.2, substeps=None, seed=0, threshold_spread=0.0):
     """Ideal events of the video `render` over [0, duration].
 
     substeps: number of equal time steps over the duration; None picks steps adaptively so that no
     pixel changes by more than one threshold between two samples (several crossings per step are
-    handled either way). seed: the ideal model draws no random numbers, so it changes nothing; it is
-    accepted so that every generator in this module takes one.
+    handled either way). threshold_spread: each pixel's threshold is `threshold` times
+    1 + threshold_spread * N(0, 1) (at least a quarter of it), drawn with `seed`, as real
+    sensors' thresholds vary from pixel to pixel; with no spread the model draws nothing.
     Returns {"t": float64 [N] sorted, "x": int16 [N] column, "y": int16 [N] row, "p": int8 [N],
     "sensor": (H, W), "threshold": threshold}."""
     first = np.asarray(render(np.zeros(1)), dtype=np.float64)[0]
     height, width = first.shape
     initial = first.ravel()
+    thresholds = np.full(initial.shape, float(threshold))
+    if threshold_spread:
+        spread = np.random.default_rng(seed).standard_normal(initial.shape)
+        thresholds *= np.maximum(1.0 + threshold_spread * spread, 0.25)
+    smallest = thresholds.min()
     net_count = np.zeros(height * width, dtype=np.int64)  # sum of polarities so far, per pixel
     reference = initial.copy()
     distance = np.empty_like(initial)        # |log intensity - reference|, per pixel
@@ -187,29 +212,29 @@ def simulate_events(render, duration, threshold=0.2, substeps=None, seed=0):
 
         if adaptive:
             change = np.abs(np.diff(frames, axis=0)).max()
-            if change > threshold and time_step > min_time_step:  # too coarse: redo the block finer
-                time_step = max(time_step * 0.9 * threshold / change, min_time_step)
+            if change > smallest and time_step > min_time_step:  # too coarse: redo the block finer
+                time_step = max(time_step * 0.9 * smallest / change, min_time_step)
                 continue
-            if change < 0.5 * threshold:  # grow, but at most double, for the next block
-                time_step *= min(2.0, 0.9 * threshold / max(change, 1e-12))
+            if change < 0.5 * smallest:  # grow, but at most double, for the next block
+                time_step *= min(2.0, 0.9 * smallest / max(change, 1e-12))
 
         fired = []
         for s in range(1, len(frames)):
             # the hot loop: in-place passes over the frame, then work on the few pixels that fire
             np.subtract(frames[s], reference, out=distance)
             np.abs(distance, out=distance)
-            np.greater_equal(distance, threshold, out=fires)
+            np.greater_equal(distance, thresholds, out=fires)
             pixels = np.flatnonzero(fires)
             if len(pixels):
                 # truncation toward zero: the number of whole thresholds passed, signed by direction
-                counts = np.trunc((frames[s][pixels] - reference[pixels]) / threshold).astype(np.int64)
+                counts = np.trunc((frames[s][pixels] - reference[pixels]) / thresholds[pixels]).astype(np.int64)
                 fired.append((s - 1, pixels, counts, reference[pixels]))
                 net_count[pixels] += counts
                 # recomputed from the count, not accumulated, so the reference never drifts by rounding
-                reference[pixels] = initial[pixels] + threshold * net_count[pixels]
+                reference[pixels] = initial[pixels] + thresholds[pixels] * net_count[pixels]
         if fired:
             block_times = np.concatenate([[t_prev], times])
-            chunks.append(_block_events(block_times, frames, fired, threshold, width))
+            chunks.append(_block_events(block_times, frames, fired, thresholds, width))
         t_prev, frame_prev, steps_done = times[-1], frames[-1], steps_done + len(times)
 
     # blocks cover consecutive time intervals and are sorted inside, so joining them keeps the order
@@ -217,6 +242,33 @@ def simulate_events(render, duration, threshold=0.2, substeps=None, seed=0):
                for i, dtype in enumerate((np.float64, np.int16, np.int16, np.int8))]
     t, x, y, p = columns
     return {"t": t, "x": x, "y": y, "p": p, "sensor": (height, width), "threshold": threshold}
+
+
+def sensor_noise(events, duration, noise_rate=0.0, hot_pixels=0, hot_rate=0.0, refractory=0.0, seed=0):
+    """What a real sensor adds to and takes from ideal `events` (simulate_events' dict; a new dict
+    is returned): background noise events at `noise_rate` per pixel and second (uniform times,
+    pixels and polarities); `hot_pixels` pixels firing positive events at `hot_rate` per second;
+    then a refractory period: an event closer than `refractory` seconds to its pixel's previous
+    event is dropped."""
+    rng = np.random.default_rng(seed)
+    height, width = events["sensor"]
+    n_noise = rng.poisson(noise_rate * height * width * duration)
+    hot = rng.choice(height * width, size=hot_pixels, replace=False)
+    n_hot = rng.poisson(hot_rate * duration, size=hot_pixels)
+    hot_pixel = np.repeat(hot, n_hot)
+    t = np.concatenate([events["t"], rng.uniform(0, duration, n_noise), rng.uniform(0, duration, n_hot.sum())])
+    pixel = np.concatenate([events["y"].astype(np.int64) * width + events["x"], rng.integers(0, height * width, n_noise), hot_pixel])
+    p = np.concatenate([events["p"], rng.choice(np.array([-1, 1], np.int8), n_noise), np.ones(n_hot.sum(), np.int8)])
+    order = np.argsort(t, kind="stable")
+    t, pixel, p = t[order], pixel[order], p[order]
+    if refractory > 0:
+        by_pixel = np.lexsort((t, pixel))  # each pixel's events in time order
+        gap = np.diff(t[by_pixel], prepend=-np.inf)
+        same = np.diff(pixel[by_pixel], prepend=-1) == 0
+        keep = np.ones(len(t), dtype=bool)
+        keep[by_pixel[same & (gap < refractory)]] = False
+        t, pixel, p = t[keep], pixel[keep], p[keep]
+    return {**events, "t": t, "x": (pixel % width).astype(np.int16), "y": (pixel // width).astype(np.int16), "p": p}
 
 
 # -----------------------------------------------------------------------------

@@ -142,7 +142,7 @@ def test_a_windowed_run_from_disk_writes_the_frames_of_the_in_memory_fit(tmp_pat
     np.testing.assert_array_equal(read_frames(folder), expected.frames)
     saved = sorted(os.listdir(os.path.join(folder, "networks")))
     assert saved == [f"window-{k:06d}.pt" for k in (1, 2, 3)]
-    _, states, _ = train.load_checkpoint(os.path.join(folder, "model.pt"))
+    states = train.load_checkpoint(os.path.join(folder, "model.pt"))[1]
     for state, fitted in zip([states[k] for k in range(3)], expected.states):
         assert all(torch.equal(state[name], fitted[name]) for name in fitted)
     metrics = json.load(open(os.path.join(folder, "metrics.json")))
