@@ -73,6 +73,22 @@ def is_plain_name(name):
         separator and separator in name for separator in (os.sep, os.altsep))
 
 
+def contrast_threshold(text):
+    """--event_thresh's value: a number, or auto."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
+# What --preset gives the flags left unset (None). README, "Choosing the contrast threshold",
+# has the measurements behind "recommended".
+PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "cosine"},
+           "authors": {"event_thresh": 1.0, "lr_schedule": "constant"}}
+
+
 @dataclass
 class Config:
     # the authors' flags, same names and meanings
@@ -84,18 +100,22 @@ class Config:
     H: int = option(None, "sensor height in pixels (rows); default: from the data", type=int)
     W: int = option(None, "sensor width in pixels (columns); default: from the data", type=int)
     color_event: bool = option(False, "colour events on an RGGB Bayer sensor (CED)")
-    event_thresh: object = option(1.0, "contrast threshold C: an event is a log-intensity change of C; auto: fit "
-                                       "with C = 1, then choose C and the exposure from the video itself (README)",
-                                  type=lambda text: "auto" if text == "auto" else float(text), metavar="C|auto")
+    event_thresh: object = option(None, "contrast threshold C: an event is a log-intensity change of C; auto: fit "
+                                        "with C = 1, then choose C and the exposure from the video itself (README); "
+                                        "default: the --preset's", type=contrast_threshold, metavar="C|auto")
     train_resolution: int = option(50, "number of event frames (doubled half-way unless --no_c2f)")
     val_resolution: int = option(50, "frames on the uniform grid of --frames_at uniform")
     no_c2f: bool = option(False, "keep the number of event frames fixed (no coarse-to-fine)")
     iters: int = option(1000, "training iterations (per window)")
     log_interval: int = option(100, "iterations between loss reports")
     lr: float = option(3e-4, "AdamW learning rate")
-    lr_schedule: str = option("constant", "the learning rate over the iterations: constant (the authors'), or cosine: "
-                                          "decayed along half a cosine to LR_FLOOR x --lr at the last iteration",
-                              choices=("constant", "cosine"))
+    lr_schedule: str = option(None, "the learning rate over the iterations: constant (the authors'), or cosine: decayed "
+                                    "along half a cosine to LR_FLOOR x --lr at the last iteration; default: the --preset's",
+                              choices=("constant", "cosine"), type=str)
+    preset: str = option("authors", "settings of the flags not given: authors (their exact settings: --event_thresh 1 "
+                                    "--lr_schedule constant, for reproducing their tables), or recommended (--event_thresh "
+                                    "auto --lr_schedule cosine; README, \"Choosing the contrast threshold\")",
+                         choices=tuple(PRESETS))
     net_layers: int = option(3, "hidden sine layers after the first")
     net_width: int = option(512, "width of the hidden sine layers")
     device: str = option("auto", "torch device; auto: cuda when available, else cpu")
@@ -136,6 +156,11 @@ class Config:
                                      "back to eager steps with a note if capture fails; on: fail instead",
                              choices=("auto", "on", "off"))
 
+    def resolved(self):
+        """This config with the preset's values in the flags left unset."""
+        unset = {name: value for name, value in PRESETS[self.preset].items() if getattr(self, name) is None}
+        return dataclasses.replace(self, **unset)
+
     def check(self):
         """Refuse settings that cannot work, before any work is done: one line naming the flag."""
         def need(ok, flag, why):
@@ -147,7 +172,7 @@ class Config:
         need(1 <= self.net_width <= MAX_NET_WIDTH, "net_width", f"must be 1 to {MAX_NET_WIDTH}")
         need(0 <= self.net_layers <= MAX_NET_LAYERS, "net_layers", f"must be 0 to {MAX_NET_LAYERS}")
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "the learning rate must be a positive number")
-        need(self.event_thresh == "auto" or (math.isfinite(self.event_thresh) and self.event_thresh > 0), "event_thresh",
+        need(self.event_thresh in (None, "auto") or (math.isfinite(self.event_thresh) and self.event_thresh > 0), "event_thresh",
              "the contrast threshold must be a positive number, or auto")
         need(math.isfinite(self.t_start) and self.t_start >= 0, "t_start", "must be 0 or more seconds after the first event")
         need(self.t_end is None or (math.isfinite(self.t_end) and self.t_end > self.t_start), "t_end",
@@ -198,7 +223,7 @@ def add_config_arguments(parser, suppress_defaults=False, skip=()):
 
 
 def get_parser(suppress_defaults=False):
-    parser = argparse.ArgumentParser(description="EvINR: fit an implicit neural representation to events and render video.")
+    parser = utils.ArgumentParser(description="EvINR: fit an implicit neural representation to events and render video.")
     return add_config_arguments(parser, suppress_defaults)
 
 
@@ -792,8 +817,9 @@ def auto_exposure(states, config):
 
 def prepare(config, events):
     """The settings as they will be used: the sensor from the events, the device and matmul
-    precision resolved. Seeds torch's random generators."""
+    precision resolved, the preset applied. Seeds torch's random generators."""
     config.check()
+    config = config.resolved()
     if events.sensor is None:  # Events built by hand rather than by load_events: check them first
         events.sensor = tuple(int(v) for v in validate(events, (config.H, config.W)))
     sensor = events.sensor
@@ -1171,6 +1197,7 @@ def run(config):
     Returns config.json's content, with the folder it went to under "folder"."""
     wall_start = time.perf_counter()
     config.check()
+    config = config.resolved()
     data_path = config.data_path or demo_data()
     states = spans = exposure = None
     if config.render_only:

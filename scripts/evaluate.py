@@ -102,7 +102,7 @@ def train_flags_parser(parser):
 
 def options_parser(description):
     """train.py's flags plus the evaluation options that evaluate.py and reproduce_tables.py share."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = utils.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output_dir", "--out_dir", dest="out_dir", help="where tables, frames and previews go")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in -o")
     parser.add_argument("--compare", nargs="+", metavar="FLAGS",
@@ -223,13 +223,14 @@ def evaluation_interval(name, dataset):
     return dataset, DATASETS[dataset]["sequences"].get(name, WHOLE_SEQUENCE)
 
 
-def dataset_flags(dataset):
-    """The train.py flags the authors' README gives for a dataset's sensor."""
+def dataset_flags(dataset, preset=None):
+    """The train.py flags the authors' README gives for a dataset's sensor, and under `preset`
+    "authors" their contrast threshold for it (the recommended preset chooses its own)."""
     if dataset not in DATASETS:
         return {}
     facts = DATASETS[dataset]
-    return {"H": facts["sensor"][0], "W": facts["sensor"][1], "color_event": facts["color"],
-            "event_thresh": facts["event_thresh"]}
+    flags = {"H": facts["sensor"][0], "W": facts["sensor"][1], "color_event": facts["color"]}
+    return {**flags, "event_thresh": facts["event_thresh"]} if preset == "authors" else flags
 
 
 def frames_in_interval(frame_t, t_first_event, interval):
@@ -319,7 +320,8 @@ def slug(label):
 def sequence_config(sequence, overrides, run_dir, times_path):
     """train.Config for one sequence: its defaults, the dataset's flags, the configuration's
     flags, then what the evaluation fixes (the times file records the rendered APS times)."""
-    config = train.Config(**{**dataset_flags(sequence.dataset), **overrides})
+    preset = overrides.get("preset", train.Config.preset)
+    config = train.Config(**{**dataset_flags(sequence.dataset, preset), **overrides})
     window = config.window
     if window is None and sequence.span[1] - sequence.span[0] > LONGEST_SINGLE_FIT:
         window = DEFAULT_WINDOW

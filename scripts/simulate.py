@@ -248,8 +248,8 @@ def sensor_noise(events, duration, noise_rate=0.0, hot_pixels=0, hot_rate=0.0, r
     """What a real sensor adds to and takes from ideal `events` (simulate_events' dict; a new dict
     is returned): background noise events at `noise_rate` per pixel and second (uniform times,
     pixels and polarities); `hot_pixels` pixels firing positive events at `hot_rate` per second;
-    then a refractory period: an event closer than `refractory` seconds to its pixel's previous
-    event is dropped."""
+    then a refractory period: an event closer than `refractory` seconds to the last event its
+    pixel fired is dropped."""
     rng = np.random.default_rng(seed)
     height, width = events["sensor"]
     n_noise = rng.poisson(noise_rate * height * width * duration)
@@ -263,10 +263,13 @@ def sensor_noise(events, duration, noise_rate=0.0, hot_pixels=0, hot_rate=0.0, r
     t, pixel, p = t[order], pixel[order], p[order]
     if refractory > 0:
         by_pixel = np.lexsort((t, pixel))  # each pixel's events in time order
-        gap = np.diff(t[by_pixel], prepend=-np.inf)
-        same = np.diff(pixel[by_pixel], prepend=-1) == 0
         keep = np.ones(len(t), dtype=bool)
-        keep[by_pixel[same & (gap < refractory)]] = False
+        last_pixel, last_t = -1, -np.inf
+        for index, pixel_now, t_now in zip(by_pixel.tolist(), pixel[by_pixel].tolist(), t[by_pixel].tolist()):
+            if pixel_now == last_pixel and t_now - last_t < refractory:
+                keep[index] = False  # within the refractory period of the pixel's last event fired
+            else:
+                last_pixel, last_t = pixel_now, t_now
         t, pixel, p = t[keep], pixel[keep], p[keep]
     return {**events, "t": t, "x": (pixel % width).astype(np.int16), "y": (pixel // width).astype(np.int16), "p": p}
 

@@ -82,8 +82,9 @@ def test_evaluation_interval_comes_from_the_dataset_table():
     assert evaluate.evaluation_interval("my_recording", "IJRR") == ("IJRR", evaluate.WHOLE_SEQUENCE)
     assert evaluate.evaluation_interval("slider_depth", "none") == ("other", evaluate.WHOLE_SEQUENCE)
     assert evaluate.evaluation_interval("boxes_rotation", "IJRR") == ("IJRR", None)  # not scored by EVREAL
-    assert evaluate.dataset_flags("IJRR") == {"H": 180, "W": 240, "color_event": False, "event_thresh": 1.0}
-    assert evaluate.dataset_flags("AED")["event_thresh"] == 0.25 and evaluate.dataset_flags("CED")["color_event"]
+    assert evaluate.dataset_flags("IJRR") == {"H": 180, "W": 240, "color_event": False}
+    assert evaluate.dataset_flags("IJRR", "authors") == {"H": 180, "W": 240, "color_event": False, "event_thresh": 1.0}
+    assert evaluate.dataset_flags("AED", "authors")["event_thresh"] == 0.25 and evaluate.dataset_flags("CED")["color_event"]
 
 
 def fake_fit(dataset, rows, fit_seconds=1.0, seconds_fitted=2.0):

@@ -1,0 +1,239 @@
+"""
+The contrast-threshold study (README, "Choosing the contrast threshold"): simulated sequences that
+nobody tuned to, with known thresholds, scored against their APS frames.
+
+    python scripts/threshold_study.py --data /tmp/family -o OUT                  # the table
+    python scripts/threshold_study.py --data /tmp/family -o OUT --split tune     # the tuning half only
+    python scripts/threshold_study.py --data /tmp/family -o OUT --iterations 250 500 1000 2000 5000 \\
+        --configurations authors default --sequences coffee-pan camera-pan coins-fast grass-noisy
+
+FAMILY is the family: 14 sequences of 120 x 90 pixels and 1 s (photographs and synthetic textures,
+panned or circled at 30-250 px/s, thresholds 0.1-0.5, some with per-pixel threshold spread, noise
+events, hot pixels or a refractory period), each with its seed. The odd rows are the tuning half
+(what auto's constants were set on), the even rows the held-out half. Sequences are written once
+under --data (the authors' layout: events.npy, images/) and reused.
+
+Every configuration is fitted to every sequence with train.reconstruct, rendered at the APS
+times and scored with utils.score_reconstruction (EVREAL's rules: frame 0 is not scored).
+Results are kept in OUT/results.jsonl, one line per (sequence, configuration, iterations), so an
+interrupted study goes on where it stopped. Printed and written to OUT/: table.md (every
+sequence: the authors' settings, the default, auto, each fixed C and the best of them, with the
+targets checked on the held-out half) and, with --iterations, quality.png (SSIM and LPIPS
+against iterations) and quality.md.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+
+import cv2
+import numpy as np
+
+import repo  # noqa: F401  (first: makes train.py's modules importable)
+import train  # noqa: E402
+import utils  # noqa: E402
+from event_data import load_events  # noqa: E402
+from simulate import image_texture, moving_texture, sensor_noise, simulate_events, write_sequence  # noqa: E402
+
+SENSOR = (90, 120)   # (H, W)
+DURATION = 1.0       # seconds
+APS_RATE = 25.0      # frames per second
+
+# name, texture (a scikit-image photograph, or "synthetic" for simulate.textured_image of the
+# seed), path, speed (px/s), threshold C, per-pixel spread of C, noise events (per pixel and
+# second), hot pixels, refractory period (s), seed
+FAMILY = [
+    ("camera-pan", "camera", "pan", 40, 0.20, 0.0, 0.0, 0, 0.0, 1),
+    ("coffee-pan", "coffee", "pan", 30, 0.15, 0.0, 0.0, 0, 0.0, 2),
+    ("astronaut-pan", "astronaut", "pan", 50, 0.30, 0.0, 0.0, 0, 0.0, 3),
+    ("chelsea-spread", "chelsea", "pan", 40, 0.10, 0.10, 0.0, 0, 0.0, 4),
+    ("coins-fast", "coins", "pan", 80, 0.25, 0.0, 0.0, 0, 0.0, 5),
+    ("rocket-fast", "rocket", "pan", 120, 0.40, 0.0, 0.0, 0, 0.0, 6),
+    ("synthetic-high-c", "synthetic", "pan", 250, 0.50, 0.0, 0.0, 0, 0.0, 7),
+    ("synthetic-noisy", "synthetic", "pan", 60, 0.20, 0.0, 0.5, 0, 0.0, 8),
+    ("brick-spread", "brick", "pan", 40, 0.20, 0.20, 0.0, 0, 0.0, 9),
+    ("grass-noisy", "grass", "pan", 60, 0.35, 0.0, 1.0, 5, 0.0, 10),
+    ("gravel-refractory", "gravel", "pan", 50, 0.15, 0.0, 0.0, 0, 0.001, 11),
+    ("moon-mixed", "moon", "pan", 150, 0.30, 0.15, 0.2, 0, 0.0, 12),
+    ("camera-circle", "camera", "circle", 60, 0.45, 0.0, 0.0, 0, 0.0, 13),
+    ("coffee-circle", "coffee", "circle", 50, 0.25, 0.10, 0.1, 3, 0.0005, 14),
+]
+SPLITS = {"tune": FAMILY[0::2], "held-out": FAMILY[1::2]}
+
+FIXED = (0.1, 0.2, 0.3, 0.5)  # and 1.0: the authors'
+CONFIGURATIONS = {"authors": ["--preset", "authors"], "recommended": ["--preset", "recommended"],
+                  "auto": ["--preset", "authors", "--event_thresh", "auto"],
+                  **{f"C={value:g}": ["--preset", "authors", "--event_thresh", f"{value:g}"] for value in FIXED}}
+
+
+def write_family(folder, specs):
+    """Simulate and write the sequences of `specs` that are not yet under `folder`."""
+    for name, texture, path, speed, threshold, spread, noise, hot, refractory, seed in specs:
+        target = os.path.join(folder, name)
+        if os.path.isfile(os.path.join(target, "images.txt")):
+            continue
+        began = time.perf_counter()
+        log_texture = None if texture == "synthetic" else image_texture(texture, *SENSOR)
+        render = moving_texture(*SENSOR, DURATION, path, seed, speed, texture=log_texture)
+        events = simulate_events(render, DURATION, threshold, seed=seed, threshold_spread=spread)
+        events = sensor_noise(events, DURATION, noise_rate=noise, hot_pixels=hot, hot_rate=200.0, refractory=refractory, seed=seed)
+        frame_times = np.arange(int(DURATION * APS_RATE) + 1) / APS_RATE
+        write_sequence(target + ".partial", render, events, frame_times)
+        with open(os.path.join(target + ".partial", "metadata.json"), "w") as f:
+            json.dump({"sensor_resolution": list(SENSOR)}, f)
+        os.replace(target + ".partial", target)
+        print(f"{name}: {len(events['t'])} events ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
+
+
+def score(path, flags, iters, log_frames_path=None):
+    """{mse, ssim, lpips, n_frames, seconds, auto_threshold} of one fit of the sequence at `path`;
+    the log frames go to `log_frames_path` (.npy) when given."""
+    events, _ = load_events(path)
+    config = train.parse_config([*flags, "--iters", str(iters), "--frames_at", "aps"])
+    began = time.perf_counter()
+    result = train.reconstruct(events, config, log_frames=log_frames_path is not None)
+    if log_frames_path is not None:
+        np.save(log_frames_path, result.log_frames)
+    seconds = time.perf_counter() - began
+    rows = utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t)
+    return {**utils.mean_scores(rows), "seconds": seconds, "auto_threshold": result.exposure and result.exposure[0]}
+
+
+def load_results(path):
+    results = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                results[(row["sequence"], row["configuration"], row["iters"])] = row
+    return results
+
+
+def run_study(folder, out, specs, labels, iterations):
+    """Fit what results.jsonl lacks; returns every result, keyed by (sequence, label, iters)."""
+    results_path = os.path.join(out, "results.jsonl")
+    results = load_results(results_path)
+    jobs = [(spec[0], label, iters) for spec in specs for label in labels for iters in iterations
+            if (spec[0], label, iters) not in results]
+    for number, (name, label, iters) in enumerate(jobs, 1):
+        print(f"[{number}/{len(jobs)}] {name} {label} {iters} iterations", file=sys.stderr)
+        os.makedirs(os.path.join(out, "log_frames"), exist_ok=True)
+        row = {"sequence": name, "configuration": label, "flags": CONFIGURATIONS[label], "iters": iters, "cpu": utils.cpu_name(),
+               **score(os.path.join(folder, name), CONFIGURATIONS[label], iters,
+                       os.path.join(out, "log_frames", f"{name}-{label}-{iters}.npy") if label == "authors" else None)}
+        results[(name, label, iters)] = row
+        with open(results_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return results
+
+
+def cell(row):
+    return f"{row['mse']:.4f} / {row['ssim']:.3f} / {row['lpips']:.3f}" if row else "-"
+
+
+def study_table(results, specs, iters):
+    """Markdown: one row per sequence; the held-out half's targets checked per sequence."""
+    lines = ["| sequence | split | true C | authors (C 1) | recommended | auto (C found) | best fixed C | auto vs best: MSE within 10%, SSIM and LPIPS within 0.02 | auto vs authors: MSE -30%, SSIM and LPIPS no worse |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for spec in specs:
+        name, split, truth = spec[0], "tune" if spec in SPLITS["tune"] else "held-out", spec[4]
+        get = lambda label: results.get((name, label, iters))
+        fixed = [(value, get(f"C={value:g}") if value != 1.0 else get("authors")) for value in (*FIXED, 1.0)]
+        fixed = [(value, row) for value, row in fixed if row]
+        best_value, best = min(fixed, key=lambda item: item[1]["mse"]) if fixed else (None, None)
+        auto, authors = get("auto"), get("authors")
+        near = far = "-"
+        if auto and best:
+            near = "yes" if (auto["mse"] <= 1.1 * best["mse"] and auto["ssim"] >= best["ssim"] - 0.02
+                             and auto["lpips"] <= best["lpips"] + 0.02) else "no"
+        if auto and authors:
+            far = "yes" if (auto["mse"] <= 0.7 * authors["mse"] and auto["ssim"] >= authors["ssim"]
+                            and auto["lpips"] <= authors["lpips"]) else "no"
+        found = f" (C {auto['auto_threshold']:.2f})" if auto and auto.get("auto_threshold") else ""
+        lines.append(f"| {name} | {split} | {truth:g} | {cell(authors)} | {cell(get('recommended'))} | {cell(auto)}{found} | "
+                     f"{f'C {best_value:g}: ' + cell(best) if best else '-'} | {near} | {far} |")
+    return "\n".join(lines) + "\n"
+
+
+def quality_plot(path, results, names, labels, iterations):
+    """SSIM and LPIPS against iterations, one line per (sequence, configuration), drawn with OpenCV
+    (the project has no plotting dependency): two panels, log-spaced iteration axis."""
+    width, height, margin = 560, 360, 60
+    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+    panels = []
+    for metric, (low, high) in (("ssim", (0.0, 1.0)), ("lpips", (0.0, 0.8))):
+        canvas = np.full((height, width, 3), 255, np.uint8)
+        x_of = lambda iters: int(margin + (np.log(iters) - np.log(iterations[0])) / (np.log(iterations[-1]) - np.log(iterations[0]))
+                                 * (width - 2 * margin))
+        y_of = lambda value: int(height - margin - (value - low) / (high - low) * (height - 2 * margin))
+        cv2.rectangle(canvas, (margin, margin), (width - margin, height - margin), (0, 0, 0), 1)
+        for iters in iterations:
+            cv2.putText(canvas, str(iters), (x_of(iters) - 12, height - margin + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        for tick in np.linspace(low, high, 5):
+            cv2.putText(canvas, f"{tick:.1f}", (margin - 30, y_of(tick) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(canvas, f"{metric.upper()} against iterations ({'higher' if metric == 'ssim' else 'lower'} is better)",
+                    (margin, margin - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+        legend = 0
+        for s, name in enumerate(names):
+            for c, label in enumerate(labels):
+                points = [(x_of(i), y_of(results[(name, label, i)][metric])) for i in iterations if (name, label, i) in results]
+                colour = colours[s % len(colours)][::-1]
+                for a, b in zip(points[:-1], points[1:]):
+                    cv2.line(canvas, a, b, colour, 2 if c == 0 else 1, cv2.LINE_AA if c == 0 else cv2.LINE_4)
+                for point in points:
+                    cv2.circle(canvas, point, 3, colour, -1 if c == 0 else 1)
+                if metric == "ssim":
+                    cv2.putText(canvas, f"{name} {label}{' (filled)' if c == 0 else ''}", (margin + 8, margin + 14 + 13 * legend),
+                                cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1)
+                    legend += 1
+        panels.append(canvas)
+    utils.write_png(path, np.concatenate(panels, axis=1)[:, :, ::-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Score configurations of EvINR on a family of simulated sequences.")
+    parser.add_argument("--data", required=True, help="folder for the simulated sequences (written once, reused)")
+    parser.add_argument("-o", "--output_dir", required=True, help="where results.jsonl and the tables go")
+    parser.add_argument("--split", choices=["all", *SPLITS], default="all")
+    parser.add_argument("--sequences", nargs="+", default=None, help="only these sequences of the family")
+    parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS))
+    parser.add_argument("--iterations", nargs="+", type=int, default=[1000],
+                        help="fit each configuration with each of these --iters (several: also the quality plot)")
+    args = parser.parse_args()
+    specs = FAMILY if args.split == "all" else SPLITS[args.split]
+    if args.sequences:
+        unknown = set(args.sequences) - {spec[0] for spec in FAMILY}
+        if unknown:
+            parser.error(f"not in the family: {', '.join(sorted(unknown))}")
+        specs = [spec for spec in FAMILY if spec[0] in args.sequences]
+    os.makedirs(args.data, exist_ok=True)
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_family(args.data, specs)
+    results = run_study(args.data, args.output_dir, specs, args.configurations, sorted(args.iterations))
+    if len(args.iterations) > 1:
+        iterations = sorted(args.iterations)
+        names = [spec[0] for spec in specs]
+        quality_plot(os.path.join(args.output_dir, "quality.png"), results, names, args.configurations, iterations)
+        lines = ["| sequence | configuration | " + " | ".join(f"{i} it (SSIM / LPIPS)" for i in iterations) + " |",
+                 "|---|---|" + "---|" * len(iterations)]
+        for name in names:
+            for label in args.configurations:
+                lines.append(f"| {name} | {label} | " + " | ".join(
+                    f"{results[(name, label, i)]['ssim']:.3f} / {results[(name, label, i)]['lpips']:.3f}" for i in iterations) + " |")
+        text = "\n".join(lines) + "\n"
+        with open(os.path.join(args.output_dir, "quality.md"), "w") as f:
+            f.write(text)
+        print(text)
+    else:
+        text = study_table(results, specs, args.iterations[0])
+        with open(os.path.join(args.output_dir, "table.md"), "w") as f:
+            f.write(text)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""--event_thresh auto, --lr_schedule and --preset: what they resolve to, and that an auto fit's
+exposure does what auto_exposure promises and travels with the saved networks."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import train
+import utils
+from event_data import Events
+from model import tone_map
+from simulate import moving_texture, simulate_events, sensor_noise, write_sequence
+from test_bad_input import assert_error, call
+from test_streaming import read_frames
+
+TINY = ["--iters", "40", "--train_resolution", "8", "--net_width", "32", "--net_layers", "1", "--no_video"]
+
+
+@pytest.fixture(autouse=True)
+def no_signal_handlers(monkeypatch):
+    monkeypatch.setattr(utils, "prepare_command_line", lambda: None)
+
+
+@pytest.fixture(scope="module")
+def sequence(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp("sequence"))
+    render = moving_texture(36, 48, 0.6, "pan", seed=2, speed=30.0)
+    events = simulate_events(render, 0.6, 0.2)
+    write_sequence(folder, render, events, np.linspace(0, 0.6, 7))
+    return folder
+
+
+def test_presets_fill_only_the_flags_not_given():
+    assert train.parse_config([]).resolved().event_thresh == 1.0  # the authors' settings stay the default
+    assert train.parse_config([]).resolved().lr_schedule == "constant"
+    recommended = train.parse_config(["--preset", "recommended"]).resolved()
+    assert (recommended.event_thresh, recommended.lr_schedule) == ("auto", "cosine")
+    mixed = train.parse_config(["--preset", "recommended", "--event_thresh", "0.3"]).resolved()
+    assert (mixed.event_thresh, mixed.lr_schedule) == (0.3, "cosine")
+    assert train.parse_config(["--event_thresh", "auto"]).resolved().lr_schedule == "constant"
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--event_thresh", "often"], ["--event_thresh", "often"]),
+    (["--event_thresh", "-0.2"], ["--event_thresh -0.2", "positive number, or auto"]),
+    (["--preset", "mine"], ["--preset", "mine"]),
+    (["--lr_schedule", "linear"], ["--lr_schedule", "linear"]),
+])
+def test_bad_threshold_flags_are_refused(tmp_path, capsys, flags, words):
+    status = call(train.main, "-o", str(tmp_path / "out"), *TINY, *flags)
+    assert_error(status, capsys.readouterr().err, 2, *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cosine_schedule_falls_from_the_rate_to_its_floor():
+    rates = train.learning_rates(train.parse_config(["--lr_schedule", "cosine", "--iters", "500", "--lr", "1e-3"]))
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(train.LR_FLOOR * 1e-3)
+    assert (np.diff(rates) <= 0).all() and len(rates) == 500
+    assert train.learning_rates(train.parse_config(["--lr_schedule", "constant"])) is None
+
+
+def test_every_step_of_the_fit_uses_its_scheduled_rate(sequence, monkeypatch):
+    from event_data import load_events
+    events, _ = load_events(sequence)
+    seen, original = [], train.make_step
+
+    def recording(model, optimizer, *args, **options):
+        step = original(model, optimizer, *args, **options)
+
+        def recorded():
+            seen.append(float(optimizer.param_groups[0]["lr"]))
+            return step()
+        return recorded
+    monkeypatch.setattr(train, "make_step", recording)
+    config = train.parse_config([*TINY, "--lr_schedule", "cosine"])
+    train.reconstruct(events, config)
+    np.testing.assert_allclose(seen, train.learning_rates(config.resolved()), rtol=1e-6)
+
+
+def test_auto_exposure_gives_frames_of_the_target_mean_and_spread(sequence):
+    from event_data import load_events
+    events, _ = load_events(sequence)
+    result = train.reconstruct(events, train.parse_config([*TINY, "--event_thresh", "auto"]), log_frames=True)
+    scale, offset = result.exposure
+    assert scale > 0 and np.isfinite(offset)
+    model = train.make_model(events.sensor, result.config)
+    model.load_state_dict(result.states[0])
+    with torch.no_grad():
+        shown = tone_map(scale * model(torch.linspace(-1, 1, train.AUTO_TIMES)) + offset)
+    assert float(shown.mean()) == pytest.approx(train.AUTO_MEAN, abs=2e-3)
+    assert float(shown.std()) == pytest.approx(train.AUTO_STD, abs=2e-3)
+    # the log frames returned are the scaled ones, and the frames their tone mapping
+    expected = np.stack([train.to_image(frame) for frame in tone_map(torch.from_numpy(result.log_frames))])
+    np.testing.assert_array_equal(result.frames, expected)
+
+
+def test_an_auto_run_records_its_threshold_and_renders_again_the_same(sequence, tmp_path):
+    out = str(tmp_path / "out")
+    assert call(train.main, "-d", sequence, "-o", out, "-n", "fit", *TINY, "--preset", "recommended") == 0
+    summary = json.load(open(os.path.join(out, "fit", "config.json")))
+    assert summary["config"]["event_thresh"] == "auto" and summary["config"]["lr_schedule"] == "cosine"
+    assert summary["auto_threshold"]["event_thresh"] > 0
+    assert call(train.main, "-d", sequence, "-o", out, "-n", "again", "--render_only",
+                os.path.join(out, "fit", "model.pt"), "--no_video") == 0
+    np.testing.assert_array_equal(read_frames(os.path.join(out, "again")), read_frames(os.path.join(out, "fit")))
+
+
+def test_sensor_noise_adds_and_removes_events_as_asked():
+    n = 1000
+    events = {"t": np.linspace(0, 1, n), "x": np.zeros(n, np.int16), "y": np.zeros(n, np.int16), "p": np.ones(n, np.int8),
+              "sensor": (10, 20)}
+    noisy = sensor_noise(events, 1.0, noise_rate=5.0, hot_pixels=2, hot_rate=100.0, seed=1)
+    assert len(noisy["t"]) > n + 500 and (np.diff(noisy["t"]) >= 0).all()
+    thinned = sensor_noise(events, 1.0, refractory=0.0025, seed=1)  # one pixel firing every 1 ms
+    assert 300 <= len(thinned["t"]) <= 600 and (np.diff(thinned["t"]) >= 0.001).all()
+
+
+def test_per_pixel_thresholds_spread_the_event_counts():
+    render = moving_texture(20, 30, 0.5, "pan", seed=1, speed=30.0)
+    even = simulate_events(render, 0.5, 0.2)
+    spread = simulate_events(render, 0.5, 0.2, seed=3, threshold_spread=0.3)
+    assert len(spread["t"]) != len(even["t"]) and (np.diff(spread["t"]) >= 0).all()
