@@ -786,11 +786,13 @@ def fit_threshold(config):
 
 
 @torch.no_grad()
-def auto_exposure(states, config):
+def auto_exposure(states, config, mean=None, std=None):
     """(C, offset) for --event_thresh auto, from the log frames of fitted networks (one state per
-    window) at AUTO_TIMES times each: those that give tone-mapped frames of mean AUTO_MEAN and
-    standard deviation AUTO_STD. For a fixed C the mean grows with the offset, and for the
-    matching offset the spread grows with C: two nested bisections."""
+    window) at AUTO_TIMES times each: those that give tone-mapped frames of mean `mean` and
+    standard deviation `std` (default AUTO_MEAN, AUTO_STD). For a fixed C the mean grows with
+    the offset, and for the matching offset the spread grows with C: two nested bisections."""
+    mean = AUTO_MEAN if mean is None else mean
+    std = AUTO_STD if std is None else std
     device = resolve_device(config.device)
     model = make_model((config.H, config.W), config).to(device)
     samples = []
@@ -804,13 +806,13 @@ def auto_exposure(states, config):
         low, high = -30.0, 30.0
         for _ in range(30):
             middle = 0.5 * (low + high)
-            low, high = (middle, high) if tone_map(scale * values + middle).mean() < AUTO_MEAN else (low, middle)
+            low, high = (middle, high) if tone_map(scale * values + middle).mean() < mean else (low, middle)
         return 0.5 * (low + high)
     low, high = math.log(1e-3), math.log(30.0)  # bisected in log C
     for _ in range(25):
         middle = 0.5 * (low + high)
         scale = math.exp(middle)
-        low, high = (middle, high) if tone_map(scale * values + offset_for(scale)).std() < AUTO_STD else (low, middle)
+        low, high = (middle, high) if tone_map(scale * values + offset_for(scale)).std() < std else (low, middle)
     scale = math.exp(0.5 * (low + high))
     return scale, offset_for(scale)
 

@@ -32,6 +32,7 @@ import time
 
 import cv2
 import numpy as np
+import torch
 
 import repo  # noqa: F401  (first: makes train.py's modules importable)
 import train  # noqa: E402
@@ -89,15 +90,24 @@ def write_family(folder, specs):
         print(f"{name}: {len(events['t'])} events ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
 
 
-def score(path, flags, iters, log_frames_path=None):
-    """{mse, ssim, lpips, n_frames, seconds, auto_threshold} of one fit of the sequence at `path`;
-    the log frames go to `log_frames_path` (.npy) when given."""
+def score(path, flags, iters, fit_path=None):
+    """{mse, ssim, lpips, n_frames, seconds, auto_threshold} of one fit of the sequence at `path`.
+    With `fit_path`, the fit is saved there (torch), or, if it exists, rendered from it: "auto"
+    is the authors' fit (C = 1, the same seed) shown with auto_exposure, so it is the saved
+    authors' fit rendered again, exactly what fitting it anew would give."""
     events, _ = load_events(path)
     config = train.parse_config([*flags, "--iters", str(iters), "--frames_at", "aps"])
     began = time.perf_counter()
-    result = train.reconstruct(events, config, log_frames=log_frames_path is not None)
-    if log_frames_path is not None:
-        np.save(log_frames_path, result.log_frames)
+    if fit_path is not None and os.path.isfile(fit_path):
+        fit = torch.load(fit_path, weights_only=False)
+        config = fit["config"]
+        exposure = train.auto_exposure(fit["states"], config) if "auto" in flags else None
+        result = train.render(fit["states"], fit["windows"], config, fit["times"], exposure=exposure)
+        result.exposure = exposure
+    else:
+        result = train.reconstruct(events, config)
+        if fit_path is not None:
+            torch.save({"config": result.config, "states": result.states, "windows": result.windows, "times": result.times}, fit_path)
     seconds = time.perf_counter() - began
     rows = utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t)
     return {**utils.mean_scores(rows), "seconds": seconds, "auto_threshold": result.exposure and result.exposure[0]}
@@ -121,14 +131,42 @@ def run_study(folder, out, specs, labels, iterations):
             if (spec[0], label, iters) not in results]
     for number, (name, label, iters) in enumerate(jobs, 1):
         print(f"[{number}/{len(jobs)}] {name} {label} {iters} iterations", file=sys.stderr)
-        os.makedirs(os.path.join(out, "log_frames"), exist_ok=True)
+        os.makedirs(os.path.join(out, "fits"), exist_ok=True)
+        fit_path = os.path.join(out, "fits", f"{name}-authors-{iters}.pt") if label in ("authors", "auto") else None
         row = {"sequence": name, "configuration": label, "flags": CONFIGURATIONS[label], "iters": iters, "cpu": utils.cpu_name(),
-               **score(os.path.join(folder, name), CONFIGURATIONS[label], iters,
-                       os.path.join(out, "log_frames", f"{name}-{label}-{iters}.npy") if label == "authors" else None)}
+               **score(os.path.join(folder, name), CONFIGURATIONS[label], iters, fit_path)}
         results[(name, label, iters)] = row
         with open(results_path, "a") as f:
             f.write(json.dumps(row) + "\n")
     return results
+
+
+def tune_auto(folder, out, specs, iters, means, stds):
+    """Score auto_exposure's targets (mean, spread) on the saved authors' fits of `specs`: one
+    line per pair, the MSE, SSIM and LPIPS averaged over the sequences, each also relative to the
+    authors' own frames. The pair train.AUTO_MEAN, AUTO_STD is chosen from this, on the tuning half."""
+    lines = ["| target mean | target spread | MSE | SSIM | LPIPS | MSE / authors' | SSIM - authors' | LPIPS - authors' |",
+             "|---|---|---|---|---|---|---|---|"]
+    fits = {}
+    for spec in specs:
+        events, _ = load_events(os.path.join(folder, spec[0]))
+        fit = torch.load(os.path.join(out, "fits", f"{spec[0]}-authors-{iters}.pt"), weights_only=False)
+        base = train.render(fit["states"], fit["windows"], fit["config"], fit["times"])
+        fits[spec[0]] = (events, fit, utils.mean_scores(utils.score_reconstruction(base.frames, base.times, events.frames,
+                                                                                    events.frame_t)))
+    for mean in means:
+        for std in stds:
+            scores = []
+            for events, fit, base in fits.values():
+                exposure = train.auto_exposure(fit["states"], fit["config"], mean, std)
+                result = train.render(fit["states"], fit["windows"], fit["config"], fit["times"], exposure=exposure)
+                row = utils.mean_scores(utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t))
+                scores.append([row["mse"], row["ssim"], row["lpips"], row["mse"] / base["mse"], row["ssim"] - base["ssim"],
+                               row["lpips"] - base["lpips"]])
+            average = np.mean(scores, axis=0)
+            lines.append(f"| {mean:g} | {std:g} | " + " | ".join(f"{value:.4f}" for value in average) + " |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines) + "\n"
 
 
 def cell(row):
@@ -201,6 +239,8 @@ def main():
     parser.add_argument("--split", choices=["all", *SPLITS], default="all")
     parser.add_argument("--sequences", nargs="+", default=None, help="only these sequences of the family")
     parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS))
+    parser.add_argument("--tune_auto", action="store_true", help="score auto's targets on the saved authors' fits "
+                                                                 "of the chosen sequences (tune.md)")
     parser.add_argument("--iterations", nargs="+", type=int, default=[1000],
                         help="fit each configuration with each of these --iters (several: also the quality plot)")
     args = parser.parse_args()
@@ -213,6 +253,11 @@ def main():
     os.makedirs(args.data, exist_ok=True)
     os.makedirs(args.output_dir, exist_ok=True)
     write_family(args.data, specs)
+    if args.tune_auto:
+        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (0.2, 0.3, 0.4, 0.5), (0.1, 0.15, 0.2, 0.25))
+        with open(os.path.join(args.output_dir, "tune.md"), "w") as f:
+            f.write(text)
+        return
     results = run_study(args.data, args.output_dir, specs, args.configurations, sorted(args.iterations))
     if len(args.iterations) > 1:
         iterations = sorted(args.iterations)

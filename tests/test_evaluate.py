@@ -282,6 +282,11 @@ def test_reproduce_tables_evaluates_each_dataset_present(dataset, tmp_path):
     result = run_reproduce("--data_root", str(dataset.parent), "-o", str(out), "--no_lpips", *SENSOR, *SMALL)
     assert result.returncode == 0, result.stderr
     table = read_csv(out / "table.csv")
-    assert [row["configuration"] for row in table] == ["default"] and table[0]["IJRR MSE"]
-    assert json.loads((out / "IJRR" / "results.json").read_text())["datasets"]["IJRR"]["n_frames"] == 16
-    assert "| default |" in result.stdout
+    assert [row["configuration"] for row in table] == ["--preset authors", "--preset recommended"]
+    assert table[0]["IJRR MSE"] and table[1]["IJRR MSE"]
+    results = json.loads((out / "IJRR" / "results.json").read_text())["configurations"]
+    assert results["--preset authors"]["datasets"]["IJRR"]["n_frames"] == 16
+    used = {path.parent.parent.name: json.loads(path.read_text())["config"]["event_thresh"]
+            for path in (out / "IJRR" / "runs").glob("*/*/config.json")}
+    assert used == {"preset_authors": 1.0, "preset_recommended": "auto"}  # the authors': the dataset's, from the table
+    assert "| --preset authors |" in result.stdout and "| --preset recommended |" in result.stdout
