@@ -775,7 +775,10 @@ class Reconstruction:
 # tone_map(C * L + offset), with C and offset chosen so that the frames' intensity has the mean
 # and spread of a typical camera frame: AUTO_MEAN and AUTO_STD, set on the tuning half of
 # scripts/threshold_study.py's simulated family (README, "Choosing the contrast threshold").
-AUTO_MEAN, AUTO_STD = 0.25, 0.15
+AUTO_MEAN, AUTO_STD = 0.4, 0.2
+# ... but never a C above the authors' 1: a scene of little contrast (grass, the moon) would
+# otherwise have its faint texture and its noise stretched to the spread of a typical frame.
+AUTO_MAX_C = 1.0
 AUTO_TIMES = 16          # log frames per window sampled to choose them
 AUTO_SAMPLES = 200_000   # of whose values at most this many, evenly spaced
 
@@ -789,8 +792,9 @@ def fit_threshold(config):
 def auto_exposure(states, config, mean=None, std=None):
     """(C, offset) for --event_thresh auto, from the log frames of fitted networks (one state per
     window) at AUTO_TIMES times each: those that give tone-mapped frames of mean `mean` and
-    standard deviation `std` (default AUTO_MEAN, AUTO_STD). For a fixed C the mean grows with
-    the offset, and for the matching offset the spread grows with C: two nested bisections."""
+    standard deviation `std` (default AUTO_MEAN, AUTO_STD), with C at most AUTO_MAX_C (and then
+    a smaller spread). For a fixed C the mean grows with the offset, and for the matching offset
+    the spread grows with C: two nested bisections."""
     mean = AUTO_MEAN if mean is None else mean
     std = AUTO_STD if std is None else std
     device = resolve_device(config.device)
@@ -808,7 +812,7 @@ def auto_exposure(states, config, mean=None, std=None):
             middle = 0.5 * (low + high)
             low, high = (middle, high) if tone_map(scale * values + middle).mean() < mean else (low, middle)
         return 0.5 * (low + high)
-    low, high = math.log(1e-3), math.log(30.0)  # bisected in log C
+    low, high = math.log(1e-3), math.log(AUTO_MAX_C)  # bisected in log C
     for _ in range(25):
         middle = 0.5 * (low + high)
         scale = math.exp(middle)

@@ -254,7 +254,7 @@ def main():
     os.makedirs(args.output_dir, exist_ok=True)
     write_family(args.data, specs)
     if args.tune_auto:
-        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (0.2, 0.3, 0.4, 0.5), (0.1, 0.15, 0.2, 0.25))
+        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (0.3, 0.4, 0.5), (0.15, 0.2, 0.25))
         with open(os.path.join(args.output_dir, "tune.md"), "w") as f:
             f.write(text)
         return
