@@ -91,10 +91,31 @@ def test_auto_exposure_gives_frames_of_the_target_mean_and_spread(sequence):
     with torch.no_grad():
         shown = tone_map(scale * model(torch.linspace(-1, 1, train.AUTO_TIMES)) + offset)
     assert float(shown.mean()) == pytest.approx(train.AUTO_MEAN, abs=2e-3)
-    assert float(shown.std()) == pytest.approx(train.AUTO_STD, abs=2e-3)
+    if scale < 0.999 * train.AUTO_MAX_C:
+        assert float(shown.std()) == pytest.approx(train.AUTO_STD, abs=2e-3)
+    else:  # capped: the most contrast C may give, short of the target spread
+        assert scale == pytest.approx(train.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < train.AUTO_STD
     # the log frames returned are the scaled ones, and the frames their tone mapping
     expected = np.stack([train.to_image(frame) for frame in tone_map(torch.from_numpy(result.log_frames))])
     np.testing.assert_array_equal(result.frames, expected)
+
+
+def test_auto_meets_both_targets_when_the_cap_allows_and_caps_c_otherwise(sequence):
+    from event_data import load_events
+    events, _ = load_events(sequence)
+    result = train.reconstruct(events, train.parse_config([*TINY, "--event_thresh", "auto"]))
+    model = train.make_model(events.sensor, result.config)
+    model.load_state_dict(result.states[0])
+    with torch.no_grad():
+        log = model(torch.linspace(-1, 1, train.AUTO_TIMES))
+    for wanted_std in (0.02, 0.6):  # a faint target is met; a strong one would need C above the cap
+        scale, offset = train.auto_exposure(result.states, result.config, 0.4, wanted_std)
+        shown = tone_map(scale * log + offset)
+        assert float(shown.mean()) == pytest.approx(0.4, abs=2e-3)
+        if wanted_std == 0.02:
+            assert float(shown.std()) == pytest.approx(0.02, abs=2e-3) and scale < train.AUTO_MAX_C
+        else:
+            assert scale == pytest.approx(train.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < 0.6
 
 
 def test_an_auto_run_records_its_threshold_and_renders_again_the_same(sequence, tmp_path):
