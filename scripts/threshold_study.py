@@ -212,7 +212,7 @@ def quality_plot(path, results, names, labels, iterations):
         for iters in iterations:
             cv2.putText(canvas, str(iters), (x_of(iters) - 12, height - margin + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
         for tick in np.linspace(low, high, 5):
-            cv2.putText(canvas, f"{tick:.1f}", (margin - 30, y_of(tick) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+            cv2.putText(canvas, f"{tick:.2f}", (margin - 36, y_of(tick) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
         cv2.putText(canvas, f"{metric.upper()} against iterations ({'higher' if metric == 'ssim' else 'lower'} is better)",
                     (margin, margin - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
         legend = 0
