@@ -477,7 +477,7 @@ LR_FLOOR = 0.05  # --lr_schedule cosine ends at this fraction of --lr
 
 def learning_rates(config):
     """The learning rate of each iteration, or None when it is constant."""
-    if config.lr_schedule == "constant":
+    if config.resolved().lr_schedule == "constant":
         return None
     progress = np.arange(config.iters) / max(config.iters - 1, 1)
     return config.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + np.cos(np.pi * progress)))
@@ -489,7 +489,7 @@ def make_optimizer(model, config, capturable=False):
     CUDA graph needs. Under a schedule the learning rate is a tensor, changed in place, which a
     captured step reads afresh at each replay."""
     options = {"capturable": True} if capturable else {}
-    if config.lr_schedule != "constant":
+    if learning_rates(config) is not None:
         options["lr"] = torch.tensor(config.lr, device=next(model.parameters()).device)
     if not config.plain:
         try:
@@ -784,8 +784,9 @@ AUTO_SAMPLES = 200_000   # of whose values at most this many, evenly spaced
 
 
 def fit_threshold(config):
-    """The C the events are fitted with: the given one, or 1 for --event_thresh auto."""
-    return 1.0 if config.event_thresh == "auto" else config.event_thresh
+    """The C the events are fitted with: the given one (or the preset's), or 1 for --event_thresh auto."""
+    value = config.resolved().event_thresh
+    return 1.0 if value == "auto" else value
 
 
 @torch.no_grad()

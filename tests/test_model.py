@@ -1,6 +1,5 @@
 """The network, its derivative, the losses and the time alignment of the supervision."""
 
-import argparse
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ import torch
 from event_data import events_from_columns
 from model import EvINR, StackedEvINR, evinr_loss, query_times, tone_map
 from simulate import moving_texture, simulate_events
+import train
 from train import Window, normalised
 
 
@@ -157,7 +157,7 @@ class GroundTruth(torch.nn.Module):
 
 
 def window_args(**overrides):
-    return argparse.Namespace(**{"chunking": "count", "event_thresh": 0.2, "color_event": False, **overrides})
+    return train.Config(**{"chunking": "count", "event_thresh": 0.2, "color_event": False, **overrides})
 
 
 def test_boundary_alignment_compares_each_event_frame_with_its_own_span():
