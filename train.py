@@ -158,7 +158,7 @@ class Config:
 
     def resolved(self):
         """This config with the preset's values in the flags left unset."""
-        unset = {name: value for name, value in PRESETS[self.preset].items() if getattr(self, name) is None}
+        unset = {name: value for name, value in PRESETS.get(self.preset, {}).items() if getattr(self, name) is None}
         return dataclasses.replace(self, **unset)
 
     def check(self):
@@ -172,6 +172,8 @@ class Config:
         need(1 <= self.net_width <= MAX_NET_WIDTH, "net_width", f"must be 1 to {MAX_NET_WIDTH}")
         need(0 <= self.net_layers <= MAX_NET_LAYERS, "net_layers", f"must be 0 to {MAX_NET_LAYERS}")
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "the learning rate must be a positive number")
+        need(self.preset in PRESETS, "preset", f"must be one of {', '.join(PRESETS)}")
+        need(self.lr_schedule in (None, "constant", "cosine"), "lr_schedule", "must be constant or cosine")
         need(self.event_thresh in (None, "auto") or (math.isfinite(self.event_thresh) and self.event_thresh > 0), "event_thresh",
              "the contrast threshold must be a positive number, or auto")
         need(math.isfinite(self.t_start) and self.t_start >= 0, "t_start", "must be 0 or more seconds after the first event")

@@ -1,7 +1,7 @@
 """
 An hour-long recording in bounded memory: write one, fit it with --window, report the memory.
 
-    python scripts/long_recording.py --dir /big/disk/long                 # 1.1 billion events, ~15 GB
+    python scripts/long_recording.py --dir /big/disk/long                 # 1.2 billion events, ~16 GB
     python scripts/long_recording.py --dir /tmp/long --events 20000000     # a quick look
 
 The recording is a real one played end to end: the events of a source recording (default: the
@@ -72,8 +72,8 @@ def write_recording(folder, source, n_events):
 def main():
     parser = argparse.ArgumentParser(description="Fit an hour-long recording with --window and report its peak memory.")
     parser.add_argument("--dir", required=True, help="folder for the recording (~13 bytes an event) and the run")
-    parser.add_argument("--events", type=int, default=1_143_000_000, help="events in the recording (default: one hour "
-                                                                         "of slider_depth's 317 k events/s)")
+    parser.add_argument("--events", type=int, default=1_200_000_000, help="events in the recording (default: one hour "
+                                                                         "of the demo's 333 k events/s)")
     parser.add_argument("--source", default=None, help="recording to repeat (default: the bundled demo)")
     parser.add_argument("--window", type=float, default=10.0, help="train.py --window, seconds (a network is 44 MB at "
                                                                    "240x180; an hour of 10 s windows is 16 GB of them)")
