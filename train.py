@@ -1061,7 +1061,7 @@ def write_experiment(folder, reconstruction, events, started=None):
 
 
 # Networks a run holds for model.pt: beyond this, every network is written to networks/ as it
-# is fitted and model.pt names the files (a 240x180 network is 44 MB; an hour of 2 s windows 80 GB).
+# is fitted and model.pt names the files (a 240x180 network is 48 MB; an hour of 2 s windows 87 GB).
 HELD_NETWORK_BYTES = 1 << 30
 NETWORK_FILE = re.compile(r"^networks/window-\d{6}\.pt$")
 

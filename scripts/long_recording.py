@@ -75,8 +75,8 @@ def main():
     parser.add_argument("--events", type=int, default=1_200_000_000, help="events in the recording (default: one hour "
                                                                          "of the demo's 333 k events/s)")
     parser.add_argument("--source", default=None, help="recording to repeat (default: the bundled demo)")
-    parser.add_argument("--window", type=float, default=10.0, help="train.py --window, seconds (a network is 44 MB at "
-                                                                   "240x180; an hour of 10 s windows is 16 GB of them)")
+    parser.add_argument("--window", type=float, default=10.0, help="train.py --window, seconds (a network is 48 MB at "
+                                                                   "240x180; an hour of 10 s windows is 17 GB of them)")
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("train_flags", nargs="*", help="more train.py flags, after --")
     args = parser.parse_args()
