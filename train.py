@@ -792,13 +792,14 @@ def fit_threshold(config):
 
 
 @torch.no_grad()
-def auto_exposure(states, config, mean=None, std=None):
+def auto_exposure(states, config, mean="default", std=None):
     """(C, offset) for --event_thresh auto, from the log frames of fitted networks (one state per
     window) at AUTO_TIMES times each: those that give tone-mapped frames of mean `mean` and
-    standard deviation `std` (default AUTO_MEAN, AUTO_STD), with C at most AUTO_MAX_C (and then
+    standard deviation `std` (default AUTO_MEAN, AUTO_STD; a mean of None keeps the fit's own
+    brightness: offset 0), with C at most AUTO_MAX_C (and then
     a smaller spread). For a fixed C the mean grows with the offset, and for the matching offset
     the spread grows with C: two nested bisections."""
-    mean = AUTO_MEAN if mean is None else mean
+    mean = AUTO_MEAN if mean == "default" else mean
     std = AUTO_STD if std is None else std
     device = resolve_device(config.device)
     model = make_model((config.H, config.W), config).to(device)
@@ -810,6 +811,8 @@ def auto_exposure(states, config, mean=None, std=None):
     values = values[::max(1, len(values) // AUTO_SAMPLES)]
 
     def offset_for(scale):
+        if mean is None:
+            return 0.0
         low, high = -30.0, 30.0
         for _ in range(30):
             middle = 0.5 * (low + high)

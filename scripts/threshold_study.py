@@ -144,7 +144,8 @@ def run_study(folder, out, specs, labels, iterations):
 def tune_auto(folder, out, specs, iters, means, stds):
     """Score auto_exposure's targets (mean, spread) on the saved authors' fits of `specs`: one
     line per pair, the MSE, SSIM and LPIPS averaged over the sequences, each also relative to the
-    authors' own frames. The pair train.AUTO_MEAN, AUTO_STD is chosen from this, on the tuning half."""
+    authors' own frames (a mean of None: the fit's own brightness, offset 0). The pair
+    train.AUTO_MEAN, AUTO_STD is chosen from this, on the tuning half."""
     lines = ["| target mean | target spread | MSE | SSIM | LPIPS | MSE / authors' | SSIM - authors' | LPIPS - authors' |",
              "|---|---|---|---|---|---|---|---|"]
     fits = {}
@@ -164,7 +165,7 @@ def tune_auto(folder, out, specs, iters, means, stds):
                 scores.append([row["mse"], row["ssim"], row["lpips"], row["mse"] / base["mse"], row["ssim"] - base["ssim"],
                                row["lpips"] - base["lpips"]])
             average = np.mean(scores, axis=0)
-            lines.append(f"| {mean:g} | {std:g} | " + " | ".join(f"{value:.4f}" for value in average) + " |")
+            lines.append(f"| {'fit' if mean is None else f'{mean:g}'} | {std:g} | " + " | ".join(f"{value:.4f}" for value in average) + " |")
             print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
 
@@ -254,7 +255,7 @@ def main():
     os.makedirs(args.output_dir, exist_ok=True)
     write_family(args.data, specs)
     if args.tune_auto:
-        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (0.3, 0.4, 0.5), (0.15, 0.2, 0.25))
+        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (None, 0.4), (0.1, 0.125, 0.15, 0.2))
         with open(os.path.join(args.output_dir, "tune.md"), "w") as f:
             f.write(text)
         return

@@ -108,6 +108,8 @@ def test_auto_meets_both_targets_when_the_cap_allows_and_caps_c_otherwise(sequen
     model.load_state_dict(result.states[0])
     with torch.no_grad():
         log = model(torch.linspace(-1, 1, train.AUTO_TIMES))
+    scale, offset = train.auto_exposure(result.states, result.config, None, 0.02)  # the fit's own brightness
+    assert offset == 0.0 and float(tone_map(scale * log).std()) == pytest.approx(0.02, abs=2e-3)
     for wanted_std in (0.02, 0.6):  # a faint target is met; a strong one would need C above the cap
         scale, offset = train.auto_exposure(result.states, result.config, 0.4, wanted_std)
         shown = tone_map(scale * log + offset)
