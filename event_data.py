@@ -1210,26 +1210,26 @@ def _h5_error(path, error, has_filters):
 
 
 def _h5_columns(path):
-    """An HDF5 file's events as EventFile reads them: dataset slices, opened for each read."""
+    """An HDF5 file's events as EventFile reads them: dataset slices. The file is kept open (its
+    layout looked up once, its chunk cache kept), as a bag is."""
     import h5py
     has_filters = _hdf5_filters()
+    try:
+        f = h5py.File(path, "r")
+        t, x, y, p, to_seconds, facts = _h5_events_layout(f, path)
+        if not len(t) == len(x) == len(y) == len(p):
+            raise EventDataError(path, f"event datasets differ in length: {len(t)}, {len(x)}, {len(y)}, {len(p)}")
+        sensor = tuple(int(v) for v in f.attrs["sensor_resolution"]) if "sensor_resolution" in f.attrs else None
+        frames = list(_h5_frame_pieces(f, path))
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        raise _h5_error(path, error, has_filters) from None
 
     def read(first, last):
         try:
-            with h5py.File(path, "r") as f:
-                t, x, y, p, to_seconds, _ = _h5_events_layout(f, path)
-                return to_seconds(t[first:last]), x[first:last], y[first:last], p[first:last]
+            return to_seconds(t[first:last]), x[first:last], y[first:last], p[first:last]
         except (OSError, KeyError, ValueError, RuntimeError) as error:
             raise _h5_error(path, error, has_filters) from None
-    try:
-        with h5py.File(path, "r") as f:
-            t, x, y, p, _, facts = _h5_events_layout(f, path)
-            if not len(t) == len(x) == len(y) == len(p):
-                raise EventDataError(path, f"event datasets differ in length: {len(t)}, {len(x)}, {len(y)}, {len(p)}")
-            sensor = tuple(int(v) for v in f.attrs["sensor_resolution"]) if "sensor_resolution" in f.attrs else None
-            return Columns(len(t), read, facts, sensor, frames=list(_h5_frame_pieces(f, path)))
-    except (OSError, KeyError, ValueError, RuntimeError) as error:
-        raise _h5_error(path, error, has_filters) from None
+    return Columns(len(t), read, facts, sensor, frames=frames)
 
 
 COLUMN_READERS["h5"] = _h5_columns

@@ -13,7 +13,8 @@ train.py fits it in a child process:
     train.py -d DIR/recording --window W --iters 5 --frames_at 1 -o DIR/runs
 
 and one JSON line gives the recording, the run's peak resident memory (the child's ru_maxrss,
-which counts the pages of mapped files it touched too), the time spent opening (indexing) the
+which counts the pages of mapped files it touched too, and starts from what this script held
+when it started the child: a few hundred MB, far below the run's own peak), the time spent opening (indexing) the
 recording and reading each window's events, and the total. Existing recordings are reused.
 """
 
