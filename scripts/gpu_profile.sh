@@ -16,13 +16,13 @@ step() { timeout 120 python scripts/profile_step.py "$@" 2>&1 | grep -v Warning;
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   step --profile --variants "" "--matmul_precision highest" "--loss_kernel torch"
-  step --keep_gradients
+  step 
   step --H 260 --W 346 --events 5000000 --steps 300 --variants "" "--matmul_precision highest"
-  step --H 260 --W 346 --events 5000000 --steps 300 --keep_gradients
+  step --H 260 --W 346 --events 5000000 --steps 300 
   step --H 720 --W 1280 --events 1000000 --steps 50 --profile --variants "" "--matmul_precision highest"
-  step --H 720 --W 1280 --events 1000000 --steps 50 --keep_gradients
+  step --H 720 --W 1280 --events 1000000 --steps 50 
   step --windows 30 --events 1000000 --steps 50 --profile
-  step --windows 30 --events 1000000 --steps 50 --keep_gradients
+  step --windows 30 --events 1000000 --steps 50 
 } > "$OUT/steps.txt"
 
 { python - <<'PY'

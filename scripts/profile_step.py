@@ -37,17 +37,17 @@ def random_windows(sensor, n_windows, events_per_window, config, device, seed=0)
     return [train.Window(events, float(k), float(k + 1), sensor, config, device) for k in range(n_windows)]
 
 
-def build_step(sensor, config, windows, device, keep_gradients=False):
+def build_step(sensor, config, windows, device):
     torch.manual_seed(config.seed)
     model = train.make_model(sensor, config).to(device)
     if len(windows) > 1:
         model = StackedEvINR([model] * len(windows)).to(device)
     graphs = train.use_cuda_graph(config, device)
-    optimizer = train.make_optimizer(model, config, capturable=graphs)
+    optimizer = train.make_optimizer(model, config)
     frames, boundaries, midpoints = train.stage_frames(windows, config.train_resolution * (1 if config.no_c2f else 2),
                                                        len(windows) > 1)
     queries = train.query_times(boundaries, midpoints, config.loss, config.align)
-    step = train.make_step(model, optimizer, frames, queries, config, n_windows=len(windows), keep_gradients=keep_gradients)
+    step = train.make_step(model, optimizer, frames, queries, config, n_windows=len(windows))
     return train.GraphedStep(step, fallback=False) if graphs else step
 
 
@@ -101,8 +101,6 @@ def main():
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--profile", action="store_true", help="also list the kernels of eager steps (GPU)")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--keep_gradients", action="store_true",
-                        help="zero the gradients in place each step instead of letting backward create them")
     parser.add_argument("--variants", nargs="*", metavar="FLAGS", help="last on the line: train.py flags, one quoted string each")
     argv, variants = train.split_configurations(sys.argv[1:], "--variants")
     args = parser.parse_args(argv)
@@ -113,13 +111,13 @@ def main():
                                events_from_columns(*[np.zeros(1)] * 3, np.ones(1), "none", "none", sensor=sensor))
         with train.float32_matmul_precision(config.matmul_precision):
             windows = random_windows(sensor, args.windows, args.events, config, device)
-            step = build_step(sensor, config, windows, device, args.keep_gradients)
+            step = build_step(sensor, config, windows, device)
             per_step = time_steps(step, args.steps, device)
             print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else train.utils.cpu_name(), "sensor": list(sensor), "windows": args.windows,
-                              "flags": flags or "default", "keep_gradients": args.keep_gradients, "ms_per_step_median": round(float(np.median(per_step)), 4),
+                              "flags": flags or "default", "ms_per_step_median": round(float(np.median(per_step)), 4),
                               "ms_per_step": [round(v, 4) for v in per_step]}), flush=True)
             if args.profile and device.type == "cuda":
-                eager = build_step(sensor, dataclasses.replace(config, cuda_graph="off"), windows, device, args.keep_gradients)
+                eager = build_step(sensor, dataclasses.replace(config, cuda_graph="off"), windows, device)
                 kernel_table(eager)
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -42,13 +42,12 @@ def test_the_static_step_is_the_fit_loop():
     stepped = copy.deepcopy(start)
     frames, boundaries, midpoints = window.frames(config.train_resolution)
     step = train.make_step(stepped, train.make_optimizer(stepped, config), frames,
-                           train.query_times(boundaries, midpoints), config, keep_gradients=True)
-    loss, parts = step()
-    addresses = [(p.data_ptr(), p.grad.data_ptr()) for p in stepped.parameters()]
-    for _ in range(config.iters - 1):
+                           train.query_times(boundaries, midpoints), config)
+    addresses = [p.data_ptr() for p in stepped.parameters()]
+    for _ in range(config.iters):
         loss, parts = step()
-    # static: parameters and gradients stay where a captured graph would read and write them
-    assert [(p.data_ptr(), p.grad.data_ptr()) for p in stepped.parameters()] == addresses
+    # static: the parameters are updated where a captured graph reads and writes them
+    assert [p.data_ptr() for p in stepped.parameters()] == addresses
     for name, value in fitted.state_dict().items():
         torch.testing.assert_close(stepped.state_dict()[name], value, rtol=0, atol=0)
     assert loss.dim() == 0 and set(parts) == {"temporal", "spatial", "brightness"}
@@ -122,3 +121,42 @@ def test_same_seed_same_frames_on_cuda():
     config = dataclasses.replace(small_config(iters=40), device="cuda", frames_at="uniform", val_resolution=5)
     first, second = train.reconstruct(events, config), train.reconstruct(events, config)
     assert np.array_equal(first.frames, second.frames)
+
+
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_fused_adamw_is_torch_adamw(scheduled):
+    """FusedAdamW takes the steps of torch.optim.AdamW(fused=True), bit for bit, with a float or
+    a tensor learning rate."""
+    torch.manual_seed(0)
+    ours = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    theirs = copy.deepcopy(ours)
+    lr = torch.tensor(1e-2) if scheduled else 1e-2
+    if not train.FusedAdamW.supported(torch.device("cpu"), lr):
+        pytest.skip("this torch has no fused AdamW kernel for the CPU (torch < 2.4)")
+    optimizers = [train.FusedAdamW(ours.parameters(), lr),
+                  torch.optim.AdamW(theirs.parameters(), lr=lr.clone() if scheduled else lr, fused=True)]
+    inputs = torch.randn(4, 5)
+    for k in range(20):
+        for model, optimizer in zip((ours, theirs), optimizers):
+            if scheduled:
+                optimizer.param_groups[0]["lr"].fill_(1e-2 / (k + 1))
+            optimizer.zero_grad()
+            model(inputs).pow(2).sum().backward()
+            optimizer.step()
+    for mine, reference in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(mine, reference)
+
+
+def test_a_fit_does_not_import_torch_dynamo():
+    """torch.optim's first use imports torch._dynamo (seconds of start-up); the fit must not."""
+    import os
+    import subprocess
+    import sys
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys; sys.path[:0] = [{os.path.dirname(tests)!r}, {tests!r}, {os.path.join(os.path.dirname(tests), 'scripts')!r}]; "
+            "import train; from test_gpu_paths import simulated, small_config; "
+            "train.reconstruct(simulated(), small_config(frames_at='uniform', val_resolution=2)); "
+            "print('torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "False"

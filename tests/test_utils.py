@@ -96,6 +96,18 @@ def test_ssim_hand_worked():
     assert utils.ssim(np.full((32, 32), a), np.full((32, 32), b)) == pytest.approx(expected)
 
 
+def test_ssim_is_skimage_structural_similarity_with_evreal_settings():
+    from skimage.metrics import structural_similarity
+    rng = np.random.default_rng(3)
+    for shape in [(11, 11), (12, 30), (180, 240)]:
+        reference = rng.random(shape)
+        prediction = np.clip(reference + 0.2 * rng.standard_normal(shape), 0, 1)
+        expected = structural_similarity(reference, prediction, gaussian_weights=True, sigma=1.5,
+                                         use_sample_covariance=False, data_range=1.0)
+        assert utils.ssim(prediction, reference) == pytest.approx(expected, abs=1e-9)
+    assert utils.ssim(np.zeros((10, 40)), np.zeros((10, 40))) is None
+
+
 def test_histogram_equalize_modes():
     rng = np.random.default_rng(2)
     image = 0.4 + 0.1 * rng.random((64, 64))  # low contrast
