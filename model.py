@@ -33,10 +33,67 @@ class SineLayer(nn.Module):
             self.linear.weight.uniform_(-bound, bound)
 
     def forward(self, inputs):
-        return torch.sin(self.w0 * self.linear(inputs))
+        return torch.sin(scaled_affine(inputs, self.linear.weight, self.linear.bias, self.w0))
 
     def forward_with_tangent(self, inputs, tangent):
         return sine_with_tangent(self.w0 * self.linear(inputs), self.w0 * (tangent @ self.linear.weight.t()))
+
+
+class ScaledAffine(torch.autograd.Function):
+    """scale * (x W^T + b) as one matrix product (alpha = beta = scale), and its gradients with
+    the scale folded into their products too. Every layer of EvINR multiplies by w0; as a
+    separate operation that is one more pass over the layer's output in each direction, and the
+    output layer's output is the whole video ([T, H*W]): at 1280x720 those two passes took
+    0.5 of an H100's 5.8 ms per step. Weights as nn.Linear keeps them ([out, in], bias [out]),
+    or stacked as StackedEvINR does ([K, in, out], bias [K, 1, out], inputs [K, T, in])."""
+
+    @staticmethod
+    def forward(inputs, weight, bias, scale):
+        if weight.dim() == 3:
+            return torch.baddbmm(bias, inputs, weight, beta=scale, alpha=scale)
+        return torch.addmm(bias, inputs, weight.t(), beta=scale, alpha=scale)
+
+    @staticmethod
+    def setup_context(ctx, arguments, output):
+        inputs, weight, _, ctx.scale = arguments
+        ctx.save_for_backward(inputs, weight)
+        ctx.save_for_forward(inputs, weight)
+
+    @staticmethod
+    def jvp(ctx, inputs_tangent, weight_tangent, bias_tangent, _):
+        """Forward mode (torch.func.jvp of the network): the product rule, term by term."""
+        inputs, weight = ctx.saved_tensors
+        product = torch.matmul if weight.dim() == 3 else (lambda a, b: a @ b.t())
+        terms = [product(inputs_tangent, weight) if inputs_tangent is not None else None,
+                 product(inputs, weight_tangent) if weight_tangent is not None else None, bias_tangent]
+        return ctx.scale * sum(term for term in terms if term is not None)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs, weight = ctx.saved_tensors
+        scale, needs = ctx.scale, ctx.needs_input_grad
+        grad_inputs = grad_weight = grad_bias = None
+        # beta = 0: the first operand only gives the result's shape, and is not read
+        if weight.dim() == 3:
+            if needs[0]:
+                grad_inputs = torch.baddbmm(inputs, grad, weight.transpose(1, 2), beta=0, alpha=scale)
+            if needs[1]:
+                grad_weight = torch.baddbmm(weight, inputs.transpose(1, 2), grad, beta=0, alpha=scale)
+            if needs[2]:
+                grad_bias = grad.sum(dim=1, keepdim=True).mul_(scale)
+        else:
+            if needs[0]:
+                grad_inputs = torch.addmm(inputs, grad, weight, beta=0, alpha=scale)
+            if needs[1]:
+                grad_weight = torch.addmm(weight, grad.t(), inputs, beta=0, alpha=scale)
+            if needs[2]:
+                grad_bias = grad.sum(dim=0).mul_(scale)
+        return grad_inputs, grad_weight, grad_bias, None
+
+
+def scaled_affine(inputs, weight, bias, scale):
+    """scale * (inputs W^T + bias) (see ScaledAffine)."""
+    return ScaledAffine.apply(inputs, weight, bias, scale)
 
 
 def sine_with_tangent(pre, pre_tangent):
@@ -71,7 +128,7 @@ class EvINR(nn.Module):
         features = t.reshape(-1, 1)
         for layer in self.body:
             features = layer(features)
-        return self._frames(self.w0 * self.head(features))
+        return self._frames(scaled_affine(features, self.head.weight, self.head.bias, self.w0))
 
     def forward_with_derivative(self, t):
         """Log intensity and its exact derivative with respect to t, both [T, channels, H, W].
@@ -120,8 +177,8 @@ class StackedEvINR(nn.Module):
         *body, (head_weight, head_bias) = zip(self.weights, self.biases)
         features = t.reshape(self.n_models, -1, 1)
         for weight, bias in body:
-            features = torch.sin(self.w0 * torch.baddbmm(bias, features, weight))
-        return self._frames(self.w0 * torch.baddbmm(head_bias, features, head_weight))
+            features = torch.sin(scaled_affine(features, weight, bias, self.w0))
+        return self._frames(scaled_affine(features, head_weight, head_bias, self.w0))
 
     def forward_with_derivative(self, t):
         """As EvINR.forward_with_derivative, for each network: both [K, T, channels, H, W]."""
@@ -223,16 +280,16 @@ class FusedDifferenceLoss(torch.autograd.Function):
         return grad.mul_(grad_total), None, None, None, None
 
 
-# The same loss as two Triton kernels, for GPUs. There the dozen elementwise and reduction
-# passes of FusedDifferenceLoss are bound by kernel launches and memory traffic. The first
+# The same loss as Triton kernels, for GPUs. There the dozen elementwise and reduction passes
+# of FusedDifferenceLoss are bound by kernel launches and memory traffic. In the forward, a sums
 # kernel reads the frames and event frames once and writes, per tile, the partial sums of the
 # frame and of the four loss terms; torch adds the partials up in a fixed order (atomic adds
 # would be faster by a hair but would change the sums' rounding from run to run, and with it the
-# fit: the same seed must give the same frames). The gradient needs every frame mean of its
-# network (the brightness term), which only exists once the sums are done, so a second kernel
-# reads the frames again, writes the gradient and, from its first program of each network, the
-# loss terms. Nothing waits on the host, so the whole can be captured in a CUDA graph. The
-# kernels exist only where Triton is installed.
+# fit: the same seed must give the same frames), and a small kernel turns them into the loss
+# terms. The gradient is made in the backward, where the gradient reaching the loss is known: one
+# kernel reads the frames again and writes the gradient already scaled by it, so no pass over the
+# frames is spent scaling it afterwards. Nothing waits on the host, so the whole can be captured
+# in a CUDA graph. The kernels exist only where Triton is installed.
 
 def triton_available():
     """Whether Triton is installed (only the GPU loss kernels need it)."""
@@ -240,8 +297,9 @@ def triton_available():
 
 
 if triton is not None:
-    # Each program handles one tile of BLOCK elements of one frame: the grid is (tiles per
-    # frame, frames T, networks K), and a frame is its C*H*W values, row-major.
+    # The frame kernels' grid is (tiles per frame, frames T, networks K): one program per tile of
+    # BLOCK elements of one frame, a frame being its C*H*W values, row-major. sums[k, t] holds
+    # (sum L, sum residual^2, sum |change|, sum |vertical|, sum |horizontal|) of frame t.
 
     @triton.jit
     def _sign(x):
@@ -252,7 +310,6 @@ if triton is not None:
     def _loss_sums_kernel(frames, target, partials, n_times, frame_size, height, width,
                           target_network_stride, target_time_stride, BLOCK: tl.constexpr):
         tile, t, k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        # partials[k, t, tile] holds sum L, sum residual^2, sum |change|, sum |vertical|, sum |horizontal|
         mine = partials + ((k.to(tl.int64) * n_times + t) * tl.num_programs(0) + tile) * 5
         offsets = tile * BLOCK + tl.arange(0, BLOCK)
         inside = offsets < frame_size
@@ -281,7 +338,29 @@ if triton is not None:
         tl.store(mine + 4, tl.sum(horizontal))
 
     @triton.jit
-    def _loss_gradient_kernel(frames, target, frame_sums, term_sums, grad, temporal, spatial, brightness,
+    def _loss_terms_kernel(sums, temporal, spatial, brightness, weighted, n_times, frame_size,
+                           inv_change, inv_vertical, inv_horizontal, w_temporal, w_spatial, w_brightness,
+                           TIME_BLOCK: tl.constexpr):
+        # one program per network: its frames' sums into its three terms and their weighted sum
+        k = tl.program_id(0)
+        times = tl.arange(0, TIME_BLOCK)
+        in_time = times < n_times
+        rows = sums + (k * n_times + times) * 5
+        means = tl.load(rows + 0, mask=in_time, other=0.0) / frame_size
+        deviations = tl.where(in_time, means - tl.sum(means) / n_times, 0.0)
+        network_temporal = tl.sum(tl.load(rows + 1, mask=in_time, other=0.0)) * inv_change
+        network_spatial = (tl.sum(tl.load(rows + 2, mask=in_time, other=0.0)) * inv_change
+                           + tl.sum(tl.load(rows + 3, mask=in_time, other=0.0)) * inv_vertical
+                           + tl.sum(tl.load(rows + 4, mask=in_time, other=0.0)) * inv_horizontal)
+        network_brightness = tl.sum(deviations * deviations) / n_times
+        tl.store(temporal + k, network_temporal)
+        tl.store(spatial + k, network_spatial)
+        tl.store(brightness + k, network_brightness)
+        tl.store(weighted + k, w_temporal * network_temporal + w_spatial * network_spatial
+                 + w_brightness * network_brightness)
+
+    @triton.jit
+    def _loss_gradient_kernel(frames, target, sums, grad_total, grad,
                               n_times, frame_size, height, width, target_network_stride, target_time_stride,
                               inv_change, inv_vertical, inv_horizontal, w_temporal, w_spatial, w_brightness,
                               BLOCK: tl.constexpr, TIME_BLOCK: tl.constexpr):
@@ -296,10 +375,8 @@ if triton is not None:
         # brightness: the variance over time of the frame means moves every pixel of frame t by
         # the same 2 w_b (mean_t - mean of means) / (T * C*H*W)
         times = tl.arange(0, TIME_BLOCK)
-        in_time = times < n_times
-        means = tl.load(frame_sums + k * n_times + times, mask=in_time, other=0.0) / frame_size
-        mean_of_means = tl.sum(means) / n_times
-        deviation = tl.load(frame_sums + k * n_times + t) / frame_size - mean_of_means
+        means = tl.load(sums + (k * n_times + times) * 5, mask=times < n_times, other=0.0) / frame_size
+        deviation = tl.load(sums + (k * n_times + t) * 5) / frame_size - tl.sum(means) / n_times
         gradient = tl.zeros([BLOCK], dtype=value.dtype) + 2.0 * w_brightness * deviation / (n_times * frame_size)
 
         # temporal and |change|: frame t ends change t-1 (plus) and starts change t (minus), each
@@ -328,29 +405,16 @@ if triton is not None:
                                                 - tl.where(has_down, _sign(down - value), 0.0))
         gradient += w_spatial * inv_horizontal * (tl.where(has_left, _sign(value - left), 0.0)
                                                   - tl.where(has_right, _sign(right - value), 0.0))
-        tl.store(grad + frame_start + offsets, gradient, mask=inside)
-
-        # one program per network turns its sums into the loss terms
-        if (tile == 0) & (t == 0):
-            network_sums = term_sums + k * 4
-            network_temporal = tl.load(network_sums + 0) * inv_change
-            network_spatial = (tl.load(network_sums + 1) * inv_change + tl.load(network_sums + 2) * inv_vertical
-                               + tl.load(network_sums + 3) * inv_horizontal)
-            squared_deviations = tl.where(in_time, (means - mean_of_means) * (means - mean_of_means), 0.0)
-            network_brightness = tl.sum(squared_deviations) / n_times
-            tl.store(temporal + k, network_temporal)
-            tl.store(spatial + k, network_spatial)
-            tl.store(brightness + k, network_brightness)
+        tl.store(grad + frame_start + offsets, gradient * tl.load(grad_total), mask=inside)
 
 
 def next_power_of_two(n):
     return 1 << (n - 1).bit_length()
 
 
-class TritonDifferenceLoss(FusedDifferenceLoss):
-    """FusedDifferenceLoss's values and gradient from the two Triton kernels above (float32
-    frames on a GPU, or on the CPU with TRITON_INTERPRET=1 set before this module is imported).
-    The backward, which scales the gradient built in the forward, is FusedDifferenceLoss's."""
+class TritonDifferenceLoss(torch.autograd.Function):
+    """FusedDifferenceLoss's values and gradient from the Triton kernels above (float32 frames on
+    a GPU, or on the CPU with TRITON_INTERPRET=1 set before this module is imported)."""
 
     @staticmethod
     def forward(ctx, log_frames, target, w_temporal, w_spatial, w_brightness):
@@ -365,9 +429,8 @@ class TritonDifferenceLoss(FusedDifferenceLoss):
         # is read in place through its strides
         target = target.flatten(2)
         target = target if target.stride(2) == 1 else target.contiguous()
-        inv_change = 1.0 / ((n_times - 1) * frame_size)
-        inv_vertical = 1.0 / (n_times * channels * (height - 1) * width)
-        inv_horizontal = 1.0 / (n_times * channels * height * (width - 1))
+        scales = (1.0 / ((n_times - 1) * frame_size), 1.0 / (n_times * channels * (height - 1) * width),
+                  1.0 / (n_times * channels * height * (width - 1)), w_temporal, w_spatial, w_brightness)
 
         # tiles of 1024 (8 values per thread at Triton's default 4 warps) keep the partial sums
         # few; a smaller frame is one tile
@@ -376,23 +439,29 @@ class TritonDifferenceLoss(FusedDifferenceLoss):
         on_device = dict(device=frames.device, dtype=torch.float32)
         partials = torch.empty(n_networks, n_times, grid[0], 5, **on_device)
         shape_args = (n_times, frame_size, height, width, target.stride(0), target.stride(1))
-        # no fused multiply-adds: each product is rounded as in torch's separate operations (and
-        # Triton 3.10 changes the default)
-        options = dict(enable_fp_fusion=False)
-        _loss_sums_kernel[grid](frames, target, partials, *shape_args, BLOCK=block, **options)
+        _loss_sums_kernel[grid](frames, target, partials, *shape_args, BLOCK=block, **KERNEL_OPTIONS)
         sums = partials.sum(dim=2)
-        frame_sums, term_sums = sums[..., 0].contiguous(), sums[..., 1:].sum(dim=1)
-
-        grad = torch.empty_like(frames)
-        temporal, spatial, brightness = (torch.empty(n_networks, **on_device) for _ in range(3))
-        _loss_gradient_kernel[grid](frames, target, frame_sums, term_sums, grad, temporal, spatial, brightness,
-                                    *shape_args, inv_change, inv_vertical, inv_horizontal,
-                                    w_temporal, w_spatial, w_brightness,
-                                    BLOCK=block, TIME_BLOCK=next_power_of_two(n_times), **options)
-        total = (w_temporal * temporal + w_spatial * spatial + w_brightness * brightness).sum()
-        ctx.save_for_backward(grad)
+        temporal, spatial, brightness, weighted = (torch.empty(n_networks, **on_device) for _ in range(4))
+        _loss_terms_kernel[(n_networks,)](sums, temporal, spatial, brightness, weighted, n_times, frame_size, *scales,
+                                          TIME_BLOCK=next_power_of_two(n_times), **KERNEL_OPTIONS)
+        ctx.save_for_backward(frames, target, sums)
+        ctx.launch = (grid, shape_args, scales, block)
         ctx.mark_non_differentiable(temporal, spatial, brightness)
-        return total, temporal, spatial, brightness
+        return weighted.sum(), temporal, spatial, brightness
+
+    @staticmethod
+    def backward(ctx, grad_total, *unused):
+        frames, target, sums = ctx.saved_tensors
+        grid, shape_args, scales, block = ctx.launch
+        grad = torch.empty_like(frames)
+        _loss_gradient_kernel[grid](frames, target, sums, grad_total.to(frames.dtype).contiguous(), grad, *shape_args,
+                                    *scales, BLOCK=block, TIME_BLOCK=next_power_of_two(shape_args[0]), **KERNEL_OPTIONS)
+        return grad, None, None, None, None
+
+
+# no fused multiply-adds: each product is rounded as in torch's separate operations (and Triton
+# 3.10 changes the default)
+KERNEL_OPTIONS = dict(enable_fp_fusion=False)
 
 
 def use_triton_loss(log_frames, kernel):
