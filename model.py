@@ -48,19 +48,19 @@ class ScaledAffine(torch.autograd.Function):
     or stacked as StackedEvINR does ([K, in, out], bias [K, 1, out], inputs [K, T, in])."""
 
     @staticmethod
-    def forward(inputs, weight, bias, scale):
+    def forward(inputs, weight, bias, scale, update=None):
         if weight.dim() == 3:
             return torch.baddbmm(bias, inputs, weight, beta=scale, alpha=scale)
         return torch.addmm(bias, inputs, weight.t(), beta=scale, alpha=scale)
 
     @staticmethod
     def setup_context(ctx, arguments, output):
-        inputs, weight, _, ctx.scale = arguments
+        inputs, weight, _, ctx.scale, ctx.update = arguments
         ctx.save_for_backward(inputs, weight)
         ctx.save_for_forward(inputs, weight)
 
     @staticmethod
-    def jvp(ctx, inputs_tangent, weight_tangent, bias_tangent, _):
+    def jvp(ctx, inputs_tangent, weight_tangent, bias_tangent, *unused):
         """Forward mode (torch.func.jvp of the network): the product rule, term by term."""
         inputs, weight = ctx.saved_tensors
         product = torch.matmul if weight.dim() == 3 else (lambda a, b: a @ b.t())
@@ -73,6 +73,14 @@ class ScaledAffine(torch.autograd.Function):
         inputs, weight = ctx.saved_tensors
         scale, needs = ctx.scale, ctx.needs_input_grad
         grad_inputs = grad_weight = grad_bias = None
+        if ctx.update is not None:
+            # the weights' gradient goes straight into their AdamW update (OutputAdamW), after
+            # the inputs' gradient has used the weights as they were
+            if needs[0]:
+                grad_inputs = (torch.baddbmm(inputs, grad, weight.transpose(1, 2), beta=0, alpha=scale) if weight.dim() == 3
+                               else torch.addmm(inputs, grad, weight, beta=0, alpha=scale))
+            ctx.update(grad, inputs, scale)
+            return grad_inputs, None, None, None, None
         # beta = 0: the first operand only gives the result's shape, and is not read
         if weight.dim() == 3:
             if needs[0]:
@@ -88,12 +96,13 @@ class ScaledAffine(torch.autograd.Function):
                 grad_weight = torch.addmm(weight, grad.t(), inputs, beta=0, alpha=scale)
             if needs[2]:
                 grad_bias = grad.sum(dim=0).mul_(scale)
-        return grad_inputs, grad_weight, grad_bias, None
+        return grad_inputs, grad_weight, grad_bias, None, None
 
 
-def scaled_affine(inputs, weight, bias, scale):
-    """scale * (inputs W^T + bias) (see ScaledAffine)."""
-    return ScaledAffine.apply(inputs, weight, bias, scale)
+def scaled_affine(inputs, weight, bias, scale, update=None):
+    """scale * (inputs W^T + bias) (see ScaledAffine); `update`, an OutputAdamW, takes the
+    weights' gradient in the backward and updates them there."""
+    return ScaledAffine.apply(inputs, weight, bias, scale, update)
 
 
 def sine_with_tangent(pre, pre_tangent):
@@ -116,6 +125,7 @@ class EvINR(nn.Module):
         layers += [SineLayer(a, b, w0) for a, b in zip(sizes[:-1], sizes[1:])]
         self.body = nn.ModuleList(layers)
         self.head = nn.Linear(neck, height * width * channels)
+        self.output_update = None  # an OutputAdamW while a fit updates the output layer in its backward
         bound = math.sqrt(6.0 / neck) / w0
         with torch.no_grad():
             self.head.weight.uniform_(-bound, bound)
@@ -128,7 +138,11 @@ class EvINR(nn.Module):
         features = t.reshape(-1, 1)
         for layer in self.body:
             features = layer(features)
-        return self._frames(scaled_affine(features, self.head.weight, self.head.bias, self.w0))
+        return self._frames(scaled_affine(features, self.head.weight, self.head.bias, self.w0, self.output_update))
+
+    def output_layer(self):
+        """(weight, bias) of the output layer, the largest by far: one weight per pixel and neck unit."""
+        return self.head.weight, self.head.bias
 
     def forward_with_derivative(self, t):
         """Log intensity and its exact derivative with respect to t, both [T, channels, H, W].
@@ -160,6 +174,7 @@ class StackedEvINR(nn.Module):
         first = models[0]
         self.height, self.width, self.channels, self.w0 = first.height, first.width, first.channels, first.w0
         self.n_models, self.n_body = len(models), len(first.body)
+        self.output_update = None
         linears = lambda m: [layer.linear for layer in m.body] + [m.head]
         # weights as [K, in, out] and biases as [K, 1, out]: the operands of torch.baddbmm
         self.weights = nn.ParameterList(
@@ -178,7 +193,10 @@ class StackedEvINR(nn.Module):
         features = t.reshape(self.n_models, -1, 1)
         for weight, bias in body:
             features = torch.sin(scaled_affine(features, weight, bias, self.w0))
-        return self._frames(scaled_affine(features, head_weight, head_bias, self.w0))
+        return self._frames(scaled_affine(features, head_weight, head_bias, self.w0, self.output_update))
+
+    def output_layer(self):
+        return self.weights[-1], self.biases[-1]
 
     def forward_with_derivative(self, t):
         """As EvINR.forward_with_derivative, for each network: both [K, T, channels, H, W]."""
@@ -462,6 +480,106 @@ class TritonDifferenceLoss(torch.autograd.Function):
 # no fused multiply-adds: each product is rounded as in torch's separate operations (and Triton
 # 3.10 changes the default)
 KERNEL_OPTIONS = dict(enable_fp_fusion=False)
+
+
+# The output layer's AdamW update, in its backward. The output layer holds nearly all of the
+# parameters (one weight per pixel and neck unit: 11 M at 240x180, 236 M at 1280x720), and a step
+# is bound by the memory traffic over them: its weight gradient written by one matrix product and
+# read back by AdamW, which then reads and writes the weights and both moments. One kernel that
+# forms each tile of the gradient (a product over the T query times, in registers) and applies
+# AdamW to it there reads the moments and weights once and never writes the gradient.
+
+if triton is not None:
+    @triton.jit
+    def _adamw(parameter, average, average_sq, gradient, mask, rate, step_size, correction2_sqrt,
+               beta1, beta2, eps, weight_decay):
+        # torch's fused AdamW (decoupled weight decay), element by element
+        new_average = beta1 * tl.load(average, mask=mask, other=0.0) + (1.0 - beta1) * gradient
+        new_average_sq = beta2 * tl.load(average_sq, mask=mask, other=0.0) + (1.0 - beta2) * gradient * gradient
+        value = tl.load(parameter, mask=mask, other=0.0)
+        value = value - rate * weight_decay * value
+        value = value - step_size * new_average / (tl.sqrt(new_average_sq) / correction2_sqrt + eps)
+        tl.store(average, new_average, mask=mask)
+        tl.store(average_sq, new_average_sq, mask=mask)
+        tl.store(parameter, value, mask=mask)
+
+    @triton.jit
+    def _output_adamw_kernel(grad_out, features, weight, bias, weight_avg, weight_avg_sq, bias_avg, bias_avg_sq, step, lr,
+                             n_times, n_out, n_in, grad_k, grad_t, features_k, features_t, weight_k, weight_out, weight_in,
+                             bias_k, scale, beta1, beta2, eps, weight_decay,
+                             BLOCK_OUT: tl.constexpr, BLOCK_IN: tl.constexpr, BLOCK_T: tl.constexpr,
+                             PRECISION: tl.constexpr):
+        # grid (blocks of BLOCK_OUT outputs, networks K); the gradient of weight[out, in] is
+        # scale * sum_t grad_out[t, out] features[t, in], of bias[out] scale * sum_t grad_out[t, out]
+        block, k = tl.program_id(0), tl.program_id(1).to(tl.int64)
+        outs = block * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
+        ins = tl.arange(0, BLOCK_IN)
+        in_out, in_in = outs < n_out, ins < n_in
+        weight_gradient = tl.zeros([BLOCK_OUT, BLOCK_IN], dtype=tl.float32)
+        bias_gradient = tl.zeros([BLOCK_OUT], dtype=tl.float32)
+        for start in range(0, n_times, BLOCK_T):
+            times = start + tl.arange(0, BLOCK_T)
+            in_t = times < n_times
+            g = tl.load(grad_out + k * grad_k + times[:, None] * grad_t + outs[None, :],
+                        mask=in_t[:, None] & in_out[None, :], other=0.0)
+            f = tl.load(features + k * features_k + times[:, None] * features_t + ins[None, :],
+                        mask=in_t[:, None] & in_in[None, :], other=0.0)
+            weight_gradient = tl.dot(tl.trans(g), f, weight_gradient, input_precision=PRECISION)
+            bias_gradient += tl.sum(g, axis=0)
+
+        # the step was counted before this launch; beta ** step as exp(step log beta)
+        step_count, rate = tl.load(step), tl.load(lr)
+        correction1 = 1.0 - tl.exp(step_count * tl.log(beta1))
+        correction2_sqrt = tl.sqrt(1.0 - tl.exp(step_count * tl.log(beta2)))
+        step_size = rate / correction1
+        offsets = k * weight_k + outs[:, None] * weight_out + ins[None, :] * weight_in
+        mask = in_out[:, None] & in_in[None, :]
+        _adamw(weight + offsets, weight_avg + offsets, weight_avg_sq + offsets, weight_gradient * scale, mask,
+               rate, step_size, correction2_sqrt, beta1, beta2, eps, weight_decay)
+        bias_offsets = k * bias_k + outs
+        _adamw(bias + bias_offsets, bias_avg + bias_offsets, bias_avg_sq + bias_offsets, bias_gradient * scale, in_out,
+               rate, step_size, correction2_sqrt, beta1, beta2, eps, weight_decay)
+
+
+class OutputAdamW:
+    """AdamW for an output layer's weight and bias, applied by _output_adamw_kernel inside the
+    layer's backward (ScaledAffine): a model whose `output_update` is one calls it there, and
+    the layer's parameters then get no .grad. Same arithmetic as torch's fused AdamW on the
+    same gradient, to float rounding (the gradient is summed in another order, in TF32 under
+    matmul precision 'high'). `lr` is a float or a tensor changed in place (a schedule)."""
+
+    BLOCK_OUT, BLOCK_T, WARPS = 64, 32, 8
+
+    def __init__(self, weight, bias, lr, betas, eps, weight_decay):
+        if not triton_available():
+            raise RuntimeError("OutputAdamW needs Triton, an optional dependency: pip install triton")
+        self.weight, self.bias = weight, bias
+        self.moments = [torch.zeros_like(weight), torch.zeros_like(weight), torch.zeros_like(bias), torch.zeros_like(bias)]
+        self.step = torch.zeros((), dtype=torch.float32, device=weight.device)
+        self.lr = lr if torch.is_tensor(lr) else torch.tensor(float(lr), device=weight.device)
+        self.constants = (*betas, eps, weight_decay)
+
+    @torch.no_grad()
+    def __call__(self, grad_out, features, scale):
+        """One AdamW step from the layer's output gradient [K, T, out] (or [T, out]) and its
+        inputs [K, T, in] (or [T, in]); weights [K, in, out] stacked, else [out, in]."""
+        weight, bias = self.weight, self.bias
+        stacked = weight.dim() == 3
+        grad_out, features = grad_out.reshape(-1, *grad_out.shape[-2:]), features.reshape(-1, *features.shape[-2:])
+        grad_out = grad_out if grad_out.stride(-1) == 1 else grad_out.contiguous()
+        features = features if features.stride(-1) == 1 else features.contiguous()
+        n_networks, n_times, n_out = grad_out.shape
+        n_in = features.shape[-1]
+        weight_strides = (weight.stride(0), weight.stride(2), weight.stride(1)) if stacked else (0, weight.stride(0), weight.stride(1))
+        self.step.add_(1)
+        precision = "ieee" if torch.get_float32_matmul_precision() == "highest" or not grad_out.is_cuda else "tf32"
+        grid = (triton.cdiv(n_out, self.BLOCK_OUT), n_networks)
+        _output_adamw_kernel[grid](grad_out, features, weight, bias, *self.moments, self.step, self.lr,
+                                   n_times, n_out, n_in, grad_out.stride(0), grad_out.stride(1),
+                                   features.stride(0), features.stride(1), *weight_strides,
+                                   bias.stride(0) if stacked else 0, scale, *self.constants,
+                                   BLOCK_OUT=self.BLOCK_OUT, BLOCK_IN=max(16, next_power_of_two(n_in)),
+                                   BLOCK_T=self.BLOCK_T, PRECISION=precision, num_warps=self.WARPS, **KERNEL_OPTIONS)
 
 
 def use_triton_loss(log_frames, kernel):

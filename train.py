@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 import utils
 from event_data import EventDataError, EventFile, chunk_boundaries, event_frames, event_sum, open_events, validate
-from model import EvINR, StackedEvINR, evinr_loss, query_times, tone_map
+from model import EvINR, OutputAdamW, StackedEvINR, evinr_loss, query_times, tone_map, triton_available
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEMO_NAME = "slider_depth_demo.h5"
@@ -151,6 +151,10 @@ class Config:
     loss_kernel: str = option("auto", "implementation of the fused difference loss: 'triton' (two GPU kernels, needs the "
                                        "triton package), 'torch' (the reference); auto: triton on CUDA when installed",
                               choices=("auto", "triton", "torch"))
+    output_kernel: str = option("auto", "the output layer's AdamW update: 'triton' (one GPU kernel inside the backward that "
+                                         "forms the weight gradient and applies AdamW to it, needs the triton package; for "
+                                         "--loss diff --align boundary), 'torch' (the gradient, then torch's fused AdamW); "
+                                         "auto: triton on CUDA when it applies", choices=("auto", "triton", "torch"))
     cuda_graph: str = option("auto", "capture one training step per coarse-to-fine stage as a CUDA graph and replay it "
                                      "(removes the launch cost of ~30 small kernels a step). auto: on CUDA devices, falling "
                                      "back to eager steps with a note if capture fails; on: fail instead",
@@ -500,8 +504,15 @@ class FusedAdamW:
 
     BETAS, EPS, WEIGHT_DECAY = (0.9, 0.999), 1e-8, 1e-2
 
-    def __init__(self, parameters, lr):
-        self.parameters = list(parameters)
+    def __init__(self, parameters, lr, output_layer=None):
+        """`output_layer`: (weight, bias) to update in the layer's backward instead (OutputAdamW,
+        self.output_update), with the same settings and learning rate."""
+        self.output_update = None
+        if output_layer is not None:
+            self.output_update = OutputAdamW(*output_layer, lr, self.BETAS, self.EPS, self.WEIGHT_DECAY)
+            lr = self.output_update.lr  # one tensor, so a schedule sets both
+        parameters = [p for p in parameters if not any(p is q for q in output_layer or ())]
+        self.parameters = parameters
         self.param_groups = [{"lr": lr}]  # torch's layout, where the learning rate is read and set
         self.exp_avgs = [torch.zeros_like(p) for p in self.parameters]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.parameters]
@@ -535,15 +546,33 @@ class FusedAdamW:
                      self.param_groups[0]["lr"])
 
 
+def use_output_kernel(config, device):
+    """Whether the output layer is updated in its backward (--output_kernel): it needs FusedAdamW
+    (not --plain) and the supervision whose step runs the network forward once, through that
+    layer (--loss diff --align boundary: the seam tie reuses the loss's frames)."""
+    if config.output_kernel == "torch" or config.plain or config.loss != "diff" or config.align != "boundary":
+        return False
+    return config.output_kernel == "triton" or (device.type == "cuda" and triton_available())
+
+
 def make_optimizer(model, config):
-    """AdamW: FusedAdamW (one fused kernel a step, graph-safe) unless --plain or a torch without
-    its kernel for the device, which get torch.optim.AdamW's default loop. Under a schedule the
-    learning rate is a tensor, changed in place, which a captured step reads afresh at each replay."""
+    """AdamW: FusedAdamW (one fused kernel a step, graph-safe, the output layer's update in its
+    backward where use_output_kernel says so, installed on the model as `output_update` until
+    release_optimizer) unless --plain or a torch without its kernel for the device, which get
+    torch.optim.AdamW's default loop. Under a schedule the learning rate is a tensor, changed in
+    place, which a captured step reads afresh at each replay."""
     device = next(model.parameters()).device
     lr = config.lr if learning_rates(config) is None else torch.tensor(config.lr, device=device)
     if not config.plain and FusedAdamW.supported(device, lr):
-        return FusedAdamW(model.parameters(), lr)
+        optimizer = FusedAdamW(model.parameters(), lr, model.output_layer() if use_output_kernel(config, device) else None)
+        model.output_update = optimizer.output_update
+        return optimizer
     return torch.optim.AdamW(model.parameters(), lr=lr, capturable=device.type == "cuda")
+
+
+def release_optimizer(model):
+    """After a fit: the model's forward no longer updates its output layer."""
+    model.output_update = None
 
 
 def stage_frames(windows, n_chunks, stacked):
@@ -769,30 +798,33 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
     start = time.perf_counter()
     log_points = [(0, start)]  # (iteration, time): the loss read-out syncs the device anyway
-    # closed on any error too, so that the error message gets a line of its own
-    with tqdm(range(config.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True) as bar:
-        for iteration in bar:
-            if iteration in start_of_stage:
-                began = time.perf_counter()
-                frames, boundaries, midpoints = stage_frames(windows, schedule[start_of_stage.index(iteration)], stacked)
-                queries = query_times(boundaries, midpoints, config.loss, config.align)
-                step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows))
-                if graphs:
-                    step = GraphedStep(step, fallback=config.cuda_graph == "auto")
-                timings["event_frames_s"] += time.perf_counter() - began
-            if rates is not None:
-                optimizer.param_groups[0]["lr"].fill_(rates[iteration])
-            loss, parts = step()
-            utils.check_terminated()
-            if (iteration + 1) % config.log_interval == 0 or iteration + 1 == config.iters:
-                total = float(loss)  # a host synchronisation: only here, so a CUDA graph replays undisturbed
-                if not math.isfinite(total):
-                    raise UsageError(f"--lr {config.lr:g}: the loss became {total} by iteration {iteration + 1}{label}, the fit "
-                                     f"diverged; lower --lr, or check --event_thresh ({config.event_thresh})")
-                log_points.append((iteration + 1, time.perf_counter()))
-                bar.set_postfix(loss=f"{total:.4g}")
-                if log is not None:
-                    log(iteration, total, {name: float(value) for name, value in parts.items()})
+    try:
+        # closed on any error too, so that the error message gets a line of its own
+        with tqdm(range(config.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True) as bar:
+            for iteration in bar:
+                if iteration in start_of_stage:
+                    began = time.perf_counter()
+                    frames, boundaries, midpoints = stage_frames(windows, schedule[start_of_stage.index(iteration)], stacked)
+                    queries = query_times(boundaries, midpoints, config.loss, config.align)
+                    step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows))
+                    if graphs:
+                        step = GraphedStep(step, fallback=config.cuda_graph == "auto")
+                    timings["event_frames_s"] += time.perf_counter() - began
+                if rates is not None:
+                    optimizer.param_groups[0]["lr"].fill_(rates[iteration])
+                loss, parts = step()
+                utils.check_terminated()
+                if (iteration + 1) % config.log_interval == 0 or iteration + 1 == config.iters:
+                    total = float(loss)  # a host synchronisation: only here, so a CUDA graph replays undisturbed
+                    if not math.isfinite(total):
+                        raise UsageError(f"--lr {config.lr:g}: the loss became {total} by iteration {iteration + 1}{label}, the fit "
+                                         f"diverged; lower --lr, or check --event_thresh ({config.event_thresh})")
+                    log_points.append((iteration + 1, time.perf_counter()))
+                    bar.set_postfix(loss=f"{total:.4g}")
+                    if log is not None:
+                        log(iteration, total, {name: float(value) for name, value in parts.items()})
+    finally:
+        release_optimizer(model)
     timings["train_s"] = time.perf_counter() - start - timings["event_frames_s"]
     # The first interval holds the warm-up (allocation, first kernels, graph capture); the
     # median of the others is the steady-state cost per iteration.

@@ -91,8 +91,9 @@ def compare_in_interpreter():
 
 
 def run_python(code, **environment):
-    """Run `code` in a fresh interpreter with the repository and tests importable."""
-    env = {**os.environ, **environment, "PYTHONPATH": os.pathsep.join([REPO, TESTS, os.environ.get("PYTHONPATH", "")])}
+    """Run `code` in a fresh interpreter with the repository, its scripts and the tests importable."""
+    path = [REPO, os.path.join(REPO, "scripts"), TESTS, os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, **environment, "PYTHONPATH": os.pathsep.join(path)}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -101,6 +102,16 @@ def run_python(code, **environment):
 @needs_triton
 def test_triton_loss_matches_the_torch_loss_in_the_interpreter():
     print(run_python("import test_loss_kernel; test_loss_kernel.compare_in_interpreter()", TRITON_INTERPRET="1"))
+
+
+@needs_triton
+def test_output_kernel_matches_gradient_then_adamw_in_the_interpreter():
+    """The output layer's AdamW-in-the-backward kernel, one network and stacked windows (see
+    test_gpu_paths.assert_output_kernel_matches)."""
+    code = ("import test_gpu_paths\n"
+            "for stacked in (False, True):\n"
+            "    print(stacked, test_gpu_paths.assert_output_kernel_matches(stacked, 'cpu', 8, (16, 20)))\n")
+    print(run_python(code, TRITON_INTERPRET="1"))
 
 
 def test_model_works_without_triton():
