@@ -509,11 +509,16 @@ if triton is not None:
                              bias_k, scale, beta1, beta2, eps, weight_decay,
                              BLOCK_OUT: tl.constexpr, BLOCK_IN: tl.constexpr, BLOCK_T: tl.constexpr,
                              PRECISION: tl.constexpr):
-        # grid (blocks of BLOCK_OUT outputs, networks K); the gradient of weight[out, in] is
-        # scale * sum_t grad_out[t, out] features[t, in], of bias[out] scale * sum_t grad_out[t, out]
-        block, k = tl.program_id(0), tl.program_id(1).to(tl.int64)
+        # grid (blocks of BLOCK_IN inputs, blocks of BLOCK_OUT outputs, networks K): each program
+        # updates one [BLOCK_OUT, BLOCK_IN] tile of the weights, whose gradient is
+        # scale * sum_t grad_out[t, out] features[t, in], and the programs of the first input
+        # block the bias, whose gradient is scale * sum_t grad_out[t, out]. The input blocks of
+        # one output block are neighbours in the launch order, so they run together and all but
+        # the first read its slice of grad_out from the cache. Small tiles keep the pointers and
+        # moments of the update in registers.
+        chunk, block, k = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
         outs = block * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
-        ins = tl.arange(0, BLOCK_IN)
+        ins = chunk * BLOCK_IN + tl.arange(0, BLOCK_IN)
         in_out, in_in = outs < n_out, ins < n_in
         weight_gradient = tl.zeros([BLOCK_OUT, BLOCK_IN], dtype=tl.float32)
         bias_gradient = tl.zeros([BLOCK_OUT], dtype=tl.float32)
@@ -536,9 +541,10 @@ if triton is not None:
         mask = in_out[:, None] & in_in[None, :]
         _adamw(weight + offsets, weight_avg + offsets, weight_avg_sq + offsets, weight_gradient * scale, mask,
                rate, step_size, correction2_sqrt, beta1, beta2, eps, weight_decay)
-        bias_offsets = k * bias_k + outs
-        _adamw(bias + bias_offsets, bias_avg + bias_offsets, bias_avg_sq + bias_offsets, bias_gradient * scale, in_out,
-               rate, step_size, correction2_sqrt, beta1, beta2, eps, weight_decay)
+        if chunk == 0:
+            bias_offsets = k * bias_k + outs
+            _adamw(bias + bias_offsets, bias_avg + bias_offsets, bias_avg_sq + bias_offsets, bias_gradient * scale, in_out,
+                   rate, step_size, correction2_sqrt, beta1, beta2, eps, weight_decay)
 
 
 class OutputAdamW:
@@ -548,7 +554,7 @@ class OutputAdamW:
     same gradient, to float rounding (the gradient is summed in another order, in TF32 under
     matmul precision 'high'). `lr` is a float or a tensor changed in place (a schedule)."""
 
-    BLOCK_OUT, BLOCK_T, WARPS = 64, 32, 8
+    BLOCK_OUT, BLOCK_IN, BLOCK_T, WARPS = 32, 32, 16, 4
 
     def __init__(self, weight, bias, lr, betas, eps, weight_decay):
         if not triton_available():
@@ -573,12 +579,12 @@ class OutputAdamW:
         weight_strides = (weight.stride(0), weight.stride(2), weight.stride(1)) if stacked else (0, weight.stride(0), weight.stride(1))
         self.step.add_(1)
         precision = "ieee" if torch.get_float32_matmul_precision() == "highest" or not grad_out.is_cuda else "tf32"
-        grid = (triton.cdiv(n_out, self.BLOCK_OUT), n_networks)
+        grid = (triton.cdiv(n_in, self.BLOCK_IN), triton.cdiv(n_out, self.BLOCK_OUT), n_networks)
         _output_adamw_kernel[grid](grad_out, features, weight, bias, *self.moments, self.step, self.lr,
                                    n_times, n_out, n_in, grad_out.stride(0), grad_out.stride(1),
                                    features.stride(0), features.stride(1), *weight_strides,
                                    bias.stride(0) if stacked else 0, scale, *self.constants,
-                                   BLOCK_OUT=self.BLOCK_OUT, BLOCK_IN=max(16, next_power_of_two(n_in)),
+                                   BLOCK_OUT=self.BLOCK_OUT, BLOCK_IN=self.BLOCK_IN,
                                    BLOCK_T=self.BLOCK_T, PRECISION=precision, num_warps=self.WARPS, **KERNEL_OPTIONS)
 
 

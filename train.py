@@ -192,6 +192,9 @@ class Config:
              "must be a positive number of seconds (or 0: one piece)")
         need(math.isfinite(self.window_tie) and self.window_tie >= 0, "window_tie", "must be 0 or more")
         need(self.windows_batch is None or self.windows_batch >= 1, "windows_batch", "must be at least 1")
+        for name, choices in (("loss_kernel", ("auto", "triton", "torch")), ("output_kernel", ("auto", "triton", "torch")),
+                              ("cuda_graph", ("auto", "on", "off"))):
+            need(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}")
         need(0 <= self.seed < 2 ** 63, "seed", "must be 0 to 2**63 - 1")
         if self.exp_name is not None and not is_plain_name(self.exp_name):
             raise UsageError(f"-n {self.exp_name!r}: the experiment name must be one printable folder name, "

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Where a GPU run's time goes, in one prepared run (about 3 minutes on one H100/H200):
+# Where a GPU run's time goes, in one prepared run (about 3 minutes on one H100/H200; the
+# numbers to report come from scripts/gpu_check.sh):
 #   bash scripts/gpu_profile.sh OUT_DIR
 # Writes into OUT_DIR: steps.txt (one training step timed and its kernels listed, at 240x180,
 # 346x260, 1280x720 and 30 stacked 240x180 windows; see scripts/profile_step.py) and demo.txt
@@ -15,14 +16,10 @@ trap 'rm -rf "$SCRATCH"' EXIT
 step() { timeout 120 python scripts/profile_step.py "$@" 2>&1 | grep -v Warning; }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  step --profile --variants "" "--matmul_precision highest" "--loss_kernel torch"
-  step 
-  step --H 260 --W 346 --events 5000000 --steps 300 --variants "" "--matmul_precision highest"
-  step --H 260 --W 346 --events 5000000 --steps 300 
-  step --H 720 --W 1280 --events 1000000 --steps 50 --profile --variants "" "--matmul_precision highest"
-  step --H 720 --W 1280 --events 1000000 --steps 50 
+  step --profile --variants "" "--cuda_graph off --loss_kernel torch --output_kernel torch --matmul_precision highest"
+  step --H 260 --W 346 --events 5000000 --steps 300 --profile
+  step --H 720 --W 1280 --events 1000000 --steps 50 --profile
   step --windows 30 --events 1000000 --steps 50 --profile
-  step --windows 30 --events 1000000 --steps 50 
 } > "$OUT/steps.txt"
 
 { python - <<'PY'

@@ -25,7 +25,7 @@ import torch
 import repo  # noqa: F401  (first: makes train.py's modules importable)
 import train  # noqa: E402
 from event_data import events_from_columns  # noqa: E402
-from model import StackedEvINR  # noqa: E402
+from model import OutputAdamW, StackedEvINR  # noqa: E402
 
 
 def random_windows(sensor, n_windows, events_per_window, config, device, seed=0):
@@ -101,12 +101,17 @@ def main():
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--profile", action="store_true", help="also list the kernels of eager steps (GPU)")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--output_tiles", nargs="+", default=[None], metavar="OUT,IN,T,WARPS",
+                        help="tile sizes and warps of the output layer's AdamW kernel to try (model.OutputAdamW)")
     parser.add_argument("--variants", nargs="*", metavar="FLAGS", help="last on the line: train.py flags, one quoted string each")
     argv, variants = train.split_configurations(sys.argv[1:], "--variants")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     sensor = (args.H, args.W)
-    for flags in variants or [""]:
+    runs = [(flags, tiles) for flags in variants or [""] for tiles in args.output_tiles]
+    for flags, tiles in runs:
+        if tiles is not None:
+            OutputAdamW.BLOCK_OUT, OutputAdamW.BLOCK_IN, OutputAdamW.BLOCK_T, OutputAdamW.WARPS = map(int, tiles.split(","))
         config = train.prepare(train.parse_config(shlex.split(flags) + ["--device", args.device]),
                                events_from_columns(*[np.zeros(1)] * 3, np.ones(1), "none", "none", sensor=sensor))
         with train.float32_matmul_precision(config.matmul_precision):
@@ -114,7 +119,7 @@ def main():
             step = build_step(sensor, config, windows, device)
             per_step = time_steps(step, args.steps, device)
             print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else train.utils.cpu_name(), "sensor": list(sensor), "windows": args.windows,
-                              "flags": flags or "default", "ms_per_step_median": round(float(np.median(per_step)), 4),
+                              "flags": flags or "default", "output_tiles": tiles, "ms_per_step_median": round(float(np.median(per_step)), 4),
                               "ms_per_step": [round(v, 4) for v in per_step]}), flush=True)
             if args.profile and device.type == "cuda":
                 eager = build_step(sensor, dataclasses.replace(config, cuda_graph="off"), windows, device)
