@@ -554,7 +554,7 @@ class OutputAdamW:
     same gradient, to float rounding (the gradient is summed in another order, in TF32 under
     matmul precision 'high'). `lr` is a float or a tensor changed in place (a schedule)."""
 
-    BLOCK_OUT, BLOCK_IN, BLOCK_T, WARPS = 32, 32, 16, 4
+    BLOCK_OUT, BLOCK_IN, BLOCK_T, WARPS = 32, 64, 16, 4
 
     def __init__(self, weight, bias, lr, betas, eps, weight_decay):
         if not triton_available():

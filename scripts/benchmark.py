@@ -127,10 +127,12 @@ def main():
         n_events, simulate_s = make_workload(data, args)
         print(json.dumps({"workload": {"sensor": [args.H, args.W], "events": n_events, "duration_s": args.duration,
                                        "simulate_s": round(simulate_s, 2)}}), flush=True)
-        # One short untimed run first, so that imports and first-call set-up are not charged to
-        # the first configuration.
+        # A short untimed run of each configuration first, so that imports, first-call set-up and
+        # Triton's compilation of its kernels (once per machine, then cached on disk) are not
+        # charged to whichever configuration happens to use them first.
         warm_up = argparse.Namespace(**{**vars(args), "iters": 2})
-        run_config(data, os.path.join(scratch, "warm_up"), args.configs[0], warm_up, 0)
+        for index, extra in enumerate(args.configs):
+            run_config(data, os.path.join(scratch, f"warm_up{index}"), extra, warm_up, index)
         results = []
         for index, extra in enumerate(args.configs):
             try:

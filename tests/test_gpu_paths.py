@@ -127,7 +127,10 @@ def assert_output_kernel_matches(stacked, device, steps, sensor=(60, 80)):
 @pytest.mark.cuda
 @pytest.mark.parametrize("stacked", [False, True])
 def test_output_kernel_matches_gradient_then_adamw_on_a_gpu(stacked):
-    print(f"largest relative difference: {assert_output_kernel_matches(stacked, 'cuda', 50):.1e}")
+    """A few steps in float32 through the whole fit (the kernel's arithmetic itself is checked in
+    tests/test_loss_kernel.py; over many steps, rounding differences grow along the trajectory)."""
+    with train.float32_matmul_precision("highest"):
+        print(f"largest relative difference: {assert_output_kernel_matches(stacked, 'cuda', 8):.1e}")
 
 
 @cuda

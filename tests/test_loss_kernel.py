@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from model import EvINR, FusedDifferenceLoss, StackedEvINR, TritonDifferenceLoss, evinr_loss, use_triton_loss
+from model import EvINR, FusedDifferenceLoss, OutputAdamW, StackedEvINR, TritonDifferenceLoss, evinr_loss, use_triton_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")
@@ -102,6 +102,73 @@ def run_python(code, **environment):
 @needs_triton
 def test_triton_loss_matches_the_torch_loss_in_the_interpreter():
     print(run_python("import test_loss_kernel; test_loss_kernel.compare_in_interpreter()", TRITON_INTERPRET="1"))
+
+
+def compare_output_update(device, stacked, precision="highest", rtol=2e-4):
+    """One OutputAdamW step against the gradient formed by torch in float64 and torch's fused
+    AdamW, from random weights, moments and step count (so that the update depends on the
+    gradient's value, not only its sign, as AdamW's first step would): returns the largest
+    relative differences of the weights, moments and bias."""
+    import train
+    generator = torch.Generator().manual_seed(9)
+    random = lambda *shape: torch.randn(*shape, generator=generator).to(device)
+    n_networks, n_times, n_out, n_in, scale = 2, 37, 300, 48, 10.0
+    weight = random(n_networks, n_in, n_out) if stacked else random(n_out, n_in)
+    bias = random(n_networks, 1, n_out) if stacked else random(n_out)
+    grad_out, features = random(n_networks, n_times, n_out) * 1e-3, random(n_networks, n_times, n_in)
+    if not stacked:
+        grad_out, features = grad_out[0], features[0]
+    mine = [weight.clone(), bias.clone()]
+    update = OutputAdamW(*mine, 1e-3, train.FusedAdamW.BETAS, train.FusedAdamW.EPS, train.FusedAdamW.WEIGHT_DECAY)
+    moments = [random(*weight.shape) * 1e-3, random(*weight.shape).square() * 1e-6,
+               random(*bias.shape) * 1e-3, random(*bias.shape).square() * 1e-6]
+    for state, value in zip(update.moments, moments):
+        state.copy_(value)
+    update.step.fill_(4)
+    with train.float32_matmul_precision(precision):
+        update(grad_out, features, scale)
+
+    wide = lambda tensor: tensor.double()
+    if stacked:
+        weight_gradient = scale * torch.bmm(wide(features).transpose(1, 2), wide(grad_out))
+        bias_gradient = scale * wide(grad_out).sum(dim=1, keepdim=True)
+    else:
+        weight_gradient = scale * wide(grad_out).t() @ wide(features)
+        bias_gradient = scale * wide(grad_out).sum(dim=0)
+    reference = [weight.clone(), bias.clone()]
+    reference_moments = [moment.clone() for moment in moments]
+    steps = [torch.full((), 4.0, device=device), torch.full((), 4.0, device=device)]
+    train.FusedAdamW._update(reference, [weight_gradient.float(), bias_gradient.float()], reference_moments[0::2],
+                             reference_moments[1::2], steps, 1e-3)
+    errors = {}
+    for name, value, expected in zip(("weight", "bias", "weight moment", "weight second moment", "bias moment",
+                                      "bias second moment"),
+                                     [*mine, *update.moments], [*reference, *reference_moments]):
+        # the update, not the whole value, is what the step computed
+        before = {"weight": weight, "bias": bias}.get(name)
+        change, expected_change = (value - before, expected - before) if before is not None else (value, expected)
+        errors[name] = float((change - expected_change).abs().max() / expected_change.abs().max())
+        assert errors[name] <= rtol, (name, errors[name])
+    assert float(update.step) == 5.0
+    return errors
+
+
+@needs_triton
+def test_output_update_matches_torch_in_the_interpreter():
+    code = ("import test_loss_kernel\n"
+            "for stacked in (False, True):\n"
+            "    print(stacked, test_loss_kernel.compare_output_update('cpu', stacked))\n")
+    print(run_python(code, TRITON_INTERPRET="1"))
+
+
+@pytest.mark.cuda
+@needs_cuda
+@needs_triton
+@pytest.mark.parametrize("stacked", [False, True])
+def test_output_update_matches_torch_on_a_gpu(stacked):
+    """In float32 (IEEE products) to rounding; in TF32, the default, to TF32's 10-bit mantissa."""
+    print("float32", compare_output_update("cuda", stacked))
+    print("TF32", compare_output_update("cuda", stacked, "high", rtol=2e-2))
 
 
 @needs_triton
