@@ -496,8 +496,8 @@ class FusedAdamW:
     """torch.optim.AdamW with fused=True (torch's defaults: betas 0.9, 0.999, eps 1e-8, weight
     decay 0.01), calling the same kernel, torch._fused_adamw_, without torch.optim: its first use
     imports torch._dynamo, which costs 1.3 s of start-up on this project's CPU machine and 5.4 s
-    on an H100 machine whose packages have no bytecode cache (scripts/gpu_profile.sh), several
-    times the demo's whole fit there. The state is made up front (zeros, as torch makes it at the
+    on the lent H100 machine, whose packages have no bytecode cache: several times the demo's
+    whole fit there. The state is made up front (zeros, as torch makes it at the
     first step) and the step count lives on the device, so a CUDA graph can replay `step`;
     `lr` is a float, or a tensor changed in place (a schedule under a graph). `zero_grad` lets
     backward create the gradients afresh: under a graph they come from the graph's own memory,

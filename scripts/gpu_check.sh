@@ -12,7 +12,8 @@
 #                    float32 matmuls) beside the default and single levers, in the same run
 #   steps.txt        scripts/profile_step.py: one step timed per output-kernel tiling, and the
 #                    kernels of a step listed by GPU time
-#   demo.txt         `python train.py` (the demo) timed from the shell, default and eager
+#   demo.txt         `python train.py` (the demo) timed from the shell, default and eager, with
+#                    and without a bytecode cache; import torch and CUDA's start; a profile by function
 set -uo pipefail
 OUT="${1:?usage: bash scripts/gpu_check.sh OUT_DIR}"
 mkdir -p "$OUT"
@@ -43,8 +44,15 @@ demo() {
   export PYTHONPYCACHEPREFIX="$SCRATCH/pycache"
   demo "" "bytecode cache being written"
   for flags in "" "$EAGER"; do demo "$flags" "with a bytecode cache"; done
-  python -c "import json, sys; print('timings of the last default run:', json.load(open(sys.argv[1]))['timings'])" \
-    "$SCRATCH/demo/demo/config.json"; } > "$OUT/demo.txt" 2>&1
+  python -c "import json, sys; print('timings of the last run:', json.load(open(sys.argv[1]))['timings'])" \
+    "$SCRATCH/demo/demo/config.json"
+  python -c "import time; began = time.perf_counter(); import torch; imported = time.perf_counter(); \
+torch.zeros(1, device='cuda'); torch.cuda.synchronize(); \
+print(f'import torch {imported - began:.2f} s; CUDA initialised {time.perf_counter() - imported:.2f} s')"
+  # where the demo's time goes, by function
+  timeout 90 python -m cProfile -o "$SCRATCH/demo.prof" train.py -o "$SCRATCH/demo" --overwrite > /dev/null 2>&1
+  python -c "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative').print_stats(30)" "$SCRATCH/demo.prof" \
+    | grep -v "^ *$" | cut -c1-150; } > "$OUT/demo.txt" 2>&1
 export PYTHONPYCACHEPREFIX="$SCRATCH/pycache"
 
 { timeout 200 python -m pytest -q -s -p no:cacheprovider -m cuda -rfs tests/test_gpu_paths.py tests/test_loss_kernel.py 2>&1 | tail -40
@@ -83,4 +91,4 @@ import json, sys
 for line in sys.stdin:
     r = json.loads(line)
     print('step', r['sensor'], 'x%d' % r['windows'], r['flags'], r['output_tiles'], r['ms_per_step_median'], 'ms')"
-cat "$OUT/demo.txt"
+head -12 "$OUT/demo.txt"
