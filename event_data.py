@@ -115,26 +115,38 @@ def _polarity(values, path):
     values = np.asarray(values)
     if values.dtype == bool:
         return np.where(values, 1, -1).astype(np.int8)
-    if values.size and np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-        raise EventDataError(path, "polarity column holds NaN or inf")
-    if values.size and ((values != 0) & (values != 1) & (values != -1)).any():
-        bad = values[(values != 0) & (values != 1) & (values != -1)][0]
-        raise EventDataError(path, f"polarity must be 0/1 or -1/+1, found {bad}")
-    return np.where(values > 0, 1, -1).astype(np.int8)
+    # One pass decides: a value is -1, 0 or 1 exactly when its square is its magnitude (NaN fails;
+    # an infinity passes that but not the bound; integer wrap-around admits no other value).
+    magnitude = np.abs(values)
+    valid = np.square(values) == magnitude
+    if np.issubdtype(values.dtype, np.floating):
+        valid &= magnitude <= 1
+    if not valid.all():
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            raise EventDataError(path, "polarity column holds NaN or inf")
+        raise EventDataError(path, f"polarity must be 0/1 or -1/+1, found {values[~valid][0]}")
+    return (values > 0).view(np.int8) * np.int8(2) - np.int8(1)
 
 
 def _coordinate(values, path, name):
     """Pixel coordinates must be whole numbers that fit in int16."""
     values = np.asarray(values)
+    if not values.size:
+        return values.astype(np.int16)
+    # the common case in three passes: in range (NaN fails the comparisons), then whole numbers
+    # (the int16 of an in-range value is its integer part); any failure is named by the checks below
+    low, high = values.min(), values.max()
+    if low >= 0 and high <= np.iinfo(np.int16).max:
+        whole = values.astype(np.int16)
+        if not np.issubdtype(values.dtype, np.floating) or (whole == values).all():
+            return whole
     if np.issubdtype(values.dtype, np.floating):
         if not np.isfinite(values).all():
             raise EventDataError(path, f"{name} column holds NaN or inf")
         if (values != np.round(values)).any():
             raise EventDataError(path, f"{name} column holds non-integer pixel coordinates")
-    if values.size and (values.min() < 0 or values.max() > np.iinfo(np.int16).max):
-        bad = values[(values < 0) | (values > np.iinfo(np.int16).max)][0]
-        raise EventDataError(path, f"{name} coordinate {bad} is outside the sensor")
-    return values.astype(np.int16)
+    bad = values[(values < 0) | (values > np.iinfo(np.int16).max)][0]
+    raise EventDataError(path, f"{name} coordinate {bad} is outside the sensor")
 
 
 def _event_piece(t, x, y, p, path):
