@@ -1037,20 +1037,24 @@ def render(states, windows, config, times, log_frames=False, exposure=None):
                 log_batch = model(batch)
                 if exposure is not None:
                     log_batch = exposure[0] * log_batch + exposure[1]
-                for index, image, log_image in zip(mine[offset:offset + RENDER_BATCH], tone_map(log_batch).cpu(), log_batch.cpu()):
-                    images[index] = to_image(image)
-                    if log_frames:
-                        logs[index] = log_image.numpy()
+                indices = mine[offset:offset + RENDER_BATCH]
+                for index, image in zip(indices, to_images(tone_map(log_batch))):
+                    images[index] = image
+                if log_frames:
+                    for index, log_image in zip(indices, log_batch.cpu().numpy()):
+                        logs[index] = log_image
         stack = lambda arrays, dtype: np.stack(arrays) if arrays else np.empty((0, config.H, config.W), dtype=dtype)
         return Reconstruction(frames=stack(images, np.uint8), times=times, states=states, windows=list(windows), config=config,
                               timings={"render_s": time.perf_counter() - began},
                               log_frames=stack(logs, np.float32) if log_frames else None, exposure=exposure)
 
 
-def to_image(frame):
-    """[C, H, W] tensor in [0, 1] -> uint8 [H, W] or [H, W, 3]."""
-    array = frame.permute(1, 2, 0).numpy()
-    return utils.tone_map_to_uint8(array[:, :, 0] if array.shape[2] == 1 else array)
+def to_images(frames):
+    """[B, C, H, W] tensor in [0, 1] -> uint8 [B, H, W] or [B, H, W, 3] array, rounded as
+    utils.tone_map_to_uint8 rounds (in float64, half to even) but where the frames are: on a GPU
+    only a quarter of the bytes then cross to the host, and no per-frame work is left there."""
+    quantised = torch.round(frames.double().clamp(0.0, 1.0) * 255.0).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return quantised[..., 0] if quantised.shape[-1] == 1 else quantised
 
 
 # -----------------------------------------------------------------------------

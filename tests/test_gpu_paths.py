@@ -191,3 +191,16 @@ def test_a_fit_does_not_import_torch_dynamo():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_frames_are_quantised_where_they_are_rendered_as_on_the_host():
+    """train.to_images (on the device) gives utils.tone_map_to_uint8's bytes, rounding ties included."""
+    import utils
+    frames = torch.rand(20, 1, 30, 40, generator=torch.Generator().manual_seed(0))
+    ties = [0.5, 1.5, 2.5, 127.5, 128.5, 254.5]
+    frames[0, 0, 0, :len(ties) + 4] = torch.tensor([v / 255 for v in ties] + [-0.1, 1.2, 0.0, 1.0])
+    expected = np.stack([utils.tone_map_to_uint8(frame[0].numpy()) for frame in frames])
+    np.testing.assert_array_equal(train.to_images(frames), expected)
+    colour = torch.rand(2, 3, 8, 10, generator=torch.Generator().manual_seed(1))
+    np.testing.assert_array_equal(train.to_images(colour),
+                                  np.stack([utils.tone_map_to_uint8(frame.permute(1, 2, 0).numpy()) for frame in colour]))

@@ -96,7 +96,7 @@ def test_auto_exposure_gives_frames_of_the_target_mean_and_spread(sequence):
     else:  # capped: the most contrast C may give, short of the target spread
         assert scale == pytest.approx(train.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < train.AUTO_STD
     # the log frames returned are the scaled ones, and the frames their tone mapping
-    expected = np.stack([train.to_image(frame) for frame in tone_map(torch.from_numpy(result.log_frames))])
+    expected = train.to_images(tone_map(torch.from_numpy(result.log_frames)))
     np.testing.assert_array_equal(result.frames, expected)
 
 
