@@ -520,9 +520,8 @@ class FusedAdamW:
         """`output_layer`: (weight, bias) to update in the layer's backward instead (OutputAdamW,
         self.output_update), with the same settings and learning rate."""
         self.output_update = None
-        if output_layer is not None:
+        if output_layer is not None:  # a scheduled rate is one tensor, which then sets both
             self.output_update = OutputAdamW(*output_layer, lr, self.BETAS, self.EPS, self.WEIGHT_DECAY)
-            lr = self.output_update.lr  # one tensor, so a schedule sets both
         parameters = [p for p in parameters if not any(p is q for q in output_layer or ())]
         self.parameters = parameters
         self.param_groups = [{"lr": lr}]  # torch's layout, where the learning rate is read and set

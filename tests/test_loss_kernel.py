@@ -173,6 +173,24 @@ def test_output_update_matches_torch_on_a_gpu(stacked):
 
 
 @needs_triton
+def test_a_schedule_sets_the_output_layers_rate_too():
+    """With --lr_schedule the rate is one tensor, read by FusedAdamW and by the output layer's
+    update alike; a constant rate stays a float for FusedAdamW (torch before 2.2 has no fused
+    AdamW with a tensor rate)."""
+    import train
+    from test_gpu_paths import small_config
+    for schedule, scheduled in (("cosine", True), ("constant", False)):
+        config = small_config(lr_schedule=schedule, output_kernel="triton")
+        model = train.make_model((6, 5), config)
+        optimizer = train.make_optimizer(model, config)
+        assert model.output_update is optimizer.output_update is not None
+        assert (optimizer.param_groups[0]["lr"] is model.output_update.lr) == scheduled
+        assert all(p is not q for p in optimizer.parameters for q in model.output_layer())
+        train.release_optimizer(model)
+        assert model.output_update is None
+
+
+@needs_triton
 def test_output_kernel_matches_gradient_then_adamw_in_the_interpreter():
     """The output layer's AdamW-in-the-backward kernel, one network and stacked windows (see
     test_gpu_paths.assert_output_kernel_matches)."""
