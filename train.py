@@ -915,6 +915,20 @@ def auto_exposure(states, config, mean="default", std=None):
     return scale, offset_for(scale)
 
 
+def check_kernels(config, device):
+    """--loss_kernel or --output_kernel triton asks for Triton kernels: refuse the run when Triton
+    is missing or cannot run them on `device` (CUDA; the CPU only in Triton's interpreter,
+    TRITON_INTERPRET=1, which the tests use)."""
+    for flag in ("loss_kernel", "output_kernel"):
+        if getattr(config, flag) != "triton":
+            continue
+        if not triton_available():
+            raise UsageError(f"--{flag} triton: the triton package is not installed (pip install triton), or use --{flag} auto")
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise UsageError(f"--{flag} triton: Triton's kernels run on CUDA devices and this run is on {device}; "
+                             f"use --{flag} auto")
+
+
 def prepare(config, events):
     """The settings as they will be used: the sensor from the events, the device and matmul
     precision resolved, the preset applied. Seeds torch's random generators."""
@@ -926,6 +940,7 @@ def prepare(config, events):
     if config.color_event and (sensor[0] % 2 or sensor[1] % 2):
         raise EventDataError(events.path, f"--color_event needs an even sensor size for the 2x2 Bayer cells, got H={sensor[0]}, W={sensor[1]}")
     device = resolve_device(config.device)
+    check_kernels(config, device)
     precision = matmul_precision(config.matmul_precision, device)
     torch.manual_seed(config.seed)
     return dataclasses.replace(config, H=int(sensor[0]), W=int(sensor[1]), device=str(device), matmul_precision=precision)
