@@ -73,29 +73,21 @@ class ScaledAffine(torch.autograd.Function):
         inputs, weight = ctx.saved_tensors
         scale, needs = ctx.scale, ctx.needs_input_grad
         grad_inputs = grad_weight = grad_bias = None
+        stacked = weight.dim() == 3
+        # beta = 0: the first operand only gives the result's shape (torch ignores its values)
+        if needs[0]:
+            grad_inputs = (torch.baddbmm(inputs, grad, weight.transpose(1, 2), beta=0, alpha=scale) if stacked
+                           else torch.addmm(inputs, grad, weight, beta=0, alpha=scale))
         if ctx.update is not None:
-            # the weights' gradient goes straight into their AdamW update (OutputAdamW), after
-            # the inputs' gradient has used the weights as they were
-            if needs[0]:
-                grad_inputs = (torch.baddbmm(inputs, grad, weight.transpose(1, 2), beta=0, alpha=scale) if weight.dim() == 3
-                               else torch.addmm(inputs, grad, weight, beta=0, alpha=scale))
+            # the weights' gradient goes straight into their AdamW update (OutputAdamW), now that
+            # the inputs' gradient has used them as they were
             ctx.update(grad, inputs, scale)
             return grad_inputs, None, None, None, None
-        # beta = 0: the first operand only gives the result's shape, and is not read
-        if weight.dim() == 3:
-            if needs[0]:
-                grad_inputs = torch.baddbmm(inputs, grad, weight.transpose(1, 2), beta=0, alpha=scale)
-            if needs[1]:
-                grad_weight = torch.baddbmm(weight, inputs.transpose(1, 2), grad, beta=0, alpha=scale)
-            if needs[2]:
-                grad_bias = grad.sum(dim=1, keepdim=True).mul_(scale)
-        else:
-            if needs[0]:
-                grad_inputs = torch.addmm(inputs, grad, weight, beta=0, alpha=scale)
-            if needs[1]:
-                grad_weight = torch.addmm(weight, grad.t(), inputs, beta=0, alpha=scale)
-            if needs[2]:
-                grad_bias = grad.sum(dim=0).mul_(scale)
+        if needs[1]:
+            grad_weight = (torch.baddbmm(weight, inputs.transpose(1, 2), grad, beta=0, alpha=scale) if stacked
+                           else torch.addmm(weight, grad.t(), inputs, beta=0, alpha=scale))
+        if needs[2]:
+            grad_bias = grad.sum(dim=1, keepdim=True).mul_(scale) if stacked else grad.sum(dim=0).mul_(scale)
         return grad_inputs, grad_weight, grad_bias, None, None
 
 

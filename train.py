@@ -522,8 +522,7 @@ class FusedAdamW:
         self.output_update = None
         if output_layer is not None:  # a scheduled rate is one tensor, which then sets both
             self.output_update = OutputAdamW(*output_layer, lr, self.BETAS, self.EPS, self.WEIGHT_DECAY)
-        parameters = [p for p in parameters if not any(p is q for q in output_layer or ())]
-        self.parameters = parameters
+        self.parameters = [p for p in parameters if not any(p is q for q in output_layer or ())]
         self.param_groups = [{"lr": lr}]  # torch's layout, where the learning rate is read and set
         self.exp_avgs = [torch.zeros_like(p) for p in self.parameters]
         self.exp_avg_sqs = [torch.zeros_like(p) for p in self.parameters]
@@ -548,6 +547,7 @@ class FusedAdamW:
                             eps=FusedAdamW.EPS, amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
 
     def zero_grad(self, set_to_none=True):
+        """Let the gradients go (torch's signature; setting them to zero instead is not offered)."""
         for parameter in self.parameters:
             parameter.grad = None
 
