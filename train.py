@@ -863,9 +863,11 @@ class Reconstruction:
 # --event_thresh auto. The events fix log intensity up to a scale (C) and an offset (the exposure,
 # which no event tells). Fitted with C = 1, the video's log frames L are shown as
 # tone_map(C * L + offset), with C and offset chosen so that the frames' intensity has the mean
-# and spread of a typical camera frame: AUTO_MEAN and AUTO_STD, set on the tuning half of
-# scripts/threshold_study.py's simulated family (README, "Choosing the contrast threshold").
-AUTO_MEAN, AUTO_STD = 0.4, 0.2
+# and spread of a typical camera frame: the mean of a camera metered to 18% grey, as light meters
+# are calibrated (a DAVIS frame is linear; slider_depth's average 0.22), and the spread that the
+# tuning half of scripts/threshold_study.py's family, simulated with such a camera, scored best
+# (README, "Choosing the contrast threshold").
+AUTO_MEAN, AUTO_STD = 0.18, 0.1
 # ... but never a C above the authors' 1: a scene of little contrast (grass, the moon) would
 # otherwise have its faint texture and its noise stretched to the spread of a typical frame.
 AUTO_MAX_C = 1.0

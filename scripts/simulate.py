@@ -282,22 +282,31 @@ def events_array(events):
     return np.stack([events["t"], events["x"], events["y"], events["p"]], axis=1).astype(np.float64)
 
 
-def aps_frames(render, frame_times):
-    """APS frames as uint8: intensity exp(L) divided by its maximum over all the frames, times 255,
-    rounded. A linear camera whose exposure is set once so that the brightest pixel of the sequence
-    just reaches 255."""
+# A camera metered as light meters are calibrated: the scene's mean to 18% of full scale. A DAVIS
+# frame is linear, and IJRR's slider_depth frames average 0.22; the peak-metered default
+# gives frames of mean 0.3-0.65.
+METERED_GREY = 0.18
+
+
+def aps_frames(render, frame_times, grey=None):
+    """APS frames as uint8 from a linear camera whose exposure is set once for the sequence:
+    with `grey` None, so that its brightest pixel just reaches 255; with a `grey` in (0, 1), so
+    that its mean intensity is that fraction of full scale, brighter pixels saturating at 255."""
     log_intensity = render(np.asarray(frame_times, dtype=np.float64))
     intensity = np.exp(log_intensity - log_intensity.max())
+    if grey is not None:
+        intensity *= grey / intensity.mean()
     return np.clip(np.round(255 * intensity), 0, 255).astype(np.uint8)
 
 
-def write_sequence(folder, render, events, frame_times):
-    """Write events.npy, images/frame_%08d.png and images.txt ('t images/frame_XXXXXXXX.png')."""
+def write_sequence(folder, render, events, frame_times, grey=None):
+    """Write events.npy, images/frame_%08d.png and images.txt ('t images/frame_XXXXXXXX.png'), the
+    frames from aps_frames (`grey`: its metering)."""
     import cv2
     os.makedirs(os.path.join(folder, "images"), exist_ok=True)
     np.save(os.path.join(folder, "events.npy"), events_array(events))
     lines = []
-    for index, (t, frame) in enumerate(zip(frame_times, aps_frames(render, frame_times))):
+    for index, (t, frame) in enumerate(zip(frame_times, aps_frames(render, frame_times, grey))):
         name = f"images/frame_{index:08d}.png"
         if not cv2.imwrite(os.path.join(folder, name), frame):
             raise OSError(f"could not write {os.path.join(folder, name)}")

@@ -7,6 +7,9 @@ nobody tuned to, with known thresholds, scored against their APS frames.
     python scripts/threshold_study.py --data /tmp/family -o OUT --iterations 250 500 1000 2000 5000 \\
         --configurations authors default --sequences coffee-pan camera-pan coins-fast grass-noisy
 
+The APS frames come from a linear camera metered to 18% grey (--camera grey, the default) or on
+its brightest pixel (--camera peak, the first study's); a --data folder holds one camera's frames.
+
 FAMILY is the family: 14 sequences of 120 x 90 pixels and 1 s (photographs and synthetic textures,
 panned or circled at 30-250 px/s, thresholds 0.1-0.5, some with per-pixel threshold spread, noise
 events, hot pixels or a refractory period), each with its seed. The odd rows are the tuning half
@@ -38,7 +41,7 @@ import repo  # noqa: F401  (first: makes train.py's modules importable)
 import train  # noqa: E402
 import utils  # noqa: E402
 from event_data import load_events  # noqa: E402
-from simulate import image_texture, moving_texture, sensor_noise, simulate_events, write_sequence  # noqa: E402
+from simulate import METERED_GREY, image_texture, moving_texture, sensor_noise, simulate_events, write_sequence  # noqa: E402
 
 SENSOR = (90, 120)   # (H, W)
 DURATION = 1.0       # seconds
@@ -71,11 +74,20 @@ CONFIGURATIONS = {"authors": ["--preset", "authors"], "recommended": ["--preset"
                   **{f"C={value:g}": ["--preset", "authors", "--event_thresh", f"{value:g}"] for value in FIXED}}
 
 
-def write_family(folder, specs):
-    """Simulate and write the sequences of `specs` that are not yet under `folder`."""
+CAMERAS = {"grey": METERED_GREY, "peak": None}  # simulate.aps_frames' metering of the APS frames
+
+
+def write_family(folder, specs, camera="grey"):
+    """Simulate and write the sequences of `specs` that are not yet under `folder`, their APS
+    frames from a camera metered as `camera` says (a folder holds one camera's frames)."""
     for name, texture, path, speed, threshold, spread, noise, hot, refractory, seed in specs:
         target = os.path.join(folder, name)
         if os.path.isfile(os.path.join(target, "images.txt")):
+            with open(os.path.join(target, "metadata.json")) as f:
+                written = json.load(f).get("camera", "peak")  # the first study's folders name none
+            if written != camera:
+                sys.exit(f"error: {target}: its APS frames are from the {written!r} camera, not {camera!r}; "
+                         f"use another --data folder")
             continue
         began = time.perf_counter()
         log_texture = None if texture == "synthetic" else image_texture(texture, *SENSOR)
@@ -83,9 +95,9 @@ def write_family(folder, specs):
         events = simulate_events(render, DURATION, threshold, seed=seed, threshold_spread=spread)
         events = sensor_noise(events, DURATION, noise_rate=noise, hot_pixels=hot, hot_rate=200.0, refractory=refractory, seed=seed)
         frame_times = np.arange(int(DURATION * APS_RATE) + 1) / APS_RATE
-        write_sequence(target + ".partial", render, events, frame_times)
+        write_sequence(target + ".partial", render, events, frame_times, grey=CAMERAS[camera])
         with open(os.path.join(target + ".partial", "metadata.json"), "w") as f:
-            json.dump({"sensor_resolution": list(SENSOR)}, f)
+            json.dump({"sensor_resolution": list(SENSOR), "camera": camera}, f)
         os.replace(target + ".partial", target)
         print(f"{name}: {len(events['t'])} events ({time.perf_counter() - began:.0f} s)", file=sys.stderr)
 
@@ -242,6 +254,13 @@ def main():
     parser.add_argument("--configurations", nargs="+", default=list(CONFIGURATIONS), choices=list(CONFIGURATIONS))
     parser.add_argument("--tune_auto", action="store_true", help="score auto's targets on the saved authors' fits "
                                                                  "of the chosen sequences (tune.md)")
+    parser.add_argument("--camera", choices=list(CAMERAS), default="grey",
+                        help="the simulated APS camera's metering: 'grey' (the mean at 18%% of full scale, as light "
+                             "meters are calibrated), 'peak' (the brightest pixel at full scale; the first study's)")
+    parser.add_argument("--means", nargs="+", type=float, default=[0.15, 0.18, 0.22, 0.25, 0.3, 0.4],
+                        help="with --tune_auto: the target means to score (and the fit's own brightness)")
+    parser.add_argument("--stds", nargs="+", type=float, default=[0.1, 0.125, 0.15, 0.2],
+                        help="with --tune_auto: the target spreads to score")
     parser.add_argument("--iterations", nargs="+", type=int, default=[1000],
                         help="fit each configuration with each of these --iters (several: also the quality plot)")
     args = parser.parse_args()
@@ -253,9 +272,9 @@ def main():
         specs = [spec for spec in FAMILY if spec[0] in args.sequences]
     os.makedirs(args.data, exist_ok=True)
     os.makedirs(args.output_dir, exist_ok=True)
-    write_family(args.data, specs)
+    write_family(args.data, specs, args.camera)
     if args.tune_auto:
-        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (None, 0.4), (0.1, 0.125, 0.15, 0.2))
+        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (None, *args.means), args.stds)
         with open(os.path.join(args.output_dir, "tune.md"), "w") as f:
             f.write(text)
         return

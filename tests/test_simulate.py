@@ -128,3 +128,16 @@ def test_write_sequence_layout_is_readable(tmp_path):
     log_intensity = render(frame_times)
     expected = np.round(255 * np.exp(log_intensity - log_intensity.max()))
     assert np.abs(loaded.frames.astype(float) - expected).max() <= 0
+
+
+def test_aps_metering_peak_and_grey():
+    """The peak-metered camera puts the sequence's brightest pixel at 255; the grey-metered one its
+    mean at METERED_GREY of full scale (up to rounding, and the pixels it saturates)."""
+    from simulate import METERED_GREY, aps_frames
+    render = moving_texture(40, 60, 1.0, "pan", seed=3, speed=30.0)
+    times = np.linspace(0.0, 1.0, 11)
+    peak = aps_frames(render, times)
+    assert peak.dtype == np.uint8 and peak.max() == 255
+    grey = aps_frames(render, times, grey=METERED_GREY)
+    assert abs(grey.mean() / 255 - METERED_GREY) < 0.01
+    assert grey.mean() < peak.mean()
