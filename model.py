@@ -422,6 +422,11 @@ def next_power_of_two(n):
     return 1 << (n - 1).bit_length()
 
 
+# no fused multiply-adds: each product is rounded as in torch's separate operations (and Triton
+# 3.10 changes the default)
+KERNEL_OPTIONS = dict(enable_fp_fusion=False)
+
+
 class TritonDifferenceLoss(torch.autograd.Function):
     """FusedDifferenceLoss's values and gradient from the Triton kernels above (float32 frames on
     a GPU, or on the CPU with TRITON_INTERPRET=1 set before this module is imported)."""
@@ -467,11 +472,6 @@ class TritonDifferenceLoss(torch.autograd.Function):
         _loss_gradient_kernel[grid](frames, target, sums, grad_total.to(frames.dtype).contiguous(), grad, *shape_args,
                                     *scales, BLOCK=block, TIME_BLOCK=next_power_of_two(shape_args[0]), **KERNEL_OPTIONS)
         return grad, None, None, None, None
-
-
-# no fused multiply-adds: each product is rounded as in torch's separate operations (and Triton
-# 3.10 changes the default)
-KERNEL_OPTIONS = dict(enable_fp_fusion=False)
 
 
 # The output layer's AdamW update, in its backward. The output layer holds nearly all of the

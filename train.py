@@ -176,8 +176,12 @@ class Config:
         need(1 <= self.net_width <= MAX_NET_WIDTH, "net_width", f"must be 1 to {MAX_NET_WIDTH}")
         need(0 <= self.net_layers <= MAX_NET_LAYERS, "net_layers", f"must be 0 to {MAX_NET_LAYERS}")
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "the learning rate must be a positive number")
-        need(self.preset in PRESETS, "preset", f"must be one of {', '.join(PRESETS)}")
-        need(self.lr_schedule in (None, "constant", "cosine"), "lr_schedule", "must be constant or cosine")
+        # every flag with choices (as the command line offers them; unset, None, takes the preset's)
+        for spec in dataclasses.fields(self):
+            choices = spec.metadata.get("choices")
+            if choices:
+                need(getattr(self, spec.name) in choices or getattr(self, spec.name) is spec.default is None, spec.name,
+                     f"must be one of {', '.join(choices)}")
         need(self.event_thresh in (None, "auto") or (math.isfinite(self.event_thresh) and self.event_thresh > 0), "event_thresh",
              "the contrast threshold must be a positive number, or auto")
         need(math.isfinite(self.t_start) and self.t_start >= 0, "t_start", "must be 0 or more seconds after the first event")
@@ -192,9 +196,6 @@ class Config:
              "must be a positive number of seconds (or 0: one piece)")
         need(math.isfinite(self.window_tie) and self.window_tie >= 0, "window_tie", "must be 0 or more")
         need(self.windows_batch is None or self.windows_batch >= 1, "windows_batch", "must be at least 1")
-        for name, choices in (("loss_kernel", ("auto", "triton", "torch")), ("output_kernel", ("auto", "triton", "torch")),
-                              ("cuda_graph", ("auto", "on", "off"))):
-            need(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}")
         need(0 <= self.seed < 2 ** 63, "seed", "must be 0 to 2**63 - 1")
         if self.exp_name is not None and not is_plain_name(self.exp_name):
             raise UsageError(f"-n {self.exp_name!r}: the experiment name must be one printable folder name, "

@@ -552,6 +552,8 @@ def mse(pred, ref):
 # costs 0.3-0.7 s of a run's start-up; tests/test_utils.py checks it against skimage to 1e-9.
 SSIM_SIGMA, SSIM_RADIUS = 1.5, 5
 SSIM_MIN_SIZE = 2 * SSIM_RADIUS + 1  # skimage refuses images smaller than its window
+SSIM_TAPS = np.exp(-0.5 * (np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1) / SSIM_SIGMA) ** 2)
+SSIM_TAPS /= SSIM_TAPS.sum()
 
 
 def ssim(pred, ref):
@@ -560,10 +562,8 @@ def ssim(pred, ref):
     if min(np.shape(pred)[:2]) < SSIM_MIN_SIZE:
         return None
     pred, ref = np.asarray(pred, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    taps = np.exp(-0.5 * (np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1) / SSIM_SIGMA) ** 2)
-    taps /= taps.sum()
     # the border the filter would have to invent is left out of the mean, so its mode is moot
-    blur = lambda image: cv2.sepFilter2D(image, cv2.CV_64F, taps, taps, borderType=cv2.BORDER_REFLECT)
+    blur = lambda image: cv2.sepFilter2D(image, cv2.CV_64F, SSIM_TAPS, SSIM_TAPS, borderType=cv2.BORDER_REFLECT)
     mean_ref, mean_pred = blur(ref), blur(pred)
     var_ref = blur(ref * ref) - mean_ref * mean_ref
     var_pred = blur(pred * pred) - mean_pred * mean_pred
