@@ -112,9 +112,10 @@ class Config:
     lr_schedule: str = option(None, "the learning rate over the iterations: constant (the authors'), or cosine: decayed "
                                     "along half a cosine to LR_FLOOR x --lr at the last iteration; default: the --preset's",
                               choices=("constant", "cosine"), type=str)
-    preset: str = option("authors", "settings of the flags not given: authors (their exact settings: --event_thresh 1 "
-                                    "--lr_schedule constant, for reproducing their tables), or recommended (--event_thresh "
-                                    "auto --lr_schedule cosine; README, \"Choosing the contrast threshold\")",
+    preset: str = option("recommended", "settings of the flags not given: recommended (--event_thresh auto "
+                                        "--lr_schedule cosine; README, \"Choosing the contrast threshold\"), or authors "
+                                        "(their exact settings: --event_thresh 1 --lr_schedule constant, for reproducing "
+                                        "their tables)",
                          choices=tuple(PRESETS))
     net_layers: int = option(3, "hidden sine layers after the first")
     net_width: int = option(512, "width of the hidden sine layers")
@@ -867,7 +868,9 @@ class Reconstruction:
 # and spread of a typical camera frame: the mean of a camera metered to 18% grey, as light meters
 # are calibrated (a DAVIS frame is linear; slider_depth's average 0.22), and the spread that the
 # tuning half of scripts/threshold_study.py's family, simulated with such a camera, scored best
-# (README, "Choosing the contrast threshold").
+# (README, "Choosing the contrast threshold"). A run takes them from its first window alone, and
+# keeps them for the whole recording: so that a --window batch (on a GPU, as many windows as
+# memory holds) does not change the frames, and brightness does not jump between windows.
 AUTO_MEAN, AUTO_STD = 0.18, 0.1
 # ... but never a C above the authors' 1: a scene of little contrast (grass, the moon) would
 # otherwise have its faint texture and its noise stretched to the spread of a typical frame.
@@ -973,7 +976,7 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
         for batch, fitted in fit_batches(events, config, windows, timings, tensorboard_dir):
             states += fitted
             if config.event_thresh == "auto" and exposure is None:
-                exposure = auto_exposure(fitted, config)
+                exposure = auto_exposure(fitted[:1], config)
         result = render(states, windows, config, times, log_frames, exposure)
         result.timings = {**timings, **result.timings}
         return result
@@ -1363,8 +1366,8 @@ def run(config):
                 timings["render_s"] = 0.0
                 with ExperimentWriter(work, config, events, times, windows) as writer:
                     for batch, fitted in batches:
-                        if config.event_thresh == "auto" and exposure is None:  # from the first batch, as reconstruct does
-                            exposure = writer.exposure = auto_exposure(fitted, config)
+                        if config.event_thresh == "auto" and exposure is None:  # from the first window, as reconstruct does
+                            exposure = writer.exposure = auto_exposure(fitted[:1], config)
                         mine = np.flatnonzero((owner >= batch[0]) & (owner <= batch[-1]))
                         part = render(fitted, windows[batch[0]:batch[-1] + 1], config, times[mine], exposure=exposure)
                         timings["render_s"] += part.timings["render_s"]

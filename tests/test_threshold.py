@@ -34,13 +34,13 @@ def sequence(tmp_path_factory):
 
 
 def test_presets_fill_only_the_flags_not_given():
-    assert train.parse_config([]).resolved().event_thresh == 1.0  # the authors' settings stay the default
-    assert train.parse_config([]).resolved().lr_schedule == "constant"
-    recommended = train.parse_config(["--preset", "recommended"]).resolved()
-    assert (recommended.event_thresh, recommended.lr_schedule) == ("auto", "cosine")
-    mixed = train.parse_config(["--preset", "recommended", "--event_thresh", "0.3"]).resolved()
+    default = train.parse_config([]).resolved()  # the recommended settings are the default
+    assert (default.event_thresh, default.lr_schedule) == ("auto", "cosine")
+    authors = train.parse_config(["--preset", "authors"]).resolved()
+    assert (authors.event_thresh, authors.lr_schedule) == (1.0, "constant")
+    mixed = train.parse_config(["--event_thresh", "0.3"]).resolved()  # e.g. the authors' AED command
     assert (mixed.event_thresh, mixed.lr_schedule) == (0.3, "cosine")
-    assert train.parse_config(["--event_thresh", "auto"]).resolved().lr_schedule == "constant"
+    assert train.parse_config(["--preset", "authors", "--event_thresh", "auto"]).resolved().lr_schedule == "constant"
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -129,6 +129,27 @@ def test_an_auto_run_records_its_threshold_and_renders_again_the_same(sequence, 
     assert call(train.main, "-d", sequence, "-o", out, "-n", "again", "--render_only",
                 os.path.join(out, "fit", "model.pt"), "--no_video") == 0
     np.testing.assert_array_equal(read_frames(os.path.join(out, "again")), read_frames(os.path.join(out, "fit")))
+
+
+def test_auto_takes_its_exposure_from_the_first_window_whatever_the_batch(sequence, tmp_path):
+    """With --window, the exposure comes from the first window alone: a batch of several windows
+    (on a GPU, as many as memory holds) gets the exposure of one window at a time, and the
+    command line the one reconstruct finds."""
+    from event_data import load_events
+    events, _ = load_events(sequence)
+    flags = [*TINY, "--window", "0.2", "--frames_at", "aps"]
+    one, three = (train.reconstruct(events, train.parse_config([*flags, "--windows_batch", batch])) for batch in ("1", "3"))
+    assert len(one.windows) == 3
+    with train.float32_matmul_precision(one.config.matmul_precision):  # as reconstruct runs it
+        first_only, every = (train.auto_exposure(states, one.config) for states in (one.states[:1], one.states))
+    assert one.exposure == first_only != every
+    np.testing.assert_allclose(three.exposure, one.exposure, rtol=1e-3)
+    first = one.times <= one.windows[0][1]  # later windows start from other networks in a batch
+    assert first.any() and np.abs(three.frames[first].astype(int) - one.frames[first].astype(int)).max() <= 3  # bf16 matmuls
+    out = str(tmp_path / "out")
+    assert call(train.main, "-d", sequence, "-o", out, "-n", "cli", *flags, "--windows_batch", "3") == 0
+    summary = json.load(open(os.path.join(out, "cli", "config.json")))
+    assert (summary["auto_threshold"]["event_thresh"], summary["auto_threshold"]["offset"]) == pytest.approx(three.exposure)
 
 
 def test_sensor_noise_adds_and_removes_events_as_asked():
