@@ -5,7 +5,7 @@ nobody tuned to, with known thresholds, scored against their APS frames.
     python scripts/threshold_study.py --data /tmp/family -o OUT                  # the table
     python scripts/threshold_study.py --data /tmp/family -o OUT --split tune     # the tuning half only
     python scripts/threshold_study.py --data /tmp/family -o OUT --iterations 250 500 1000 2000 5000 \\
-        --configurations authors default --sequences coffee-pan camera-pan coins-fast grass-noisy
+        --configurations authors recommended --sequences coffee-pan camera-pan coins-fast grass-noisy
 
 The APS frames come from a linear camera metered to 18% grey (--camera grey, the default) or on
 its brightest pixel (--camera peak, the first study's); a --data folder holds one camera's frames.
