@@ -972,12 +972,10 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
     with float32_matmul_precision(config.matmul_precision):
         config, windows, times = plan(events, config, times)
         check_memory(events, config, windows, len(times))
-        states, timings, exposure = [], {}, None
+        states, timings = [], {}
         for batch, fitted in fit_batches(events, config, windows, timings, tensorboard_dir):
             states += fitted
-            if config.event_thresh == "auto" and exposure is None:
-                exposure = auto_exposure(fitted[:1], config)
-        result = render(states, windows, config, times, log_frames, exposure)
+        result = render(states, windows, config, times, log_frames)
         result.timings = {**timings, **result.timings}
         return result
 
@@ -1038,10 +1036,13 @@ def render(states, windows, config, times, log_frames=False, exposure=None):
     """Frames of fitted networks (one state per window) at `times`, seconds on the recording's
     clock: the render-only path, also the last step of `reconstruct`. `config` must name the
     sensor (H, W), as a Reconstruction's or a checkpoint's does; `exposure` (C, offset) maps
-    the log frames of a fit at C = 1 (--event_thresh auto; see auto_exposure)."""
+    the log frames of a fit at C = 1 (--event_thresh auto; see auto_exposure). For an auto
+    config it defaults to auto_exposure of the first window's network, as a run takes it."""
     began = time.perf_counter()
     device = resolve_device(config.device)
     with float32_matmul_precision(matmul_precision(config.matmul_precision, device)):
+        if exposure is None and config.event_thresh == "auto":
+            exposure = auto_exposure(states[:1], config)
         times = np.asarray(times, dtype=np.float64)
         model = empty_model((config.H, config.W), config, device)
         images, logs = [None] * len(times), [None] * len(times) if log_frames else None
@@ -1366,7 +1367,7 @@ def run(config):
                 timings["render_s"] = 0.0
                 with ExperimentWriter(work, config, events, times, windows) as writer:
                     for batch, fitted in batches:
-                        if config.event_thresh == "auto" and exposure is None:  # from the first window, as reconstruct does
+                        if config.event_thresh == "auto" and exposure is None:  # the first window's, for every batch
                             exposure = writer.exposure = auto_exposure(fitted[:1], config)
                         mine = np.flatnonzero((owner >= batch[0]) & (owner <= batch[-1]))
                         part = render(fitted, windows[batch[0]:batch[-1] + 1], config, times[mine], exposure=exposure)

@@ -41,10 +41,13 @@ def test_the_static_step_is_the_fit_loop():
     train.fit(fitted, [window], config)
     stepped = copy.deepcopy(start)
     frames, boundaries, midpoints = window.frames(config.train_resolution)
-    step = train.make_step(stepped, train.make_optimizer(stepped, config), frames,
-                           train.query_times(boundaries, midpoints), config)
+    optimizer = train.make_optimizer(stepped, config)
+    step = train.make_step(stepped, optimizer, frames, train.query_times(boundaries, midpoints), config)
     addresses = [p.data_ptr() for p in stepped.parameters()]
-    for _ in range(config.iters):
+    rates = train.learning_rates(config)  # the default's cosine schedule: a tensor rate, set in place
+    assert rates is not None
+    for iteration in range(config.iters):
+        optimizer.param_groups[0]["lr"].fill_(rates[iteration])
         loss, parts = step()
     # static: the parameters are updated where a captured graph reads and writes them
     assert [p.data_ptr() for p in stepped.parameters()] == addresses
