@@ -228,7 +228,6 @@ def quality_plot(path, results, names, labels, iterations):
             cv2.putText(canvas, f"{tick:.2f}", (margin - 36, y_of(tick) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
         cv2.putText(canvas, f"{metric.upper()} against iterations ({'higher' if metric == 'ssim' else 'lower'} is better)",
                     (margin, margin - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-        legend = 0
         for s, name in enumerate(names):
             for c, label in enumerate(labels):
                 points = [(x_of(i), y_of(results[(name, label, i)][metric])) for i in iterations if (name, label, i) in results]
@@ -237,12 +236,16 @@ def quality_plot(path, results, names, labels, iterations):
                     cv2.line(canvas, a, b, colour, 2 if c == 0 else 1, cv2.LINE_AA if c == 0 else cv2.LINE_4)
                 for point in points:
                     cv2.circle(canvas, point, 3, colour, -1 if c == 0 else 1)
-                if metric == "ssim":
-                    cv2.putText(canvas, f"{name} {label}{' (filled)' if c == 0 else ''}", (margin + 8, margin + 14 + 13 * legend),
-                                cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1)
-                    legend += 1
         panels.append(canvas)
-    utils.write_png(path, np.concatenate(panels, axis=1)[:, :, ::-1])
+    # the legend beside the panels, where no line can cross it: a sequence's colour, and a thick line
+    # with filled points for the first configuration, a thin one with open points for the others
+    legend = np.full((height, 230, 3), 255, np.uint8)
+    for row, (s, c) in enumerate((s, c) for s in range(len(names)) for c in range(len(labels))):
+        y, colour = margin + 16 * row, colours[s % len(colours)][::-1]
+        cv2.line(legend, (4, y - 4), (28, y - 4), colour, 2 if c == 0 else 1)
+        cv2.circle(legend, (16, y - 4), 3, colour, -1 if c == 0 else 1)
+        cv2.putText(legend, f"{names[s]} {labels[c]}", (34, y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    utils.write_png(path, np.concatenate([*panels, legend], axis=1)[:, :, ::-1])
 
 
 def main():
