@@ -868,9 +868,7 @@ class Reconstruction:
 # and spread of a typical camera frame: the mean of a camera metered to 18% grey, as light meters
 # are calibrated (a DAVIS frame is linear; slider_depth's average 0.22), and the spread that the
 # tuning half of scripts/threshold_study.py's family, simulated with such a camera, scored best
-# (README, "Choosing the contrast threshold"). A run takes them from its first window alone, and
-# keeps them for the whole recording: so that a --window batch (on a GPU, as many windows as
-# memory holds) does not change the frames, and brightness does not jump between windows.
+# (README, "Choosing the contrast threshold"). A run takes them from its first window: run_exposure.
 AUTO_MEAN, AUTO_STD = 0.18, 0.1
 # ... but never a C above the authors' 1: a scene of little contrast (grass, the moon) would
 # otherwise have its faint texture and its noise stretched to the spread of a typical frame.
@@ -919,6 +917,14 @@ def auto_exposure(states, config, mean="default", std=None):
         low, high = (middle, high) if tone_map(scale * values + offset_for(scale)).std() < std else (low, middle)
     scale = math.exp(0.5 * (low + high))
     return scale, offset_for(scale)
+
+
+def run_exposure(states, config):
+    """The (C, offset) a run shows its frames with: for --event_thresh auto, auto_exposure of the
+    first window's network alone, kept for the whole recording, so that a --window batch (on a
+    GPU, as many windows as memory holds) does not change the frames and brightness does not
+    jump between windows; None for a given C."""
+    return auto_exposure(states[:1], config) if config.event_thresh == "auto" else None
 
 
 def check_kernels(config, device):
@@ -1037,12 +1043,11 @@ def render(states, windows, config, times, log_frames=False, exposure=None):
     clock: the render-only path, also the last step of `reconstruct`. `config` must name the
     sensor (H, W), as a Reconstruction's or a checkpoint's does; `exposure` (C, offset) maps
     the log frames of a fit at C = 1 (--event_thresh auto; see auto_exposure). For an auto
-    config it defaults to auto_exposure of the first window's network, as a run takes it."""
+    config it defaults to run_exposure's, as a run takes it."""
     began = time.perf_counter()
     device = resolve_device(config.device)
     with float32_matmul_precision(matmul_precision(config.matmul_precision, device)):
-        if exposure is None and config.event_thresh == "auto":
-            exposure = auto_exposure(states[:1], config)
+        exposure = run_exposure(states, config) if exposure is None else exposure
         times = np.asarray(times, dtype=np.float64)
         model = empty_model((config.H, config.W), config, device)
         images, logs = [None] * len(times), [None] * len(times) if log_frames else None
@@ -1367,8 +1372,8 @@ def run(config):
                 timings["render_s"] = 0.0
                 with ExperimentWriter(work, config, events, times, windows) as writer:
                     for batch, fitted in batches:
-                        if config.event_thresh == "auto" and exposure is None:  # the first window's, for every batch
-                            exposure = writer.exposure = auto_exposure(fitted[:1], config)
+                        if exposure is None:  # the first batch's first window's, for every batch
+                            exposure = writer.exposure = run_exposure(fitted, config)
                         mine = np.flatnonzero((owner >= batch[0]) & (owner <= batch[-1]))
                         part = render(fitted, windows[batch[0]:batch[-1] + 1], config, times[mine], exposure=exposure)
                         timings["render_s"] += part.timings["render_s"]
