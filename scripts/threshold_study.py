@@ -86,8 +86,9 @@ def write_family(folder, specs, camera="grey"):
             with open(os.path.join(target, "metadata.json")) as f:
                 written = json.load(f).get("camera", "peak")  # the first study's folders name none
             if written != camera:
-                sys.exit(f"error: {target}: its APS frames are from the {written!r} camera, not {camera!r}; "
-                         f"use another --data folder")
+                print(f"error: {target}: its APS frames are from the {written!r} camera, not {camera!r}; "
+                      f"use another --data folder", file=sys.stderr)
+                sys.exit(2)  # bad input, as the project's other commands say it
             continue
         began = time.perf_counter()
         log_texture = None if texture == "synthetic" else image_texture(texture, *SENSOR)
