@@ -870,9 +870,11 @@ class Reconstruction:
 # tuning half of scripts/threshold_study.py's family, simulated with such a camera, scored best
 # (README, "Choosing the contrast threshold"). A run takes them from its first window: run_exposure.
 AUTO_MEAN, AUTO_STD = 0.18, 0.1
-# ... but never a C above the authors' 1: a scene of little contrast (grass, the moon) would
-# otherwise have its faint texture and its noise stretched to the spread of a typical frame.
-AUTO_MAX_C = 1.0
+# ... but never a C above 0.5, the top of the range real DAVIS sensors are set to (0.1-0.5): a
+# scene of little contrast (grass, the moon) would otherwise have its faint texture, and the
+# detail a longer fit adds to it, stretched to the spread of a typical frame. With the authors'
+# 1 as the cap, such a scene's frames got more contrasty with every iteration (README).
+AUTO_MAX_C = 0.5
 AUTO_TIMES = 16          # log frames per window sampled to choose them
 AUTO_SAMPLES = 200_000   # of whose values at most this many, evenly spaced
 
@@ -884,15 +886,16 @@ def fit_threshold(config):
 
 
 @torch.no_grad()
-def auto_exposure(states, config, mean="default", std=None):
+def auto_exposure(states, config, mean="default", std=None, max_c=None):
     """(C, offset) for --event_thresh auto, from the log frames of fitted networks (one state per
     window) at AUTO_TIMES times each: those that give tone-mapped frames of mean `mean` and
     standard deviation `std` (default AUTO_MEAN, AUTO_STD; a mean of None keeps the fit's own
-    brightness: offset 0), with C at most AUTO_MAX_C (and then
+    brightness: offset 0), with C at most `max_c` (default AUTO_MAX_C; and then
     a smaller spread). For a fixed C the mean grows with the offset, and for the matching offset
     the spread grows with C: two nested bisections."""
     mean = AUTO_MEAN if mean == "default" else mean
     std = AUTO_STD if std is None else std
+    max_c = AUTO_MAX_C if max_c is None else max_c
     device = resolve_device(config.device)
     model = empty_model((config.H, config.W), config, device)
     samples = []
@@ -910,7 +913,7 @@ def auto_exposure(states, config, mean="default", std=None):
             middle = 0.5 * (low + high)
             low, high = (middle, high) if tone_map(scale * values + middle).mean() < mean else (low, middle)
         return 0.5 * (low + high)
-    low, high = math.log(1e-3), math.log(AUTO_MAX_C)  # bisected in log C
+    low, high = math.log(1e-3), math.log(max_c)  # bisected in log C
     for _ in range(25):
         middle = 0.5 * (low + high)
         scale = math.exp(middle)

@@ -27,6 +27,7 @@ against iterations) and quality.md.
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import shlex
@@ -154,13 +155,13 @@ def run_study(folder, out, specs, labels, iterations):
     return results
 
 
-def tune_auto(folder, out, specs, iters, means, stds):
-    """Score auto_exposure's targets (mean, spread) on the saved authors' fits of `specs`: one
-    line per pair, the MSE, SSIM and LPIPS averaged over the sequences, each also relative to the
-    authors' own frames (a mean of None: the fit's own brightness, offset 0). The pair
-    train.AUTO_MEAN, AUTO_STD is chosen from this, on the tuning half."""
-    lines = ["| target mean | target spread | MSE | SSIM | LPIPS | MSE / authors' | SSIM - authors' | LPIPS - authors' |",
-             "|---|---|---|---|---|---|---|---|"]
+def tune_auto(folder, out, specs, iters, means, stds, caps):
+    """Score auto_exposure's targets (mean, spread) and its cap on C on the saved authors' fits of
+    `specs`: one line per triple, the MSE, SSIM and LPIPS averaged over the sequences, each also
+    relative to the authors' own frames (a mean of None: the fit's own brightness, offset 0).
+    train.AUTO_MEAN, AUTO_STD and AUTO_MAX_C are chosen from this, on the tuning half."""
+    lines = ["| target mean | target spread | C at most | MSE | SSIM | LPIPS | MSE / authors' | SSIM - authors' | LPIPS - authors' |",
+             "|---|---|---|---|---|---|---|---|---|"]
     fits = {}
     for spec in specs:
         events, _ = load_events(os.path.join(folder, spec[0]))
@@ -168,18 +169,18 @@ def tune_auto(folder, out, specs, iters, means, stds):
         base = train.render(fit["states"], fit["windows"], fit["config"], fit["times"])
         fits[spec[0]] = (events, fit, utils.mean_scores(utils.score_reconstruction(base.frames, base.times, events.frames,
                                                                                     events.frame_t)))
-    for mean in means:
-        for std in stds:
-            scores = []
-            for events, fit, base in fits.values():
-                exposure = train.auto_exposure(fit["states"], fit["config"], mean, std)
-                result = train.render(fit["states"], fit["windows"], fit["config"], fit["times"], exposure=exposure)
-                row = utils.mean_scores(utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t))
-                scores.append([row["mse"], row["ssim"], row["lpips"], row["mse"] / base["mse"], row["ssim"] - base["ssim"],
-                               row["lpips"] - base["lpips"]])
-            average = np.mean(scores, axis=0)
-            lines.append(f"| {'fit' if mean is None else f'{mean:g}'} | {std:g} | " + " | ".join(f"{value:.4f}" for value in average) + " |")
-            print(lines[-1], flush=True)
+    for mean, std, cap in itertools.product(means, stds, caps):
+        scores = []
+        for events, fit, base in fits.values():
+            exposure = train.auto_exposure(fit["states"], fit["config"], mean, std, cap)
+            result = train.render(fit["states"], fit["windows"], fit["config"], fit["times"], exposure=exposure)
+            row = utils.mean_scores(utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t))
+            scores.append([row["mse"], row["ssim"], row["lpips"], row["mse"] / base["mse"], row["ssim"] - base["ssim"],
+                           row["lpips"] - base["lpips"]])
+        average = np.mean(scores, axis=0)
+        lines.append(f"| {'fit' if mean is None else f'{mean:g}'} | {std:g} | {cap:g} | "
+                     + " | ".join(f"{value:.4f}" for value in average) + " |")
+        print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
 
 
@@ -265,6 +266,8 @@ def main():
                         help="with --tune_auto: the target means to score (and the fit's own brightness)")
     parser.add_argument("--stds", nargs="+", type=float, default=[0.1, 0.125, 0.15, 0.2],
                         help="with --tune_auto: the target spreads to score")
+    parser.add_argument("--caps", nargs="+", type=float, default=[train.AUTO_MAX_C],
+                        help="with --tune_auto: the caps on C to score (default: train.AUTO_MAX_C)")
     parser.add_argument("--iterations", nargs="+", type=int, default=[1000],
                         help="fit each configuration with each of these --iters (several: also the quality plot)")
     args = parser.parse_args()
@@ -278,7 +281,7 @@ def main():
     os.makedirs(args.output_dir, exist_ok=True)
     write_family(args.data, specs, args.camera)
     if args.tune_auto:
-        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (None, *args.means), args.stds)
+        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (None, *args.means), args.stds, args.caps)
         with open(os.path.join(args.output_dir, "tune.md"), "w") as f:
             f.write(text)
         return

@@ -118,6 +118,28 @@ def test_auto_meets_both_targets_when_the_cap_allows_and_caps_c_otherwise(sequen
             assert float(shown.std()) == pytest.approx(0.02, abs=2e-3) and scale < train.AUTO_MAX_C
         else:
             assert scale == pytest.approx(train.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < 0.6
+    scale, offset = train.auto_exposure(result.states, result.config, 0.4, 0.6, max_c=0.05)  # a cap of one's own
+    assert scale == pytest.approx(0.05, rel=1e-3) and float(tone_map(scale * log + offset).mean()) == pytest.approx(0.4, abs=2e-3)
+
+
+def test_tune_auto_scores_every_target_and_cap_on_the_saved_fits(sequence, tmp_path):
+    """threshold_study.py --tune_auto: one row per (mean, spread, cap), scored from the saved
+    authors' fit; a cap below the C the targets want shows the frames with less contrast."""
+    import shutil
+    import threshold_study
+    from event_data import load_events
+    folder, out = tmp_path / "family", tmp_path / "study"
+    shutil.copytree(sequence, folder / "seq")
+    os.makedirs(out / "fits")
+    events, _ = load_events(sequence)
+    fit = train.reconstruct(events, train.parse_config([*TINY, "--preset", "authors", "--frames_at", "aps"]))
+    torch.save({"config": fit.config, "states": fit.states, "windows": fit.windows, "times": fit.times},
+               out / "fits" / "seq-authors-40.pt")
+    table = threshold_study.tune_auto(str(folder), str(out), [("seq",)], 40, (None, 0.3), (0.1,), (0.01, 1.0))
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [(row[0], row[2]) for row in rows] == [("| fit", "0.01"), ("| fit", "1"), ("| 0.3", "0.01"), ("| 0.3", "1")]
+    ssim_gain = {(row[0], row[2]): float(row[7]) for row in rows}
+    assert ssim_gain[("| 0.3", "0.01")] != ssim_gain[("| 0.3", "1")]
 
 
 def test_an_auto_run_records_its_threshold_and_renders_again_the_same(sequence, tmp_path):
