@@ -6,6 +6,8 @@ nobody tuned to, with known thresholds, scored against their APS frames.
     python scripts/threshold_study.py --data /tmp/family -o OUT --split tune     # the tuning half only
     python scripts/threshold_study.py --data /tmp/family -o OUT --iterations 250 500 1000 2000 5000 \\
         --configurations authors recommended --sequences coffee-pan camera-pan coins-fast grass-noisy
+    python scripts/threshold_study.py --data /tmp/family -o OUT --split tune --tune_auto \
+        --stds 0.1 0.15 --caps 1 0.5 0.3     # auto's targets and cap, on the saved authors' fits
 
 The APS frames come from a linear camera metered to 18% grey (--camera grey, the default) or on
 its brightest pixel (--camera peak, the first study's); a --data folder holds one camera's frames.
