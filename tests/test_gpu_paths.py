@@ -33,7 +33,7 @@ def test_the_static_step_is_the_fit_loop():
     """Calling make_step's function N times on its fixed buffers gives the parameters that fit()
     gives after N iterations, from the same start."""
     events = simulated()
-    config = small_config(cuda_graph="off")
+    config = small_config(cuda_graph="off", lr_schedule="cosine")
     window = train.Window(events, float(events.t[0]), float(events.t[-1]), SENSOR, config, torch.device("cpu"))
     torch.manual_seed(0)
     start = train.make_model(SENSOR, config)
@@ -44,7 +44,7 @@ def test_the_static_step_is_the_fit_loop():
     optimizer = train.make_optimizer(stepped, config)
     step = train.make_step(stepped, optimizer, frames, train.query_times(boundaries, midpoints), config)
     addresses = [p.data_ptr() for p in stepped.parameters()]
-    rates = train.learning_rates(config)  # the default's cosine schedule: a tensor rate, set in place
+    rates = train.learning_rates(config)  # a cosine schedule: a tensor rate, set in place
     assert rates is not None
     for iteration in range(config.iters):
         optimizer.param_groups[0]["lr"].fill_(rates[iteration])
@@ -138,9 +138,11 @@ def test_output_kernel_matches_gradient_then_adamw_on_a_gpu(stacked):
 
 @cuda
 @pytest.mark.cuda
-def test_reconstruct_on_cuda_with_graphs_matches_without():
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])  # a float rate, and a tensor rate the graph reads
+def test_reconstruct_on_cuda_with_graphs_matches_without(schedule):
     events = simulated((60, 80), duration=0.6)
-    config = dataclasses.replace(small_config(iters=40), device="cuda", frames_at="uniform", val_resolution=5)
+    config = dataclasses.replace(small_config(iters=40, lr_schedule=schedule), device="cuda", frames_at="uniform",
+                                 val_resolution=5)
     with_graphs = train.reconstruct(events, config)
     without = train.reconstruct(events, dataclasses.replace(config, cuda_graph="off"))
     assert np.abs(with_graphs.frames.astype(int) - without.frames.astype(int)).max() <= 1
