@@ -85,7 +85,7 @@ def contrast_threshold(text):
 
 # What --preset gives the flags left unset (None). README, "Choosing the contrast threshold",
 # has the measurements behind "recommended".
-PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "constant"},
+PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "cosine"},
            "authors": {"event_thresh": 1.0, "lr_schedule": "constant"}}
 
 
@@ -113,7 +113,7 @@ class Config:
                                     "along half a cosine to LR_FLOOR x --lr at the last iteration; default: the --preset's",
                               choices=("constant", "cosine"), type=str)
     preset: str = option("recommended", "settings of the flags not given: recommended (--event_thresh auto "
-                                        "--lr_schedule constant; README, \"Choosing the contrast threshold\"), or authors "
+                                        "--lr_schedule cosine; README, \"Choosing the contrast threshold\"), or authors "
                                         "(their exact settings: --event_thresh 1 --lr_schedule constant, for reproducing "
                                         "their tables)",
                          choices=tuple(PRESETS))

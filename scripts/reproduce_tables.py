@@ -6,7 +6,7 @@ Reproduce the paper's tables: every dataset found under a data root, scored with
 
 Without --compare, two configurations are scored: "--preset authors" (their settings, with each
 dataset's contrast threshold from the table: their tables) and "--preset recommended" (the
-default: the contrast threshold chosen per sequence, the authors' constant learning rate).
+default: the contrast threshold chosen per sequence, the cosine learning-rate schedule).
 
 DATA holds one folder per dataset, named as in scripts/datasets.py (IJRR, HQF, CED, MVSEC, AED),
 each holding converted sequence folders. Every dataset goes through scripts/evaluate.py with its

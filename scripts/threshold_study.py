@@ -5,7 +5,7 @@ nobody tuned to, with known thresholds, scored against their APS frames.
     python scripts/threshold_study.py --data /tmp/family -o OUT                  # the table
     python scripts/threshold_study.py --data /tmp/family -o OUT --split tune     # the tuning half only
     python scripts/threshold_study.py --data /tmp/family -o OUT --iterations 250 500 1000 2000 5000 \\
-        --configurations authors recommended --sequences coffee-pan camera-pan coins-fast grass-noisy
+        --configurations recommended authors --sequences coffee-pan camera-pan coins-fast grass-noisy
     python scripts/threshold_study.py --data /tmp/family -o OUT --split tune --tune_auto \
         --stds 0.1 0.15 --caps 1 0.5 0.3     # auto's targets and cap, on the saved authors' fits
 
@@ -109,15 +109,17 @@ def write_family(folder, specs, camera="grey"):
 def score(path, flags, iters, fit_path=None):
     """{mse, ssim, lpips, n_frames, seconds, auto_threshold} of one fit of the sequence at `path`.
     With `fit_path`, the fit is saved there (torch), or, if it exists, rendered from it: "auto"
-    is the authors' fit (C = 1, the same seed) shown with auto_exposure, so it is the saved
-    authors' fit rendered again, exactly what fitting it anew would give."""
+    is the authors' fit (C = 1, the constant rate, the same seed) shown with auto_exposure, so it
+    is the saved authors' fit rendered again, exactly what fitting it anew would give; whichever
+    of the two was fitted first, the other is shown from it."""
     events, _ = load_events(path)
     config = train.parse_config([*flags, "--iters", str(iters), "--frames_at", "aps"])
+    wants_auto = config.resolved().event_thresh == "auto"
     began = time.perf_counter()
     if fit_path is not None and os.path.isfile(fit_path):
         fit = torch.load(fit_path, weights_only=False)
-        config = fit["config"]
-        exposure = train.auto_exposure(fit["states"], config) if "auto" in flags else None
+        config = dataclasses.replace(fit["config"], event_thresh="auto" if wants_auto else 1.0)
+        exposure = train.auto_exposure(fit["states"], config) if wants_auto else None
         result = train.render(fit["states"], fit["windows"], config, fit["times"], exposure=exposure)
         result.exposure = exposure
     else:

@@ -35,13 +35,13 @@ def sequence(tmp_path_factory):
 
 def test_presets_fill_only_the_flags_not_given():
     default = train.parse_config([]).resolved()  # the recommended settings are the default
-    assert (default.event_thresh, default.lr_schedule) == ("auto", "constant")
+    assert (default.event_thresh, default.lr_schedule) == ("auto", "cosine")
     authors = train.parse_config(["--preset", "authors"]).resolved()
     assert (authors.event_thresh, authors.lr_schedule) == (1.0, "constant")
     mixed = train.parse_config(["--event_thresh", "0.3"]).resolved()  # e.g. the authors' AED command
-    assert (mixed.event_thresh, mixed.lr_schedule) == (0.3, "constant")
+    assert (mixed.event_thresh, mixed.lr_schedule) == (0.3, "cosine")
     assert train.parse_config(["--preset", "authors", "--event_thresh", "auto"]).resolved().lr_schedule == "constant"
-    assert train.parse_config(["--lr_schedule", "cosine"]).resolved().lr_schedule == "cosine"
+    assert train.parse_config(["--lr_schedule", "constant"]).resolved().lr_schedule == "constant"
     assert train.parse_config(["--preset", "authors", "--lr_schedule", "cosine"]).resolved().event_thresh == 1.0
 
 
@@ -148,7 +148,7 @@ def test_an_auto_run_records_its_threshold_and_renders_again_the_same(sequence, 
     out = str(tmp_path / "out")
     assert call(train.main, "-d", sequence, "-o", out, "-n", "fit", *TINY, "--preset", "recommended") == 0
     summary = json.load(open(os.path.join(out, "fit", "config.json")))
-    assert summary["config"]["event_thresh"] == "auto" and summary["config"]["lr_schedule"] == "constant"
+    assert summary["config"]["event_thresh"] == "auto" and summary["config"]["lr_schedule"] == "cosine"
     assert summary["auto_threshold"]["event_thresh"] > 0
     assert call(train.main, "-d", sequence, "-o", out, "-n", "again", "--render_only",
                 os.path.join(out, "fit", "model.pt"), "--no_video") == 0
