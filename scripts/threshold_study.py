@@ -6,7 +6,7 @@ nobody tuned to, with known thresholds, scored against their APS frames.
     python scripts/threshold_study.py --data /tmp/family -o OUT --split tune     # the tuning half only
     python scripts/threshold_study.py --data /tmp/family -o OUT --iterations 250 500 1000 2000 5000 \\
         --configurations recommended authors --sequences coffee-pan camera-pan coins-fast grass-noisy
-    python scripts/threshold_study.py --data /tmp/family -o OUT --split tune --tune_auto \
+    python scripts/threshold_study.py --data /tmp/family -o OUT --split tune --tune_auto \\
         --stds 0.1 0.15 --caps 1 0.5 0.3     # auto's targets and cap, on the saved authors' fits
 
 The APS frames come from a linear camera metered to 18% grey (--camera grey, the default) or on
@@ -119,7 +119,7 @@ def score(path, flags, iters, fit_path=None):
     if fit_path is not None and os.path.isfile(fit_path):
         fit = torch.load(fit_path, weights_only=False)
         config = dataclasses.replace(fit["config"], event_thresh="auto" if wants_auto else 1.0)
-        exposure = train.auto_exposure(fit["states"], config) if wants_auto else None
+        exposure = train.run_exposure(fit["states"], config)  # None for the authors' C = 1
         result = train.render(fit["states"], fit["windows"], config, fit["times"], exposure=exposure)
         result.exposure = exposure
     else:
