@@ -641,6 +641,28 @@ def query_times(boundaries, chunk_midpoints, loss="diff", align="boundary"):
     return boundaries if align == "boundary" else chunk_midpoints
 
 
+def smooth(log_frames, sigma):
+    """[B, C, H, W] frames, each blurred by a Gaussian of standard deviation `sigma` pixels (0:
+    unchanged); borders mirrored without repeating the edge pixel, as OpenCV's GaussianBlur does.
+    The network gives every pixel output weights of its own, so the noise of each pixel's events
+    (shot noise, its own threshold) reaches its frame unaveraged: --smooth (README)."""
+    if sigma <= 0:
+        return log_frames
+    radius = max(1, math.ceil(3.0 * sigma))
+    taps = torch.arange(-radius, radius + 1, device=log_frames.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(log_frames.dtype)
+    batch, channels, height, width = log_frames.shape
+    planes = log_frames.reshape(batch * channels, 1, height, width)
+    # mirroring needs more pixels than the radius; a thinner sensor repeats its edge instead
+    mode = "reflect" if min(height, width) > radius else "replicate"
+    planes = torch.nn.functional.pad(planes, (radius, radius, 0, 0), mode=mode)
+    planes = torch.nn.functional.conv2d(planes, kernel.view(1, 1, 1, -1))
+    planes = torch.nn.functional.pad(planes, (0, 0, radius, radius), mode=mode)
+    planes = torch.nn.functional.conv2d(planes, kernel.view(1, 1, -1, 1))
+    return planes.reshape(batch, channels, height, width)
+
+
 def tone_map(log_frames):
     """The authors' display mapping: exp, Reinhard x / (1 + x), gamma 1/0.6, clamp to [0, 1]."""
     intensity = torch.exp(log_frames)

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 import utils
 from event_data import EventDataError, EventFile, chunk_boundaries, event_frames, event_sum, open_events, validate
-from model import EvINR, OutputAdamW, StackedEvINR, evinr_loss, query_times, tone_map, triton_available
+from model import EvINR, OutputAdamW, StackedEvINR, evinr_loss, query_times, smooth, tone_map, triton_available
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEMO_NAME = "slider_depth_demo.h5"
@@ -63,6 +63,7 @@ def option(default, help, short=None, type=None, choices=None, metavar=None):
 MAX_SENSOR_SIDE = 32767    # pixel coordinates are int16
 MAX_NET_WIDTH = 16384      # 16384 wide: 4 GB of weights and optimizer state per hidden layer
 MAX_NET_LAYERS = 64
+MAX_SMOOTH = 10.0          # --smooth in pixels; beyond it a frame is a blur, not a reconstruction
 MAX_FRAMES = 1_000_000     # frames rendered by one run (9 hours at 30 frames per second)
 MAX_WINDOWS = 100_000      # windows of one run (55 hours of 2 s windows)
 
@@ -85,8 +86,8 @@ def contrast_threshold(text):
 
 # What --preset gives the flags left unset (None). README, "Choosing the contrast threshold",
 # has the measurements behind "recommended".
-PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "cosine"},
-           "authors": {"event_thresh": 1.0, "lr_schedule": "constant"}}
+PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "cosine", "smooth": 0.5},
+           "authors": {"event_thresh": 1.0, "lr_schedule": "constant", "smooth": 0.0}}
 
 
 @dataclass
@@ -113,9 +114,9 @@ class Config:
                                     "along half a cosine to LR_FLOOR x --lr at the last iteration; default: the --preset's",
                               choices=("constant", "cosine"), type=str)
     preset: str = option("recommended", "settings of the flags not given: recommended (--event_thresh auto "
-                                        "--lr_schedule cosine; README, \"Choosing the contrast threshold\"), or authors "
-                                        "(their exact settings: --event_thresh 1 --lr_schedule constant, for reproducing "
-                                        "their tables)",
+                                        "--lr_schedule cosine --smooth 0.5; README, \"Choosing the contrast threshold\"), "
+                                        "or authors (their exact settings: --event_thresh 1 --lr_schedule constant "
+                                        "--smooth 0, for reproducing their tables)",
                          choices=tuple(PRESETS))
     net_layers: int = option(3, "hidden sine layers after the first")
     net_width: int = option(512, "width of the hidden sine layers")
@@ -124,6 +125,9 @@ class Config:
     frames_at: str = option("auto", "when to render: 'aps' (every APS frame in the window), 'uniform' (--val_resolution "
                                     "frames), a number (frames per second), or a text file of times in seconds on the "
                                     "recording's clock; 'auto' is aps when the recording has APS frames, else uniform")
+    smooth: float = option(None, "standard deviation in pixels of a Gaussian that smooths each rendered frame: each pixel "
+                                 "has its own output weights, so its events' noise reaches it unaveraged (README, \"Choosing "
+                                 "the contrast threshold\"); 0: none; default: the --preset's", type=float, metavar="PIXELS")
     loss: str = option("diff", "temporal supervision: finite differences of frames, or the exact time derivative",
                        choices=("diff", "autograd"))
     align: str = option("boundary", "boundary: compare each event frame with the change over its own span (fixed); "
@@ -177,6 +181,7 @@ class Config:
         need(1 <= self.net_width <= MAX_NET_WIDTH, "net_width", f"must be 1 to {MAX_NET_WIDTH}")
         need(0 <= self.net_layers <= MAX_NET_LAYERS, "net_layers", f"must be 0 to {MAX_NET_LAYERS}")
         need(math.isfinite(self.lr) and self.lr > 0, "lr", "the learning rate must be a positive number")
+        need(self.smooth is None or 0 <= self.smooth <= MAX_SMOOTH, "smooth", f"must be 0 to {MAX_SMOOTH} pixels")
         # every flag with choices (as the command line offers them; unset, None, takes the preset's)
         for spec in dataclasses.fields(self):
             choices = spec.metadata.get("choices")
@@ -1046,7 +1051,8 @@ def render(states, windows, config, times, log_frames=False, exposure=None):
     clock: the render-only path, also the last step of `reconstruct`. `config` must name the
     sensor (H, W), as a Reconstruction's or a checkpoint's does; `exposure` (C, offset) maps
     the log frames of a fit at C = 1 (--event_thresh auto; see auto_exposure). For an auto
-    config it defaults to run_exposure's, as a run takes it."""
+    config it defaults to run_exposure's, as a run takes it. Each frame is smoothed by the
+    config's --smooth before it is shown (and in `log_frames`)."""
     began = time.perf_counter()
     device = resolve_device(config.device)
     with float32_matmul_precision(matmul_precision(config.matmul_precision, device)):
@@ -1063,7 +1069,7 @@ def render(states, windows, config, times, log_frames=False, exposure=None):
             inputs = normalised(times[mine], begin, end)
             for offset in range(0, len(mine), RENDER_BATCH):
                 batch = torch.tensor(inputs[offset:offset + RENDER_BATCH], dtype=torch.float32, device=device)
-                log_batch = model(batch)
+                log_batch = smooth(model(batch), config.resolved().smooth)
                 if exposure is not None:
                     log_batch = exposure[0] * log_batch + exposure[1]
                 indices = mine[offset:offset + RENDER_BATCH]
@@ -1132,6 +1138,7 @@ def config_for_render(checkpoint, given):
     """The settings of a saved fit with the command line's flags (`given`) on top. Flags that would
     change the fitted networks or their time axis are refused rather than ignored."""
     saved = load_checkpoint(checkpoint)[0]
+    saved.setdefault("smooth", 0.0)  # saved before --smooth existed: rendered as it was then
     names = {spec.name for spec in dataclasses.fields(Config)}
     config = Config(**{name: value for name, value in saved.items() if name in names and name not in SAVED_ONLY})
     for name in FIT_FIELDS:

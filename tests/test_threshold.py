@@ -35,9 +35,9 @@ def sequence(tmp_path_factory):
 
 def test_presets_fill_only_the_flags_not_given():
     default = train.parse_config([]).resolved()  # the recommended settings are the default
-    assert (default.event_thresh, default.lr_schedule) == ("auto", "cosine")
+    assert (default.event_thresh, default.lr_schedule, default.smooth) == ("auto", "cosine", 0.5)
     authors = train.parse_config(["--preset", "authors"]).resolved()
-    assert (authors.event_thresh, authors.lr_schedule) == (1.0, "constant")
+    assert (authors.event_thresh, authors.lr_schedule, authors.smooth) == (1.0, "constant", 0.0)
     mixed = train.parse_config(["--event_thresh", "0.3"]).resolved()  # e.g. the authors' AED command
     assert (mixed.event_thresh, mixed.lr_schedule) == (0.3, "cosine")
     assert train.parse_config(["--preset", "authors", "--event_thresh", "auto"]).resolved().lr_schedule == "constant"
@@ -50,6 +50,9 @@ def test_presets_fill_only_the_flags_not_given():
     (["--event_thresh", "-0.2"], ["--event_thresh -0.2", "positive number, or auto"]),
     (["--preset", "mine"], ["--preset", "mine"]),
     (["--lr_schedule", "linear"], ["--lr_schedule", "linear"]),
+    (["--smooth", "-1"], ["--smooth -1", "0 to"]),
+    (["--smooth", "nan"], ["--smooth nan", "0 to"]),
+    (["--smooth", "soft"], ["--smooth", "soft"]),
 ])
 def test_bad_threshold_flags_are_refused(tmp_path, capsys, flags, words):
     status = call(train.main, "-o", str(tmp_path / "out"), *TINY, *flags)
@@ -122,6 +125,41 @@ def test_auto_meets_both_targets_when_the_cap_allows_and_caps_c_otherwise(sequen
             assert scale == pytest.approx(train.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < 0.6
     scale, offset = train.auto_exposure(result.states, result.config, 0.4, 0.6, max_c=0.05)  # a cap of one's own
     assert scale == pytest.approx(0.05, rel=1e-3) and float(tone_map(scale * log + offset).mean()) == pytest.approx(0.4, abs=2e-3)
+
+
+def test_smooth_blurs_each_frame_as_opencv_does():
+    import cv2
+    from model import smooth
+    frames = torch.randn(3, 2, 18, 24)
+    for sigma in (0.5, 0.8):
+        expected = np.stack([[cv2.GaussianBlur(plane.numpy(), (0, 0), sigma) for plane in frame] for frame in frames])
+        np.testing.assert_allclose(smooth(frames, sigma).numpy(), expected, atol=1e-5)
+    assert smooth(frames, 0.0) is frames
+    thin = torch.randn(2, 1, 2, 9)  # thinner than the kernel's reach: the edge is repeated, not mirrored
+    assert smooth(thin, 0.5).shape == thin.shape and torch.isfinite(smooth(thin, 0.5)).all()
+
+
+def test_smooth_shows_the_same_fit_smoothed_and_an_older_checkpoint_as_it_was(sequence, tmp_path):
+    import dataclasses
+    from event_data import load_events
+    from model import smooth
+    events, _ = load_events(sequence)
+    fit = train.reconstruct(events, train.parse_config([*TINY, "--smooth", "0"]), log_frames=True)
+    assert fit.config.smooth == 0.0 and fit.exposure is not None
+    smoothed = train.render(fit.states, fit.windows, dataclasses.replace(fit.config, smooth=0.5), fit.times, log_frames=True)
+    assert smoothed.exposure == fit.exposure  # the exposure is chosen on the fit, not on its smoothed frames
+    np.testing.assert_allclose(smoothed.log_frames, smooth(torch.from_numpy(fit.log_frames), 0.5).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(smoothed.frames, train.to_images(tone_map(torch.from_numpy(smoothed.log_frames))))
+    assert not np.array_equal(smoothed.frames, fit.frames)
+    # a model.pt written before --smooth existed is shown as it was then, unsmoothed
+    out = str(tmp_path / "out")
+    assert call(train.main, "-d", sequence, "-o", out, "-n", "fit", *TINY, "--frames_at", "aps") == 0
+    saved = torch.load(os.path.join(out, "fit", "model.pt"), weights_only=False)
+    assert saved["config"]["smooth"] == 0.5
+    del saved["config"]["smooth"]
+    torch.save(saved, os.path.join(out, "fit", "model.pt"))
+    assert train.config_for_render(os.path.join(out, "fit", "model.pt"), {}).resolved().smooth == 0.0
+    assert train.config_for_render(os.path.join(out, "fit", "model.pt"), {"smooth": 1.0}).smooth == 1.0
 
 
 def test_tune_auto_scores_every_target_and_cap_on_the_saved_fits(sequence, tmp_path):
