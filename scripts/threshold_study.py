@@ -7,7 +7,8 @@ nobody tuned to, with known thresholds, scored against their APS frames.
     python scripts/threshold_study.py --data /tmp/family -o OUT --iterations 250 500 1000 2000 5000 \\
         --configurations recommended authors --sequences coffee-pan camera-pan coins-fast grass-noisy
     python scripts/threshold_study.py --data /tmp/family -o OUT --split tune --tune_auto \\
-        --stds 0.1 0.15 --caps 1 0.5 0.3     # auto's targets and cap, on the saved authors' fits
+        --stds 0.1 0.15 --caps 1 0.5 0.3 --smooths 0 0.5   # auto's targets and cap, and --smooth,
+                                                           # on the saved authors' fits
 
 The APS frames come from a linear camera metered to 18% grey (--camera grey, the default) or on
 its brightest pixel (--camera peak, the first study's); a --data folder holds one camera's frames.
@@ -159,13 +160,14 @@ def run_study(folder, out, specs, labels, iterations):
     return results
 
 
-def tune_auto(folder, out, specs, iters, means, stds, caps):
-    """Score auto_exposure's targets (mean, spread) and its cap on C on the saved authors' fits of
-    `specs`: one line per triple, the MSE, SSIM and LPIPS averaged over the sequences, each also
-    relative to the authors' own frames (a mean of None: the fit's own brightness, offset 0).
-    train.AUTO_MEAN, AUTO_STD and AUTO_MAX_C are chosen from this, on the tuning half."""
-    lines = ["| target mean | target spread | C at most | MSE | SSIM | LPIPS | MSE / authors' | SSIM - authors' | LPIPS - authors' |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def tune_auto(folder, out, specs, iters, means, stds, caps, smooths=(0.0,)):
+    """Score auto_exposure's targets (mean, spread), its cap on C and --smooth on the saved
+    authors' fits of `specs`: one line per combination, the MSE, SSIM and LPIPS averaged over the
+    sequences, each also relative to the authors' own frames (a mean of None: the fit's own
+    brightness, offset 0). train.AUTO_MEAN, AUTO_STD, AUTO_MAX_C and the recommended preset's
+    --smooth are chosen from this, on the tuning half."""
+    lines = ["| target mean | target spread | C at most | smooth (px) | MSE | SSIM | LPIPS | MSE / authors' | SSIM - authors' | LPIPS - authors' |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     fits = {}
     for spec in specs:
         events, _ = load_events(os.path.join(folder, spec[0]))
@@ -173,16 +175,17 @@ def tune_auto(folder, out, specs, iters, means, stds, caps):
         base = train.render(fit["states"], fit["windows"], fit["config"], fit["times"])
         fits[spec[0]] = (events, fit, utils.mean_scores(utils.score_reconstruction(base.frames, base.times, events.frames,
                                                                                     events.frame_t)))
-    for mean, std, cap in itertools.product(means, stds, caps):
+    for mean, std, cap, sigma in itertools.product(means, stds, caps, smooths):
         scores = []
         for events, fit, base in fits.values():
             exposure = train.auto_exposure(fit["states"], fit["config"], mean, std, cap)
-            result = train.render(fit["states"], fit["windows"], fit["config"], fit["times"], exposure=exposure)
+            shown = dataclasses.replace(fit["config"], smooth=sigma)
+            result = train.render(fit["states"], fit["windows"], shown, fit["times"], exposure=exposure)
             row = utils.mean_scores(utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t))
             scores.append([row["mse"], row["ssim"], row["lpips"], row["mse"] / base["mse"], row["ssim"] - base["ssim"],
                            row["lpips"] - base["lpips"]])
         average = np.mean(scores, axis=0)
-        lines.append(f"| {'fit' if mean is None else f'{mean:g}'} | {std:g} | {cap:g} | "
+        lines.append(f"| {'fit' if mean is None else f'{mean:g}'} | {std:g} | {cap:g} | {sigma:g} | "
                      + " | ".join(f"{value:.4f}" for value in average) + " |")
         print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
@@ -272,6 +275,8 @@ def main():
                         help="with --tune_auto: the target spreads to score")
     parser.add_argument("--caps", nargs="+", type=float, default=[train.AUTO_MAX_C],
                         help="with --tune_auto: the caps on C to score (default: train.AUTO_MAX_C)")
+    parser.add_argument("--smooths", nargs="+", type=float, default=[train.PRESETS["recommended"]["smooth"]],
+                        help="with --tune_auto: the --smooth values to score (default: the recommended preset's)")
     parser.add_argument("--iterations", nargs="+", type=int, default=[1000],
                         help="fit each configuration with each of these --iters (several: also the quality plot)")
     args = parser.parse_args()
@@ -285,7 +290,8 @@ def main():
     os.makedirs(args.output_dir, exist_ok=True)
     write_family(args.data, specs, args.camera)
     if args.tune_auto:
-        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (None, *args.means), args.stds, args.caps)
+        text = tune_auto(args.data, args.output_dir, specs, args.iterations[0], (None, *args.means), args.stds, args.caps,
+                         args.smooths)
         with open(os.path.join(args.output_dir, "tune.md"), "w") as f:
             f.write(text)
         return

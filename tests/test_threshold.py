@@ -175,11 +175,13 @@ def test_tune_auto_scores_every_target_and_cap_on_the_saved_fits(sequence, tmp_p
     fit = train.reconstruct(events, train.parse_config([*TINY, "--preset", "authors", "--frames_at", "aps"]))
     torch.save({"config": fit.config, "states": fit.states, "windows": fit.windows, "times": fit.times},
                out / "fits" / "seq-authors-40.pt")
-    table = threshold_study.tune_auto(str(folder), str(out), [("seq",)], 40, (None, 0.3), (0.1,), (0.01, 1.0))
+    table = threshold_study.tune_auto(str(folder), str(out), [("seq",)], 40, (None, 0.3), (0.1,), (0.01, 1.0), (0.0, 1.0))
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
-    assert [(row[0], row[2]) for row in rows] == [("| fit", "0.01"), ("| fit", "1"), ("| 0.3", "0.01"), ("| 0.3", "1")]
-    ssim_gain = {(row[0], row[2]): float(row[7]) for row in rows}
-    assert ssim_gain[("| 0.3", "0.01")] != ssim_gain[("| 0.3", "1")]
+    assert [(row[0], row[2], row[3]) for row in rows] == [(mean, cap, sigma) for mean in ("| fit", "| 0.3")
+                                                          for cap in ("0.01", "1") for sigma in ("0", "1")]
+    ssim_gain = {(row[0], row[2], row[3]): float(row[8]) for row in rows}
+    assert ssim_gain[("| 0.3", "0.01", "0")] != ssim_gain[("| 0.3", "1", "0")]
+    assert ssim_gain[("| 0.3", "1", "0")] != ssim_gain[("| 0.3", "1", "1")]
 
 
 def test_an_auto_run_records_its_threshold_and_renders_again_the_same(sequence, tmp_path):
