@@ -1060,6 +1060,7 @@ def render(states, windows, config, times, log_frames=False, exposure=None):
     device = resolve_device(config.device)
     with float32_matmul_precision(matmul_precision(config.matmul_precision, device)):
         exposure = run_exposure(states, config) if exposure is None else exposure
+        sigma = config.resolved().smooth
         times = np.asarray(times, dtype=np.float64)
         model = empty_model((config.H, config.W), config, device)
         images, logs = [None] * len(times), [None] * len(times) if log_frames else None
@@ -1072,7 +1073,7 @@ def render(states, windows, config, times, log_frames=False, exposure=None):
             inputs = normalised(times[mine], begin, end)
             for offset in range(0, len(mine), RENDER_BATCH):
                 batch = torch.tensor(inputs[offset:offset + RENDER_BATCH], dtype=torch.float32, device=device)
-                log_batch = smooth(model(batch), config.resolved().smooth)
+                log_batch = smooth(model(batch), sigma)
                 if exposure is not None:
                     log_batch = exposure[0] * log_batch + exposure[1]
                 indices = mine[offset:offset + RENDER_BATCH]
