@@ -111,7 +111,9 @@ class Config:
     log_interval: int = option(100, "iterations between loss reports")
     lr: float = option(3e-4, "AdamW learning rate")
     lr_schedule: str = option(None, "the learning rate over the iterations: constant (the authors'), or cosine: decayed "
-                                    "along half a cosine to LR_FLOOR x --lr at the last iteration; default: the --preset's",
+                                    "along half a cosine to LR_FLOOR x --lr at iteration min(--iters, LR_HORIZON), then "
+                                    "falling as 1 / iteration, so a longer fit refines without drifting; default: the "
+                                    "--preset's",
                               choices=("constant", "cosine"), type=str)
     preset: str = option("recommended", "settings of the flags not given: recommended (--event_thresh auto "
                                         "--lr_schedule cosine --smooth 0.5; README, \"Choosing the contrast threshold\"), "
@@ -501,14 +503,26 @@ def empty_model(sensor, config, device):
 # jitter that a falling rate also damps, a higher floor keeps learning to the last iteration:
 # 0.3 scored better than 0.05 on the study's tuning half and on slider_depth (README).
 LR_FLOOR = 0.3
+# The cosine spans at most this many iterations (the authors' count); a longer fit goes on from
+# the floor at a rate falling as 1 / iteration. Adam moves a parameter by about the rate each
+# step however small its gradient, so along a direction the loss barely sees (a pattern fixed in
+# time, which no event constrains) a fit drifts in proportion to the sum of its rates. The tail
+# keeps that sum growing only as the logarithm of the iterations: 5000 iterations add 0.74 times
+# the cosine's sum, where a cosine stretched over them would add 4 (README, "Convergence").
+LR_HORIZON = 1000
 
 
 def learning_rates(config):
-    """The learning rate of each iteration, or None when it is constant."""
+    """The learning rate of each iteration, or None when it is constant: half a cosine from --lr
+    to LR_FLOOR x --lr over the first LR_HORIZON iterations (all of them, if fewer), then the
+    floor times LR_HORIZON / iteration."""
     if config.resolved().lr_schedule == "constant":
         return None
-    progress = np.arange(config.iters) / max(config.iters - 1, 1)
-    return config.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + np.cos(np.pi * progress)))
+    span = min(config.iters, LR_HORIZON)
+    progress = np.arange(span) / max(span - 1, 1)
+    cosine = LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + np.cos(np.pi * progress))
+    tail = LR_FLOOR * span / np.arange(span + 1, config.iters + 1)
+    return config.lr * np.concatenate([cosine, tail])
 
 
 class FusedAdamW:

@@ -60,10 +60,18 @@ def test_bad_threshold_flags_are_refused(tmp_path, capsys, flags, words):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_cosine_schedule_falls_from_the_rate_to_its_floor():
+def test_the_cosine_schedule_falls_from_the_rate_to_its_floor_then_as_one_over_the_iteration():
     rates = train.learning_rates(train.parse_config(["--lr_schedule", "cosine", "--iters", "500", "--lr", "1e-3"]))
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(train.LR_FLOOR * 1e-3)
     assert (np.diff(rates) <= 0).all() and len(rates) == 500
+    # a fit longer than LR_HORIZON: the same cosine, then a tail whose sum grows only as a logarithm
+    horizon = train.learning_rates(train.parse_config(["--iters", str(train.LR_HORIZON), "--lr", "1e-3"]))
+    longer = train.learning_rates(train.parse_config(["--iters", str(5 * train.LR_HORIZON), "--lr", "1e-3"]))
+    assert len(longer) == 5 * train.LR_HORIZON and (np.diff(longer) <= 0).all()
+    np.testing.assert_array_equal(longer[: train.LR_HORIZON], horizon)
+    assert longer[train.LR_HORIZON] == pytest.approx(train.LR_FLOOR * 1e-3 * train.LR_HORIZON / (train.LR_HORIZON + 1))
+    assert longer[-1] == pytest.approx(train.LR_FLOOR * 1e-3 / 5)
+    assert longer[train.LR_HORIZON:].sum() == pytest.approx(train.LR_FLOOR * 1e-3 * train.LR_HORIZON * np.log(5), rel=1e-3)
     assert train.learning_rates(train.parse_config(["--lr_schedule", "constant"])) is None
 
 
