@@ -112,7 +112,7 @@ class Config:
     lr: float = option(3e-4, "AdamW learning rate")
     lr_schedule: str = option(None, "the learning rate over the iterations: constant (the authors'), or cosine: decayed "
                                     "along half a cosine to LR_FLOOR x --lr at iteration min(--iters, LR_HORIZON), then "
-                                    "falling as 1 / iteration, so a longer fit refines without drifting; default: the "
+                                    "falling as 1 / iteration, so a longer fit drifts little; default: the "
                                     "--preset's",
                               choices=("constant", "cosine"), type=str)
     preset: str = option("recommended", "settings of the flags not given: recommended (--event_thresh auto "
