@@ -474,112 +474,6 @@ class TritonDifferenceLoss(torch.autograd.Function):
         return grad, None, None, None, None
 
 
-# The output layer's AdamW update, in its backward. The output layer holds nearly all of the
-# parameters (one weight per pixel and neck unit: 11 M at 240x180, 236 M at 1280x720), and a step
-# is bound by the memory traffic over them: its weight gradient written by one matrix product and
-# read back by AdamW, which then reads and writes the weights and both moments. One kernel that
-# forms each tile of the gradient (a product over the T query times, in registers) and applies
-# AdamW to it there reads the moments and weights once and never writes the gradient.
-
-if triton is not None:
-    @triton.jit
-    def _adamw(parameter, average, average_sq, gradient, mask, rate, step_size, correction2_sqrt,
-               beta1, beta2, eps, weight_decay):
-        # torch's fused AdamW (decoupled weight decay), element by element
-        new_average = beta1 * tl.load(average, mask=mask, other=0.0) + (1.0 - beta1) * gradient
-        new_average_sq = beta2 * tl.load(average_sq, mask=mask, other=0.0) + (1.0 - beta2) * gradient * gradient
-        value = tl.load(parameter, mask=mask, other=0.0)
-        value = value - rate * weight_decay * value
-        value = value - step_size * new_average / (tl.sqrt(new_average_sq) / correction2_sqrt + eps)
-        tl.store(average, new_average, mask=mask)
-        tl.store(average_sq, new_average_sq, mask=mask)
-        tl.store(parameter, value, mask=mask)
-
-    @triton.jit
-    def _output_adamw_kernel(grad_out, features, weight, bias, weight_avg, weight_avg_sq, bias_avg, bias_avg_sq, step, lr,
-                             n_times, n_out, n_in, grad_k, grad_t, features_k, features_t, weight_k, weight_out, weight_in,
-                             bias_k, scale, beta1, beta2, eps, weight_decay,
-                             BLOCK_OUT: tl.constexpr, BLOCK_IN: tl.constexpr, BLOCK_T: tl.constexpr,
-                             PRECISION: tl.constexpr):
-        # grid (blocks of BLOCK_IN inputs, blocks of BLOCK_OUT outputs, networks K): each program
-        # updates one [BLOCK_OUT, BLOCK_IN] tile of the weights, whose gradient is
-        # scale * sum_t grad_out[t, out] features[t, in], and the programs of the first input
-        # block the bias, whose gradient is scale * sum_t grad_out[t, out]. The input blocks of
-        # one output block are neighbours in the launch order, so they run together and all but
-        # the first read its slice of grad_out from the cache. Small tiles keep the pointers and
-        # moments of the update in registers.
-        chunk, block, k = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
-        outs = block * BLOCK_OUT + tl.arange(0, BLOCK_OUT)
-        ins = chunk * BLOCK_IN + tl.arange(0, BLOCK_IN)
-        in_out, in_in = outs < n_out, ins < n_in
-        weight_gradient = tl.zeros([BLOCK_OUT, BLOCK_IN], dtype=tl.float32)
-        bias_gradient = tl.zeros([BLOCK_OUT], dtype=tl.float32)
-        for start in range(0, n_times, BLOCK_T):
-            times = start + tl.arange(0, BLOCK_T)
-            in_t = times < n_times
-            g = tl.load(grad_out + k * grad_k + times[:, None] * grad_t + outs[None, :],
-                        mask=in_t[:, None] & in_out[None, :], other=0.0)
-            f = tl.load(features + k * features_k + times[:, None] * features_t + ins[None, :],
-                        mask=in_t[:, None] & in_in[None, :], other=0.0)
-            weight_gradient = tl.dot(tl.trans(g), f, weight_gradient, input_precision=PRECISION)
-            bias_gradient += tl.sum(g, axis=0)
-
-        # the step was counted before this launch; beta ** step as exp(step log beta)
-        step_count, rate = tl.load(step), tl.load(lr)
-        correction1 = 1.0 - tl.exp(step_count * tl.log(beta1))
-        correction2_sqrt = tl.sqrt(1.0 - tl.exp(step_count * tl.log(beta2)))
-        step_size = rate / correction1
-        offsets = k * weight_k + outs[:, None] * weight_out + ins[None, :] * weight_in
-        mask = in_out[:, None] & in_in[None, :]
-        _adamw(weight + offsets, weight_avg + offsets, weight_avg_sq + offsets, weight_gradient * scale, mask,
-               rate, step_size, correction2_sqrt, beta1, beta2, eps, weight_decay)
-        if chunk == 0:
-            bias_offsets = k * bias_k + outs
-            _adamw(bias + bias_offsets, bias_avg + bias_offsets, bias_avg_sq + bias_offsets, bias_gradient * scale, in_out,
-                   rate, step_size, correction2_sqrt, beta1, beta2, eps, weight_decay)
-
-
-class OutputAdamW:
-    """AdamW for an output layer's weight and bias, applied by _output_adamw_kernel inside the
-    layer's backward (ScaledAffine): a model whose `output_update` is one calls it there, and
-    the layer's parameters then get no .grad. Same arithmetic as torch's fused AdamW on the
-    same gradient, to float rounding (the gradient is summed in another order, in TF32 under
-    matmul precision 'high'). `lr` is a float or a tensor changed in place (a schedule)."""
-
-    BLOCK_OUT, BLOCK_IN, BLOCK_T, WARPS = 32, 64, 16, 4
-
-    def __init__(self, weight, bias, lr, betas, eps, weight_decay):
-        if not triton_available():
-            raise RuntimeError("OutputAdamW needs Triton, an optional dependency: pip install triton")
-        self.weight, self.bias = weight, bias
-        self.moments = [torch.zeros_like(weight), torch.zeros_like(weight), torch.zeros_like(bias), torch.zeros_like(bias)]
-        self.step = torch.zeros((), dtype=torch.float32, device=weight.device)
-        self.lr = lr if torch.is_tensor(lr) else torch.tensor(float(lr), device=weight.device)
-        self.constants = (*betas, eps, weight_decay)
-
-    @torch.no_grad()
-    def __call__(self, grad_out, features, scale):
-        """One AdamW step from the layer's output gradient [K, T, out] (or [T, out]) and its
-        inputs [K, T, in] (or [T, in]); weights [K, in, out] stacked, else [out, in]."""
-        weight, bias = self.weight, self.bias
-        stacked = weight.dim() == 3
-        grad_out, features = grad_out.reshape(-1, *grad_out.shape[-2:]), features.reshape(-1, *features.shape[-2:])
-        grad_out = grad_out if grad_out.stride(-1) == 1 else grad_out.contiguous()
-        features = features if features.stride(-1) == 1 else features.contiguous()
-        n_networks, n_times, n_out = grad_out.shape
-        n_in = features.shape[-1]
-        weight_strides = (weight.stride(0), weight.stride(2), weight.stride(1)) if stacked else (0, weight.stride(0), weight.stride(1))
-        self.step.add_(1)
-        precision = "ieee" if torch.get_float32_matmul_precision() == "highest" or not grad_out.is_cuda else "tf32"
-        grid = (triton.cdiv(n_in, self.BLOCK_IN), triton.cdiv(n_out, self.BLOCK_OUT), n_networks)
-        _output_adamw_kernel[grid](grad_out, features, weight, bias, *self.moments, self.step, self.lr,
-                                   n_times, n_out, n_in, grad_out.stride(0), grad_out.stride(1),
-                                   features.stride(0), features.stride(1), *weight_strides,
-                                   bias.stride(0) if stacked else 0, scale, *self.constants,
-                                   BLOCK_OUT=self.BLOCK_OUT, BLOCK_IN=self.BLOCK_IN,
-                                   BLOCK_T=self.BLOCK_T, PRECISION=precision, num_warps=self.WARPS, **KERNEL_OPTIONS)
-
-
 def use_triton_loss(log_frames, kernel):
     """Whether the fused difference loss runs on the Triton kernels: kernel 'triton' or 'torch'
     forces the choice, 'auto' takes Triton for float32 frames on CUDA when it is installed."""
@@ -667,3 +561,46 @@ def tone_map(log_frames):
     """The authors' display mapping: exp, Reinhard x / (1 + x), gamma 1/0.6, clamp to [0, 1]."""
     intensity = torch.exp(log_frames)
     return (intensity / (1.0 + intensity)).pow(1.0 / 0.6).clamp(0.0, 1.0)
+
+
+def window_edges(model, loss_frames, config, edge_times):
+    """The first and last log frames of each window fitted, [K, C, H, W] each. With the default
+    supervision the loss already evaluated them (its query times are the chunk boundaries, which
+    begin at -1 and end at +1 exactly); otherwise they cost one more forward pass."""
+    if config.loss == "diff" and config.align == "boundary":
+        return loss_frames[:, 0], loss_frames[:, -1]
+    stacked = isinstance(model, StackedEvINR)
+    edges = model(edge_times.expand(model.n_models, 2) if stacked else edge_times).reshape(-1, 2, *loss_frames.shape[2:])
+    return edges[:, 0], edges[:, 1]
+
+
+def seam_loss(firsts, lasts, tie_frame):
+    """Sum over window seams of the mean squared difference of the frames either side. firsts,
+    lasts: [K, C, H, W], the first and last frames of K consecutive windows fitted together;
+    tie_frame: [1, C, H, W], the last frame of the window fitted before them, or None. Each
+    window's first frame is pulled to the last frame of the window before it, and not the other
+    way round (as when windows are fitted one by one), so a window never bends its end towards
+    a neighbour that has yet to converge."""
+    after, before = firsts[1:], lasts[:-1].detach()
+    if tie_frame is not None:
+        after, before = firsts, torch.cat([tie_frame, before])
+    return ((after - before) ** 2).mean(dim=(1, 2, 3)).sum()
+
+
+def channels(config):
+    """Values per pixel of a frame: RGB for colour events, else one."""
+    return 3 if config.color_event else 1
+
+
+def make_model(sensor, config):
+    return EvINR(sensor[0], sensor[1], channels=channels(config),
+                 n_layers=config.net_layers, hidden=config.net_width)
+
+
+def empty_model(sensor, config, device):
+    """A network of make_model's shape on `device` with its parameters left unset, for loading
+    saved ones: drawing SIREN's random start costs 0.12 s at 240x180 on a CPU, which rendering
+    each batch of windows would pay again."""
+    with torch.device("meta"):
+        model = make_model(sensor, config)
+    return model.to_empty(device=device)

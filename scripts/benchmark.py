@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import repo  # noqa: F401  (first: makes train.py's modules importable)
+from config import UsageError, parse_config, split_configurations  # noqa: E402
 import train  # noqa: E402
 from simulate import standard_workload, write_sequence  # noqa: E402
 
@@ -84,7 +85,7 @@ def make_workload(folder, args):
 
 def run_config(data, out, extra, args, index):
     """train.run on the workload with one configuration's flags; returns its summary, in memory."""
-    config = dataclasses.replace(train.parse_config(shlex.split(extra)), data_path=data, output_dir=out,
+    config = dataclasses.replace(parse_config(shlex.split(extra)), data_path=data, output_dir=out,
                                  exp_name=f"config{index}", iters=args.iters, device=args.device, no_video=True,
                                  frames_at=str(APS_RATE) if args.workload == "random" else "aps")
     if args.device.startswith("cuda"):
@@ -98,7 +99,7 @@ def run_config(data, out, extra, args, index):
             "event_load_s": round(timings["load_s"], 4), "event_frames_s": round(timings["event_frames_s"], 4),
             "train_s": round(timings["train_s"], 3), "ms_per_iter": round(timings["ms_per_iter"], 3),
             "ms_per_iter_median": timings["ms_per_iter_median"] and round(timings["ms_per_iter_median"], 3),
-            "windows": len(summary["data"]["windows"]), "ms_per_window_iter": round(timings["ms_per_window_iter"], 3),
+            "windows": len(summary["data"]["spans"]), "ms_per_window_iter": round(timings["ms_per_window_iter"], 3),
             "render_write_s": round(timings["render_s"] + timings["write_s"], 3), "total_s": round(timings["total_s"], 3),
             "peak_mem_mb": round(host.peak / 2**20, 1),
             "peak_device_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if args.device.startswith("cuda") else None,
@@ -119,7 +120,7 @@ def main():
     parser.add_argument("--configs", nargs="*", metavar="FLAGS",
                         help="last on the line: train.py flags for each configuration, one quoted string each "
                              "('' or 'default' = the defaults)")
-    argv, configs = train.split_configurations(sys.argv[1:], "--configs")
+    argv, configs = split_configurations(sys.argv[1:], "--configs")
     args = parser.parse_args(argv)
     args.configs = [("" if c == "default" else c) for c in configs or []] or [""]
     with tempfile.TemporaryDirectory(prefix="evinr_benchmark_") as scratch:
@@ -137,7 +138,7 @@ def main():
         for index, extra in enumerate(args.configs):
             try:
                 results.append(run_config(data, os.path.join(scratch, "runs"), extra, args, index))
-            except (train.EventDataError, train.UsageError) as error:
+            except (train.EventDataError, UsageError) as error:
                 print(f"error: {error}", file=sys.stderr)
                 sys.exit(2)
             print(json.dumps(results[-1]), flush=True)

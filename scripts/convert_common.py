@@ -25,7 +25,6 @@ destination and renamed at the end, so a failure leaves no partial output. Each 
 script is `main("DATASET")`.
 """
 
-import argparse
 import json
 import os
 import queue
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 import repo  # noqa: F401  (first: makes train.py's modules importable)
 from datasets import DATASETS  # noqa: E402
+import command  # noqa: E402
 import utils  # noqa: E402
 from event_data import BATCH, EventDataError, check_events, repair_frame_times, stream_events  # noqa: E402
 
@@ -271,7 +271,7 @@ def convert_sequence(source, destination, dataset, overwrite=False, fmt="evinr")
     destination = os.path.normpath(destination)
     if os.path.exists(destination) and not overwrite:
         raise EventDataError(destination, "already exists (pass --overwrite to replace it)")
-    with utils.staged_folder(destination, replace=overwrite) as staging:
+    with command.staged_folder(destination, replace=overwrite) as staging:
         summary = _write_sequence(source, staging, dataset, os.path.basename(destination), fmt)
     return summary
 
@@ -299,9 +299,9 @@ def main(dataset, argv=None):
     or missing recording (or a sequence already converted), 1 a failure of the environment (disk
     full, folder not writable; it wins when both happen), 130 interrupted (Ctrl-C, SIGTERM,
     SIGHUP). A failed sequence leaves nothing behind, not even an empty output folder."""
-    utils.prepare_command_line()
+    command.prepare_command_line()
     facts = DATASETS[dataset]
-    parser = utils.ArgumentParser(description=f"Convert {dataset} recordings to the EvINR layout "
+    parser = command.ArgumentParser(description=f"Convert {dataset} recordings to the EvINR layout "
                                                  f"(events.npy, images/, images.txt) or EVREAL's, without ROS.")
     parser.add_argument("--raw_data_dir", required=True, help=f"folder of the {dataset} downloads "
                         f"({', '.join(e or 'text folder' for e in facts['sources'])})")
@@ -340,7 +340,7 @@ def main(dataset, argv=None):
                 print(f"error: {error}", file=sys.stderr)
                 status = status or 2
             except OSError as error:
-                print(f"error: {utils.os_error_line(error, os.path.join(args.output_data_dir, name))}", file=sys.stderr)
+                print(f"error: {command.os_error_line(error, os.path.join(args.output_data_dir, name))}", file=sys.stderr)
                 status = 1
     except KeyboardInterrupt:
         print("interrupted: the sequence being converted was not written", file=sys.stderr)

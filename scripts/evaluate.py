@@ -49,7 +49,12 @@ import repo  # noqa: F401  (first: makes train.py's modules importable)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from config import Config, UsageError, add_config_arguments, split_configurations  # noqa: E402
+import experiment  # noqa: E402
+import plan  # noqa: E402
 import train  # noqa: E402
+import command  # noqa: E402
+import lpips  # noqa: E402
 import utils  # noqa: E402
 from datasets import DATASETS, WHOLE_SEQUENCE  # noqa: E402
 from event_data import EventDataError, detect_format, load_events  # noqa: E402
@@ -58,7 +63,7 @@ DEFAULT_WINDOW = 2.0       # seconds per window for a long span: what the author
 LONGEST_SINGLE_FIT = 2.5   # seconds; a longer span is fitted in DEFAULT_WINDOW windows
 # train.py options that evaluate.py has its own of: -o is where the evaluation goes, --overwrite replaces it
 OWN_OPTIONS = ("output_dir", "overwrite")
-TRAIN_OPTIONS = tuple(spec.name for spec in dataclasses.fields(train.Config) if spec.name not in OWN_OPTIONS)
+TRAIN_OPTIONS = tuple(spec.name for spec in dataclasses.fields(Config) if spec.name not in OWN_OPTIONS)
 # train.py options that evaluate.py sets itself for every sequence (-o is this script's own folder)
 RESERVED = {"data_path": "-d/--data_path", "exp_name": "-n/--exp_name",
             "t_start": "--t_start", "t_end": "--t_end", "frames_at": "--frames_at",
@@ -83,7 +88,7 @@ def parse_given(parser, tokens, known_only=False):
     """Parse `tokens`; the namespace holds the train.py options only where they were given (their
     defaults are suppressed), so that flags can be stacked: defaults, then a dataset's, then the
     command line's."""
-    tokens, compare = train.split_configurations(tokens, "--compare")
+    tokens, compare = split_configurations(tokens, "--compare")
     if known_only:
         namespace, unknown = parser.parse_known_args(tokens)
     else:
@@ -97,12 +102,12 @@ def parse_given(parser, tokens, known_only=False):
 
 def train_flags_parser(parser):
     """Add train.py's flags, defaults suppressed, but for this script's own (OWN_OPTIONS)."""
-    return train.add_config_arguments(parser, suppress_defaults=True, skip=OWN_OPTIONS)
+    return add_config_arguments(parser, suppress_defaults=True, skip=OWN_OPTIONS)
 
 
 def options_parser(description):
     """train.py's flags plus the evaluation options that evaluate.py and reproduce_tables.py share."""
-    parser = utils.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output_dir", "--out_dir", dest="out_dir", help="where tables, frames and previews go")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in -o")
     parser.add_argument("--compare", nargs="+", metavar="FLAGS",
@@ -163,8 +168,8 @@ def configurations(options):
         raise EvaluationError(f"--compare: a configuration is given twice ({labels})")
     for label, flags in found:  # every flag's range, before anything is read or written
         try:
-            train.Config(**flags).check()
-        except train.UsageError as error:
+            Config(**flags).check()
+        except UsageError as error:
             raise EvaluationError(f"{error}" if label == "default" else f"--compare {label!r}: {error}") from None
     return found
 
@@ -207,7 +212,7 @@ def find_sequences(paths):
 
 def sequence_name(path):
     """The name of a sequence, from its path, usable as a folder and file name."""
-    return utils.safe_name(os.path.splitext(os.path.basename(os.path.normpath(path)))[0], fallback="sequence")
+    return command.safe_name(os.path.splitext(os.path.basename(os.path.normpath(path)))[0], fallback="sequence")
 
 
 def evaluation_interval(name, dataset):
@@ -289,7 +294,7 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
     t_end = min(t_zero + interval[1], t_last) - t_first
     if not t_end > t_start:
         raise EvaluationError(f"{name}: no events in the evaluation interval {interval[0]:g}-{interval[1]:g} s")
-    [(begin, end)] = train.fit_windows(events, train.Config(t_start=t_start, t_end=t_end))
+    [(begin, end)] = plan.fit_spans(events, Config(t_start=t_start, t_end=t_end))
     inside = (events.frame_t[in_interval] >= begin) & (events.frame_t[in_interval] <= end)
     chosen = in_interval[inside]
     if chosen.size == 0:
@@ -297,10 +302,10 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
     if chosen.size < in_interval.size:
         print(f"note: {name}: {in_interval.size - chosen.size} APS frames of the interval lie outside the events "
               f"and cannot be reconstructed; they are not scored", file=sys.stderr)
-    lpips_fits = min(sensor) >= utils.LPIPS_MIN_SIZE
+    lpips_fits = min(sensor) >= lpips.LPIPS_MIN_SIZE
     if use_lpips and not lpips_fits:
         print(f"note: {name}: {sensor[1]}x{sensor[0]} frames are too small for LPIPS (AlexNet needs "
-              f"{utils.LPIPS_MIN_SIZE} px a side); LPIPS not scored", file=sys.stderr)
+              f"{lpips.LPIPS_MIN_SIZE} px a side); LPIPS not scored", file=sys.stderr)
     if min(sensor) < utils.SSIM_MIN_SIZE:
         print(f"note: {name}: {sensor[1]}x{sensor[0]} frames are too small for SSIM (its Gaussian window needs "
               f"{utils.SSIM_MIN_SIZE} px a side); SSIM not scored", file=sys.stderr)
@@ -318,10 +323,10 @@ def slug(label):
 
 
 def sequence_config(sequence, overrides, run_dir, times_path):
-    """train.Config for one sequence: its defaults, the dataset's flags, the configuration's
+    """Config for one sequence: its defaults, the dataset's flags, the configuration's
     flags, then what the evaluation fixes (the times file records the rendered APS times)."""
-    preset = overrides.get("preset", train.Config.preset)
-    config = train.Config(**{**dataset_flags(sequence.dataset, preset), **overrides})
+    preset = overrides.get("preset", Config.preset)
+    config = Config(**{**dataset_flags(sequence.dataset, preset), **overrides})
     window = config.window
     if window is None and sequence.span[1] - sequence.span[0] > LONGEST_SINGLE_FIT:
         window = DEFAULT_WINDOW
@@ -336,10 +341,10 @@ def fit_and_score(sequence, events, config, histeq, folder):
     began = time.perf_counter()
     try:
         result = train.reconstruct(events, config, times=sequence.frame_t)
-    except (EventDataError, train.UsageError) as error:
+    except (EventDataError, UsageError) as error:
         raise EvaluationError(f"{sequence.name}: {error}") from None
-    with utils.staged_folder(folder, replace=True) as work:
-        train.write_experiment(work, result, events)
+    with command.staged_folder(folder, replace=True) as work:
+        experiment.write_experiment(work, result, events)
     seconds = time.perf_counter() - began
     try:
         rows = utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t, histeq, sequence.use_lpips)
@@ -394,8 +399,8 @@ def summarise(fits):
 
 def load_lpips():
     try:
-        utils.lpips_model()
-    except utils.LPIPSWeightsUnavailable as error:
+        lpips.lpips_model()
+    except lpips.LPIPSWeightsUnavailable as error:
         raise EvaluationError(f"LPIPS: {error}; or pass --no_lpips to score without LPIPS") from None
 
 
@@ -494,7 +499,7 @@ def evaluate(options):
 
     # Written into a hidden folder that becomes -o at the end; the paths recorded (in the runs'
     # config.json and results.json) are the ones the files will have then.
-    with utils.staged_folder(options.out_dir, replace=True) as work:
+    with command.staged_folder(options.out_dir, replace=True) as work:
         for folder in ("times", "previews"):
             os.makedirs(os.path.join(work, folder))
         fits = {label: {} for label, _ in configs}
@@ -562,10 +567,10 @@ def score_pair(pred_path, ref_path, histeq, use_lpips):
     if min(ref.shape[:2]) < utils.SSIM_MIN_SIZE:
         raise EvaluationError(f"{pred_path}: {ref.shape[1]}x{ref.shape[0]} images are too small to score: SSIM's Gaussian "
                               f"window needs {utils.SSIM_MIN_SIZE} px a side")
-    if use_lpips and min(ref.shape[:2]) < utils.LPIPS_MIN_SIZE:
+    if use_lpips and min(ref.shape[:2]) < lpips.LPIPS_MIN_SIZE:
         print(f"note: {pred_path}: {ref.shape[1]}x{ref.shape[0]} images are too small for LPIPS (AlexNet needs "
-              f"{utils.LPIPS_MIN_SIZE} px a side); lpips is null", file=sys.stderr)
-    use_lpips = use_lpips and min(ref.shape[:2]) >= utils.LPIPS_MIN_SIZE
+              f"{lpips.LPIPS_MIN_SIZE} px a side); lpips is null", file=sys.stderr)
+    use_lpips = use_lpips and min(ref.shape[:2]) >= lpips.LPIPS_MIN_SIZE
     scores = utils.score_frame(utils.gray_float(pred), utils.gray_float(ref), histeq, use_lpips=False)
     colour = pred.ndim == 3 and ref.ndim == 3 and histeq == "none"
     if use_lpips:
@@ -580,9 +585,9 @@ def main(argv=None):
     """Exit status: 0 done, 2 bad input or flags, 1 a failure of the environment (disk full,
     folder not writable), 130 interrupted (Ctrl-C, SIGTERM, SIGHUP); -o is written whole or not
     at all."""
-    utils.prepare_command_line()
+    command.prepare_command_line()
     options, _ = parse_given(get_parser(), sys.argv[1:] if argv is None else argv)
-    with utils.exit_status((EvaluationError, EventDataError, train.UsageError), options.out_dir):
+    with command.exit_status((EvaluationError, EventDataError, UsageError), options.out_dir):
         if options.pair:
             print(json.dumps(score_pair(*options.pair, options.histeq, not options.no_lpips)))
             return

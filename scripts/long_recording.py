@@ -30,7 +30,7 @@ import numpy as np
 
 import repo  # noqa: F401  (first: makes train.py's modules importable)
 from event_data import load_events  # noqa: E402
-from train import demo_data  # noqa: E402
+from experiment import demo_data  # noqa: E402
 from utils import cpu_name  # noqa: E402
 
 TRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train.py")
@@ -98,7 +98,7 @@ def main():
         summary = json.load(f)
     timings, data = summary["timings"], summary["data"]
     print(json.dumps({"cpu": cpu_name(), "events": data["num_events"], "duration_s": round(data["t_last"] - data["t_first"], 1),
-                      "windows": len(data["windows"]), "frames": summary["frames"]["count"], "iters": args.iters,
+                      "windows": len(data["spans"]), "frames": summary["frames"]["count"], "iters": args.iters,
                       "peak_rss_mb": round(peak_kb / 1024), "open_s": round(timings["load_s"], 1),
                       "read_s_per_window": round(timings["read_s_per_window"], 4), "train_s": round(timings["train_s"], 1),
                       "render_s": round(timings["render_s"], 1), "wall_s": round(wall, 1),

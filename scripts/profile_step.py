@@ -23,9 +23,12 @@ import numpy as np
 import torch
 
 import repo  # noqa: F401  (first: makes train.py's modules importable)
+from config import float32_matmul_precision, parse_config, split_configurations  # noqa: E402
+import optim  # noqa: E402
 import train  # noqa: E402
 from event_data import events_from_columns  # noqa: E402
-from model import OutputAdamW, StackedEvINR  # noqa: E402
+from model import StackedEvINR, make_model, query_times  # noqa: E402
+from optim import OutputAdamW  # noqa: E402
 
 
 def random_windows(sensor, n_windows, events_per_window, config, device, seed=0):
@@ -39,14 +42,14 @@ def random_windows(sensor, n_windows, events_per_window, config, device, seed=0)
 
 def build_step(sensor, config, windows, device):
     torch.manual_seed(config.seed)
-    model = train.make_model(sensor, config).to(device)
+    model = make_model(sensor, config).to(device)
     if len(windows) > 1:
         model = StackedEvINR([model] * len(windows)).to(device)
     graphs = train.use_cuda_graph(config, device)
-    optimizer = train.make_optimizer(model, config)
+    optimizer = optim.make_optimizer(model, config)
     frames, boundaries, midpoints = train.stage_frames(windows, config.train_resolution * (1 if config.no_c2f else 2),
                                                        len(windows) > 1)
-    queries = train.query_times(boundaries, midpoints, config.loss, config.align)
+    queries = query_times(boundaries, midpoints, config.loss, config.align)
     step = train.make_step(model, optimizer, frames, queries, config, n_windows=len(windows))
     return train.GraphedStep(step, fallback=False) if graphs else step
 
@@ -102,9 +105,9 @@ def main():
     parser.add_argument("--profile", action="store_true", help="also list the kernels of eager steps (GPU)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--output_tiles", nargs="+", default=[None], metavar="OUT,IN,T,WARPS",
-                        help="tile sizes and warps of the output layer's AdamW kernel to try (model.OutputAdamW)")
+                        help="tile sizes and warps of the output layer's AdamW kernel to try (optim.OutputAdamW)")
     parser.add_argument("--variants", nargs="*", metavar="FLAGS", help="last on the line: train.py flags, one quoted string each")
-    argv, variants = train.split_configurations(sys.argv[1:], "--variants")
+    argv, variants = split_configurations(sys.argv[1:], "--variants")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     sensor = (args.H, args.W)
@@ -112,9 +115,9 @@ def main():
     for flags, tiles in runs:
         if tiles is not None:
             OutputAdamW.BLOCK_OUT, OutputAdamW.BLOCK_IN, OutputAdamW.BLOCK_T, OutputAdamW.WARPS = map(int, tiles.split(","))
-        config = train.prepare(train.parse_config(shlex.split(flags) + ["--device", args.device]),
+        config = train.prepare(parse_config(shlex.split(flags) + ["--device", args.device]),
                                events_from_columns(*[np.zeros(1)] * 3, np.ones(1), "none", "none", sensor=sensor))
-        with train.float32_matmul_precision(config.matmul_precision):
+        with float32_matmul_precision(config.matmul_precision):
             windows = random_windows(sensor, args.windows, args.events, config, device)
             step = build_step(sensor, config, windows, device)
             per_step = time_steps(step, args.steps, device)

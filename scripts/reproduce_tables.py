@@ -21,10 +21,10 @@ import os
 import sys
 
 import evaluate
-import utils
+import command
 from datasets import DATASETS
 from event_data import EventDataError
-from train import UsageError
+from config import UsageError
 
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
 PRESET_CONFIGURATIONS = ("--preset authors", "--preset recommended")
@@ -98,9 +98,9 @@ def reproduce(options):
 def main(argv=None):
     """Exit status as evaluate.py's: 0 done, 2 bad input (no data included), 1 the environment,
     130 interrupted."""
-    utils.prepare_command_line()
+    command.prepare_command_line()
     options, _ = evaluate.parse_given(get_parser(), sys.argv[1:] if argv is None else argv)
-    with utils.exit_status((evaluate.EvaluationError, EventDataError, UsageError), options.out_dir,
+    with command.exit_status((evaluate.EvaluationError, EventDataError, UsageError), options.out_dir,
                            interrupted="interrupted: no table was written"):
         if not options.out_dir:
             raise evaluate.EvaluationError("give -o OUT_DIR")

@@ -33,7 +33,6 @@ import dataclasses
 import itertools
 import json
 import os
-import shlex
 import sys
 import time
 
@@ -42,6 +41,8 @@ import numpy as np
 import torch
 
 import repo  # noqa: F401  (first: makes train.py's modules importable)
+from config import PRESETS, parse_config  # noqa: E402
+import render  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
 from event_data import load_events  # noqa: E402
@@ -114,19 +115,19 @@ def score(path, flags, iters, fit_path=None):
     is the saved authors' fit rendered again, exactly what fitting it anew would give; whichever
     of the two was fitted first, the other is shown from it."""
     events, _ = load_events(path)
-    config = train.parse_config([*flags, "--iters", str(iters), "--frames_at", "aps"])
+    config = parse_config([*flags, "--iters", str(iters), "--frames_at", "aps"])
     wants_auto = config.resolved().event_thresh == "auto"
     began = time.perf_counter()
     if fit_path is not None and os.path.isfile(fit_path):
         fit = torch.load(fit_path, weights_only=False)
         config = dataclasses.replace(fit["config"], event_thresh="auto" if wants_auto else 1.0)
-        exposure = train.run_exposure(fit["states"], config)  # None for the authors' C = 1
-        result = train.render(fit["states"], fit["windows"], config, fit["times"], exposure=exposure)
+        exposure = render.run_exposure(fit["states"], config)  # None for the authors' C = 1
+        result = render.render(fit["states"], fit["spans"], config, fit["times"], exposure=exposure)
         result.exposure = exposure
     else:
         result = train.reconstruct(events, config)
         if fit_path is not None:
-            torch.save({"config": result.config, "states": result.states, "windows": result.windows, "times": result.times}, fit_path)
+            torch.save({"config": result.config, "states": result.states, "spans": result.spans, "times": result.times}, fit_path)
     seconds = time.perf_counter() - began
     rows = utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t)
     return {**utils.mean_scores(rows), "seconds": seconds, "auto_threshold": result.exposure and result.exposure[0]}
@@ -164,7 +165,7 @@ def tune_auto(folder, out, specs, iters, means, stds, caps, smooths=(0.0,)):
     """Score auto_exposure's targets (mean, spread), its cap on C and --smooth on the saved
     authors' fits of `specs`: one line per combination, the MSE, SSIM and LPIPS averaged over the
     sequences, each also relative to the authors' own frames (a mean of None: the fit's own
-    brightness, offset 0). train.AUTO_MEAN, AUTO_STD, AUTO_MAX_C and the recommended preset's
+    brightness, offset 0). render.AUTO_MEAN, AUTO_STD, AUTO_MAX_C and the recommended preset's
     --smooth are chosen from this, on the tuning half."""
     lines = ["| target mean | target spread | C at most | smooth (px) | MSE | SSIM | LPIPS | MSE / authors' | SSIM - authors' | LPIPS - authors' |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -172,15 +173,15 @@ def tune_auto(folder, out, specs, iters, means, stds, caps, smooths=(0.0,)):
     for spec in specs:
         events, _ = load_events(os.path.join(folder, spec[0]))
         fit = torch.load(os.path.join(out, "fits", f"{spec[0]}-authors-{iters}.pt"), weights_only=False)
-        base = train.render(fit["states"], fit["windows"], fit["config"], fit["times"])
+        base = render.render(fit["states"], fit["spans"], fit["config"], fit["times"])
         fits[spec[0]] = (events, fit, utils.mean_scores(utils.score_reconstruction(base.frames, base.times, events.frames,
                                                                                     events.frame_t)))
     for mean, std, cap, sigma in itertools.product(means, stds, caps, smooths):
         scores = []
         for events, fit, base in fits.values():
-            exposure = train.auto_exposure(fit["states"], fit["config"], mean, std, cap)
+            exposure = render.auto_exposure(fit["states"], fit["config"], mean, std, cap)
             shown = dataclasses.replace(fit["config"], smooth=sigma)
-            result = train.render(fit["states"], fit["windows"], shown, fit["times"], exposure=exposure)
+            result = render.render(fit["states"], fit["spans"], shown, fit["times"], exposure=exposure)
             row = utils.mean_scores(utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t))
             scores.append([row["mse"], row["ssim"], row["lpips"], row["mse"] / base["mse"], row["ssim"] - base["ssim"],
                            row["lpips"] - base["lpips"]])
@@ -273,9 +274,9 @@ def main():
                         help="with --tune_auto: the target means to score (and the fit's own brightness)")
     parser.add_argument("--stds", nargs="+", type=float, default=[0.1, 0.125, 0.15, 0.2],
                         help="with --tune_auto: the target spreads to score")
-    parser.add_argument("--caps", nargs="+", type=float, default=[train.AUTO_MAX_C],
-                        help="with --tune_auto: the caps on C to score (default: train.AUTO_MAX_C)")
-    parser.add_argument("--smooths", nargs="+", type=float, default=[train.PRESETS["recommended"]["smooth"]],
+    parser.add_argument("--caps", nargs="+", type=float, default=[render.AUTO_MAX_C],
+                        help="with --tune_auto: the caps on C to score (default: render.AUTO_MAX_C)")
+    parser.add_argument("--smooths", nargs="+", type=float, default=[PRESETS["recommended"]["smooth"]],
                         help="with --tune_auto: the --smooth values to score (default: the recommended preset's)")
     parser.add_argument("--iterations", nargs="+", type=int, default=[1000],
                         help="fit each configuration with each of these --iters (several: also the quality plot)")

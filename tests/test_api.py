@@ -1,4 +1,4 @@
-"""The library under the command line: train.Config, reconstruct() and render() in memory, the
+"""The library under the command line: Config, reconstruct() and render() in memory, the
 one scorer (utils.score_reconstruction) and the installable `evinr` command."""
 
 import dataclasses
@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+import cli
+from config import Config, UsageError, get_parser, parse_config
+import experiment
+import render
 import train
 import utils
 from conftest import REPO
@@ -32,11 +36,11 @@ def sequence(tmp_path_factory):
 def test_config_is_the_command_line():
     """Every Config field is a flag with its default, and parse_config gives the defaults for
     the flags not given."""
-    assert train.parse_config([]) == train.Config()
-    config = train.parse_config(["-n", "x", "--iters", "7", "--no_c2f", "--window", "2"])
+    assert parse_config([]) == Config()
+    config = parse_config(["-n", "x", "--iters", "7", "--no_c2f", "--window", "2"])
     assert (config.exp_name, config.iters, config.no_c2f, config.window) == ("x", 7, True, 2.0)
-    help_text = train.get_parser().format_help()
-    for spec in dataclasses.fields(train.Config):
+    help_text = get_parser().format_help()
+    for spec in dataclasses.fields(Config):
         assert f"--{spec.name}" in help_text
     assert "(default: 1000)" in help_text and "(default: 0.0003)" in help_text
 
@@ -46,7 +50,7 @@ def test_reconstruct_in_memory_equals_the_written_frames(sequence, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), *flags], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     events, _ = load_events(sequence)
-    reconstruction = train.reconstruct(events, train.parse_config(flags), log_frames=True)
+    reconstruction = train.reconstruct(events, parse_config(flags), log_frames=True)
     written = sorted(os.listdir(tmp_path / "cli" / "frames"))
     assert len(written) == len(reconstruction.frames) == len(reconstruction.times) == 6
     for name, frame in zip(written, reconstruction.frames):
@@ -57,39 +61,39 @@ def test_reconstruct_in_memory_equals_the_written_frames(sequence, tmp_path):
     assert reconstruction.log_frames.shape == (6, 1, 20, 24) and reconstruction.log_frames.dtype == np.float32
     assert reconstruction.config.H == 20 and reconstruction.config.W == 24 and len(reconstruction.states) == 1
 
-    rendered = train.render(reconstruction.states, reconstruction.windows, reconstruction.config, reconstruction.times)
+    rendered = render.render(reconstruction.states, reconstruction.spans, reconstruction.config, reconstruction.times)
     assert np.array_equal(rendered.frames, reconstruction.frames)
     saved = json.loads((tmp_path / "cli" / "config.json").read_text())["config"]
-    assert train.Config(**saved) == reconstruction.config  # the full configuration used is written
+    assert Config(**saved) == reconstruction.config  # the full configuration used is written
 
 
 def test_render_at_other_times_and_windows(sequence):
     events, _ = load_events(sequence)
-    config = train.parse_config([*SMALL, "--window", "0.2", "--matmul_precision", "medium"])
+    config = parse_config([*SMALL, "--window", "0.2", "--matmul_precision", "medium"])
     before = torch.get_float32_matmul_precision()
     reconstruction = train.reconstruct(events, config, times=[0.1, 0.3, 0.5])
     assert torch.get_float32_matmul_precision() == before  # a library call leaves the caller's setting alone
-    assert len(reconstruction.states) == len(reconstruction.windows) == 3
-    again = train.render(reconstruction.states, reconstruction.windows, reconstruction.config, [0.5, 0.1])
+    assert len(reconstruction.states) == len(reconstruction.spans) == 3
+    again = render.render(reconstruction.states, reconstruction.spans, reconstruction.config, [0.5, 0.1])
     assert np.array_equal(again.frames, reconstruction.frames[[2, 0]])
 
 
 def test_render_only_overrides_go_on_top_of_the_checkpoint(sequence, tmp_path):
-    config = train.parse_config(["-d", sequence, "-o", str(tmp_path), "-n", "fit", "--frames_at", "uniform",
+    config = parse_config(["-d", sequence, "-o", str(tmp_path), "-n", "fit", "--frames_at", "uniform",
                                  "--val_resolution", "5", "--no_video", *SMALL])
     train.run(config)
     checkpoint = str(tmp_path / "fit" / "model.pt")
-    again = train.config_for_render(checkpoint, {"render_only": checkpoint, "exp_name": "again"})
+    again = experiment.config_for_render(checkpoint, {"render_only": checkpoint, "exp_name": "again"})
     assert (again.frames_at, again.val_resolution, again.iters, again.exp_name) == ("uniform", 5, 6, "again")
-    with pytest.raises(train.UsageError, match="--net_width"):
-        train.config_for_render(checkpoint, {"render_only": checkpoint, "net_width": 64})
+    with pytest.raises(UsageError, match="--net_width"):
+        experiment.config_for_render(checkpoint, {"render_only": checkpoint, "net_width": 64})
 
 
 def test_without_a_name_runs_are_numbered_and_with_one_refused(sequence, tmp_path):
-    config = train.parse_config(["-d", sequence, "-o", str(tmp_path), "--no_video", *SMALL])
+    config = parse_config(["-d", sequence, "-o", str(tmp_path), "--no_video", *SMALL])
     assert train.run(config)["folder"] == os.path.join(str(tmp_path), "sim")
     assert train.run(config)["folder"] == os.path.join(str(tmp_path), "sim-2")
-    with pytest.raises(train.UsageError, match="already exists"):
+    with pytest.raises(UsageError, match="already exists"):
         train.run(dataclasses.replace(config, exp_name="sim"))
 
 
@@ -126,10 +130,10 @@ def test_nearest_aps_frame_within_a_millisecond():
 
 def test_evinr_command_dispatches_to_every_tool(sequence, tmp_path):
     def evinr(*arguments):
-        return subprocess.run([sys.executable, "-c", "import sys, train; train.cli()", *arguments], capture_output=True,
+        return subprocess.run([sys.executable, "-c", "import sys, cli; cli.cli()", *arguments], capture_output=True,
                               text=True, cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": REPO})
     listing = evinr("--help")
-    assert listing.returncode == 0 and all(name in listing.stdout for name in train.COMMANDS)
+    assert listing.returncode == 0 and all(name in listing.stdout for name in cli.COMMANDS)
     info = evinr("info", sequence)
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["sensor"] == [20, 24]

@@ -22,7 +22,10 @@ import pytest
 import convert_common
 import evaluate
 import event_data
+from config import Config, UsageError
+import plan
 import train
+import command
 import utils
 from conftest import REPO, shared_data
 from simulate import moving_texture, simulate_events, write_sequence
@@ -145,17 +148,17 @@ def test_on_a_gpu_device_and_host_memory_are_planned_apart(monkeypatch):
     """The fit and rendering against the GPU's free memory, the networks kept per window and the
     frames against the host's (no GPU here: the free figures are given)."""
     events = event_data.Events(t=np.linspace(0.0, 2.0, 100_000), x=None, y=None, p=None, sensor=(180, 240), path="rec")
-    config = train.Config(window=0.01, device="cuda")
+    config = Config(window=0.01, device="cuda")
     windows = [(k * 0.01, (k + 1) * 0.01) for k in range(200)]  # 200 networks of 12 M parameters: 9.3 GB
     free = {"cuda": 10 << 30, "cpu": 1 << 30}
     monkeypatch.setattr(train, "available_memory", lambda device: free[device.type])
-    with pytest.raises(train.UsageError, match=r"9\.\d GB of host memory .* for the 200 fitted networks: ask for fewer, longer"):
-        train.check_memory(events, config, windows, 50)
+    with pytest.raises(UsageError, match=r"9\.\d GB of host memory .* for the 200 fitted networks: ask for fewer, longer"):
+        plan.check_memory(events, config, windows, 50)
     free["cpu"] = 100 << 30
-    train.check_memory(events, config, windows, 50)
+    plan.check_memory(events, config, windows, 50)
     free["cuda"] = 100 << 20
-    with pytest.raises(train.UsageError, match=r"of GPU memory .* 100 MB is free; most of it .* for the event frames"):
-        train.check_memory(events, config, windows, 50)
+    with pytest.raises(UsageError, match=r"of GPU memory .* 100 MB is free; most of it .* for the event frames"):
+        plan.check_memory(events, config, windows, 50)
 
 
 def test_an_empty_span_is_named_before_any_work(tmp_path, capsys):
@@ -173,7 +176,7 @@ def test_an_empty_span_is_named_before_any_work(tmp_path, capsys):
 
 def windows_of(folder):
     with open(os.path.join(folder, "config.json")) as f:
-        return json.load(f)["data"]["windows"]
+        return json.load(f)["data"]["spans"]
 
 
 def test_a_corrupt_time_stamp_is_reported_and_left_out(tmp_path, capsys):
@@ -305,11 +308,11 @@ def test_leftovers_of_dead_processes_are_removed_and_overwrite_survives_them(tmp
     data, out = save(tmp_path, recording()), tmp_path / "out"
     (out / "run").mkdir(parents=True)
     (out / "run" / "old.txt").write_text("the run being replaced")
-    stale = [out / f".run.partial-{utils.HOST}-{dead_pid()}-abc", out / f".run.replaced-{utils.HOST}-{dead_pid()}-xyz" / "run"]
+    stale = [out / f".run.partial-{command.HOST}-{dead_pid()}-abc", out / f".run.replaced-{command.HOST}-{dead_pid()}-xyz" / "run"]
     for folder in stale:
         folder.mkdir(parents=True)
         (folder / "frame.png").write_bytes(b"half written")
-    alive = out / f".run.partial-{utils.HOST}-{os.getpid()}-def"  # a live process's: not touched
+    alive = out / f".run.partial-{command.HOST}-{os.getpid()}-def"  # a live process's: not touched
     alive.mkdir()
     status = call(train.main, "-d", data, "-o", str(out), "-n", "run", *SENSOR, *TINY, "--overwrite")
     err = capsys.readouterr().err
@@ -319,10 +322,10 @@ def test_leftovers_of_dead_processes_are_removed_and_overwrite_survives_them(tmp
 
 
 def test_a_replaced_result_whose_replacement_never_came_is_put_back(tmp_path):
-    trash = tmp_path / f".run.replaced-{utils.HOST}-{dead_pid()}-xyz"
+    trash = tmp_path / f".run.replaced-{command.HOST}-{dead_pid()}-xyz"
     (trash / "run").mkdir(parents=True)
     (trash / "run" / "model.pt").write_text("the only copy")
-    utils.remove_stale_work_folders(str(tmp_path))
+    command.remove_stale_work_folders(str(tmp_path))
     assert os.listdir(tmp_path) == ["run"] and (tmp_path / "run" / "model.pt").read_text() == "the only copy"
 
 
@@ -368,7 +371,7 @@ def test_a_converter_refuses_a_file_in_the_way(raw_bag, tmp_path, capsys):
 def test_an_interrupted_conversion_leaves_nothing_and_no_traceback(raw_bag, tmp_path, capsys, monkeypatch):
     out = tmp_path / "converted"
     out.mkdir()
-    stale = out / f".slider_depth.partial-{utils.HOST}-{dead_pid()}-abc"  # a killed conversion's staging folder
+    stale = out / f".slider_depth.partial-{command.HOST}-{dead_pid()}-abc"  # a killed conversion's staging folder
     stale.mkdir()
     (stale / "events.npy").write_bytes(b"0" * 1000)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import evaluate
+from lpips import lpips_available
 import utils
 from conftest import REPO
 from simulate import moving_texture, simulate_events, write_sequence
@@ -137,7 +138,7 @@ def test_configurations_stack_common_and_compare_flags():
 
 def test_dataset_folder_end_to_end(dataset, tmp_path):
     out = tmp_path / "eval"
-    lpips = [] if utils.lpips_available() else ["--no_lpips"]  # never download inside a test
+    lpips = [] if lpips_available() else ["--no_lpips"]  # never download inside a test
     result = run_evaluate(str(dataset), "-o", str(out), "--dataset", "IJRR", *SENSOR, *SMALL, *lpips, "--layout", "evreal")
     assert result.returncode == 0, result.stderr
     assert "no_frames: no APS frames to score against; skipped" in result.stderr
@@ -207,7 +208,7 @@ def test_pair_prints_the_scores_of_one_image_pair(tmp_path):
     assert scores["ssim"] == pytest.approx(utils.ssim(prediction / 255.0, reference / 255.0))
     equalised = json.loads(run_evaluate("--pair", *paths, "--no_lpips", "--histeq", "global").stdout)
     assert equalised["mse"] == pytest.approx(utils.score_frame(prediction / 255.0, reference / 255.0, "global", False)["mse"])
-    if utils.lpips_available():
+    if lpips_available():
         with_lpips = json.loads(run_evaluate("--pair", *paths).stdout)
         assert with_lpips["lpips"] == pytest.approx(utils.lpips(prediction / 255.0, reference / 255.0), abs=1e-6)
 

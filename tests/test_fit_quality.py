@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from config import parse_config
+from model import make_model
 import train
 from event_data import events_from_columns
 from simulate import moving_texture, simulate_events
@@ -24,13 +26,13 @@ ERROR_LIMIT = 0.75
 
 
 def change_error(render, events, align):
-    args = train.parse_config(["--iters", "600", "--align", align, "--event_thresh", str(THRESHOLD),
+    args = parse_config(["--iters", "600", "--align", align, "--event_thresh", str(THRESHOLD),
                                           "--net_width", "128", "--net_layers", "2", "--train_resolution", "20",
                                           "--lr", "1e-3", "--no_c2f"])
     torch.manual_seed(0)
     begin, end = float(events.t[0]), float(events.t[-1])
     window = train.Window(events, begin, end, SENSOR, args, torch.device("cpu"))
-    model = train.make_model(SENSOR, args)
+    model = make_model(SENSOR, args)
     train.fit(model, [window], args)
     _, boundaries, _ = window.frames(args.train_resolution)
     with torch.no_grad():

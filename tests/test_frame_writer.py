@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import utils
+from helpers import count_video_frames
 
 
 def frames(count, size=(24, 32)):
@@ -117,7 +118,7 @@ def test_video_from_the_writer(tmp_path):
     images = [image for image in frames(13, size=(35, 47))]  # odd size: padded for the encoder
     video = str(tmp_path / "out" / "video.mp4")
     paths = utils.write_frames(tmp_path / "frames", iter(images), video=video, fps=10.0)
-    assert len(paths) == 13 and utils.count_video_frames(video) == 13
+    assert len(paths) == 13 and count_video_frames(video) == 13
     serial = str(tmp_path / "serial.mp4")
     utils.write_video(serial, images, fps=10.0)
     with utils.imageio.get_reader(video) as ours, utils.imageio.get_reader(serial) as theirs:

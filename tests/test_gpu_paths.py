@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from config import Config, float32_matmul_precision, parse_config
+import optim
+import plan
+import render
 import train
 from event_data import events_from_columns
-from model import StackedEvINR
+from model import StackedEvINR, make_model, query_times
 from simulate import moving_texture, simulate_events
 
 SENSOR = (16, 20)
@@ -25,7 +29,7 @@ def simulated(sensor=SENSOR, duration=0.4):
 
 
 def small_config(**changes):
-    return dataclasses.replace(train.parse_config(["--net_width", "32", "--net_layers", "1", "--train_resolution", "6",
+    return dataclasses.replace(parse_config(["--net_width", "32", "--net_layers", "1", "--train_resolution", "6",
                                                    "--log_interval", "5", "--iters", "10", "--no_c2f"]), **changes)
 
 
@@ -36,15 +40,15 @@ def test_the_static_step_is_the_fit_loop():
     config = small_config(cuda_graph="off", lr_schedule="cosine")
     window = train.Window(events, float(events.t[0]), float(events.t[-1]), SENSOR, config, torch.device("cpu"))
     torch.manual_seed(0)
-    start = train.make_model(SENSOR, config)
+    start = make_model(SENSOR, config)
     fitted = copy.deepcopy(start)
     train.fit(fitted, [window], config)
     stepped = copy.deepcopy(start)
     frames, boundaries, midpoints = window.frames(config.train_resolution)
-    optimizer = train.make_optimizer(stepped, config)
-    step = train.make_step(stepped, optimizer, frames, train.query_times(boundaries, midpoints), config)
+    optimizer = optim.make_optimizer(stepped, config)
+    step = train.make_step(stepped, optimizer, frames, query_times(boundaries, midpoints), config)
     addresses = [p.data_ptr() for p in stepped.parameters()]
-    rates = train.learning_rates(config)  # a cosine schedule: a tensor rate, set in place
+    rates = optim.learning_rates(config)  # a cosine schedule: a tensor rate, set in place
     assert rates is not None
     for iteration in range(config.iters):
         optimizer.param_groups[0]["lr"].fill_(rates[iteration])
@@ -57,21 +61,21 @@ def test_the_static_step_is_the_fit_loop():
 
 
 def test_stacked_batch_size_follows_the_memory_budget():
-    config = train.Config()
-    assert train.stacked_batch_size((180, 240), config, 30, 0) == 1  # never less than one window
-    sizes = [train.stacked_batch_size((180, 240), config, 30, gb * 2**30) for gb in (1, 8, 16, 140)]
+    config = Config()
+    assert plan.stacked_batch_size((180, 240), config, 30, 0) == 1  # never less than one window
+    sizes = [plan.stacked_batch_size((180, 240), config, 30, gb * 2**30) for gb in (1, 8, 16, 140)]
     assert sizes == sorted(sizes) and sizes[0] >= 1 and sizes[-1] == 30  # more memory, more windows, at most all
     assert 5 <= sizes[2] < 30  # 16 GB: about 0.4 GB a 240x180 window, half the memory used
     # the estimate grows with the sensor: fewer 1280x720 windows fit in the same memory
-    assert train.stacked_batch_size((720, 1280), config, 30, 16 * 2**30) < sizes[2]
+    assert plan.stacked_batch_size((720, 1280), config, 30, 16 * 2**30) < sizes[2]
 
 
 def test_cuda_graph_flag_is_checked_and_off_on_a_cpu():
-    assert not train.use_cuda_graph(train.Config(), torch.device("cpu"))
-    assert train.use_cuda_graph(train.Config(), torch.device("cuda"))
-    assert not train.use_cuda_graph(train.Config(cuda_graph="off"), torch.device("cuda"))
+    assert not train.use_cuda_graph(Config(), torch.device("cpu"))
+    assert train.use_cuda_graph(Config(), torch.device("cuda"))
+    assert not train.use_cuda_graph(Config(cuda_graph="off"), torch.device("cuda"))
     with pytest.raises(SystemExit):
-        train.parse_config(["--cuda_graph", "sometimes"])
+        parse_config(["--cuda_graph", "sometimes"])
 
 
 # -----------------------------------------------------------------------------
@@ -84,7 +88,7 @@ def fitted_parameters(config, stacked, steps=50, device="cuda", sensor=(60, 80))
     spans = [(0.0, 0.3), (0.3, 0.6)] if stacked else [(float(events.t[0]), float(events.t[-1]))]
     windows = [train.Window(events, begin, end, sensor, config, device) for begin, end in spans]
     torch.manual_seed(0)
-    model = train.make_model(sensor, config).to(device)
+    model = make_model(sensor, config).to(device)
     if stacked:
         model = StackedEvINR([model] * len(windows)).to(device)
     train.fit(model, windows, dataclasses.replace(config, iters=steps))
@@ -132,7 +136,7 @@ def assert_output_kernel_matches(stacked, device, steps, sensor=(60, 80)):
 def test_output_kernel_matches_gradient_then_adamw_on_a_gpu(stacked):
     """A few steps in float32 through the whole fit (the kernel's arithmetic itself is checked in
     tests/test_loss_kernel.py; over many steps, rounding differences grow along the trajectory)."""
-    with train.float32_matmul_precision("highest"):
+    with float32_matmul_precision("highest"):
         print(f"largest relative difference: {assert_output_kernel_matches(stacked, 'cuda', 8):.1e}")
 
 
@@ -167,9 +171,9 @@ def test_fused_adamw_is_torch_adamw(scheduled):
     ours = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
     theirs = copy.deepcopy(ours)
     lr = torch.tensor(1e-2) if scheduled else 1e-2
-    if not train.FusedAdamW.supported(torch.device("cpu"), lr):
+    if not optim.FusedAdamW.supported(torch.device("cpu"), lr):
         pytest.skip("this torch has no fused AdamW kernel for the CPU (torch < 2.4)")
-    optimizers = [train.FusedAdamW(ours.parameters(), lr),
+    optimizers = [optim.FusedAdamW(ours.parameters(), lr),
                   torch.optim.AdamW(theirs.parameters(), lr=lr.clone() if scheduled else lr, fused=True)]
     inputs = torch.randn(4, 5)
     for k in range(20):
@@ -199,13 +203,13 @@ def test_a_fit_does_not_import_torch_dynamo():
 
 
 def test_frames_are_quantised_where_they_are_rendered_as_on_the_host():
-    """train.to_images (on the device) gives utils.tone_map_to_uint8's bytes, rounding ties included."""
+    """render.to_images (on the device) gives utils.tone_map_to_uint8's bytes, rounding ties included."""
     import utils
     frames = torch.rand(20, 1, 30, 40, generator=torch.Generator().manual_seed(0))
     ties = [0.5, 1.5, 2.5, 127.5, 128.5, 254.5]
     frames[0, 0, 0, :len(ties) + 4] = torch.tensor([v / 255 for v in ties] + [-0.1, 1.2, 0.0, 1.0])
     expected = np.stack([utils.tone_map_to_uint8(frame[0].numpy()) for frame in frames])
-    np.testing.assert_array_equal(train.to_images(frames), expected)
+    np.testing.assert_array_equal(render.to_images(frames), expected)
     colour = torch.rand(2, 3, 8, 10, generator=torch.Generator().manual_seed(1))
-    np.testing.assert_array_equal(train.to_images(colour),
+    np.testing.assert_array_equal(render.to_images(colour),
                                   np.stack([utils.tone_map_to_uint8(frame.permute(1, 2, 0).numpy()) for frame in colour]))

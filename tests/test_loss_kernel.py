@@ -13,7 +13,8 @@ import sys
 import pytest
 import torch
 
-from model import EvINR, FusedDifferenceLoss, OutputAdamW, StackedEvINR, TritonDifferenceLoss, evinr_loss, use_triton_loss
+from model import EvINR, FusedDifferenceLoss, StackedEvINR, TritonDifferenceLoss, evinr_loss, use_triton_loss
+from optim import OutputAdamW
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")
@@ -109,7 +110,8 @@ def compare_output_update(device, stacked, precision="highest", rtol=2e-4):
     AdamW, from random weights, moments and step count (so that the update depends on the
     gradient's value, not only its sign, as AdamW's first step would): returns the largest
     relative differences of the weights, moments and bias."""
-    import train
+    import optim
+    from config import float32_matmul_precision
     generator = torch.Generator().manual_seed(9)
     random = lambda *shape: torch.randn(*shape, generator=generator).to(device)
     n_networks, n_times, n_out, n_in, scale = 2, 37, 300, 48, 10.0
@@ -119,13 +121,13 @@ def compare_output_update(device, stacked, precision="highest", rtol=2e-4):
     if not stacked:
         grad_out, features = grad_out[0], features[0]
     mine = [weight.clone(), bias.clone()]
-    update = OutputAdamW(*mine, 1e-3, train.FusedAdamW.BETAS, train.FusedAdamW.EPS, train.FusedAdamW.WEIGHT_DECAY)
+    update = OutputAdamW(*mine, 1e-3, optim.FusedAdamW.BETAS, optim.FusedAdamW.EPS, optim.FusedAdamW.WEIGHT_DECAY)
     moments = [random(*weight.shape) * 1e-3, random(*weight.shape).square() * 1e-6,
                random(*bias.shape) * 1e-3, random(*bias.shape).square() * 1e-6]
     for state, value in zip(update.moments, moments):
         state.copy_(value)
     update.step.fill_(4)
-    with train.float32_matmul_precision(precision):
+    with float32_matmul_precision(precision):
         update(grad_out, features, scale)
 
     wide = lambda tensor: tensor.double()
@@ -138,7 +140,7 @@ def compare_output_update(device, stacked, precision="highest", rtol=2e-4):
     reference = [weight.clone(), bias.clone()]
     reference_moments = [moment.clone() for moment in moments]
     steps = [torch.full((), 4.0, device=device), torch.full((), 4.0, device=device)]
-    train.FusedAdamW._update(reference, [weight_gradient.float(), bias_gradient.float()], reference_moments[0::2],
+    optim.FusedAdamW._update(reference, [weight_gradient.float(), bias_gradient.float()], reference_moments[0::2],
                              reference_moments[1::2], steps, 1e-3)
     errors = {}
     for name, value, expected in zip(("weight", "bias", "weight moment", "weight second moment", "bias moment",
@@ -177,16 +179,17 @@ def test_a_schedule_sets_the_output_layers_rate_too():
     """With --lr_schedule the rate is one tensor, read by FusedAdamW and by the output layer's
     update alike; a constant rate stays a float for FusedAdamW (torch before 2.2 has no fused
     AdamW with a tensor rate)."""
-    import train
+    import optim
+    from model import make_model
     from test_gpu_paths import small_config
     for schedule, scheduled in (("cosine", True), ("constant", False)):
         config = small_config(lr_schedule=schedule, output_kernel="triton")
-        model = train.make_model((6, 5), config)
-        optimizer = train.make_optimizer(model, config)
+        model = make_model((6, 5), config)
+        optimizer = optim.make_optimizer(model, config)
         assert model.output_update is optimizer.output_update is not None
         assert (optimizer.param_groups[0]["lr"] is model.output_update.lr) == scheduled
         assert all(p is not q for p in optimizer.parameters for q in model.output_layer())
-        train.release_optimizer(model)
+        optim.release_optimizer(model)
         assert model.output_update is None
 
 

@@ -8,8 +8,9 @@ import torch
 from event_data import events_from_columns
 from model import EvINR, StackedEvINR, evinr_loss, query_times, tone_map
 from simulate import moving_texture, simulate_events
-import train
-from train import Window, normalised
+from config import Config
+from plan import normalised
+from train import Window
 
 
 def small_model(height=6, width=5, channels=1, seed=0):
@@ -157,7 +158,7 @@ class GroundTruth(torch.nn.Module):
 
 
 def window_args(**overrides):
-    return train.Config(**{"chunking": "count", "event_thresh": 0.2, "color_event": False, **overrides})
+    return Config(**{"chunking": "count", "event_thresh": 0.2, "color_event": False, **overrides})
 
 
 def test_boundary_alignment_compares_each_event_frame_with_its_own_span():

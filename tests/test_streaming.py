@@ -14,6 +14,9 @@ import torch
 
 import benchmark_io as formats
 import event_data
+from config import parse_config
+import experiment
+import plan
 import train
 import utils
 from conftest import REPO, shared_data
@@ -133,16 +136,16 @@ def test_a_windowed_run_from_disk_writes_the_frames_of_the_in_memory_fit(tmp_pat
     held budget (set to one network here) are in networks/ and render the same frames again."""
     path = WRITERS["evreal_folder"](str(tmp_path / "rec"), recording)
     flags = ["--window", "1", "--windows_batch", "2", "--frames_at", "aps", *TINY]
-    config = train.parse_config(["-d", path, "-o", str(tmp_path / "out"), "-n", "run", *flags])
+    config = parse_config(["-d", path, "-o", str(tmp_path / "out"), "-n", "run", *flags])
     monkeypatch.setattr(train, "HELD_NETWORK_BYTES", 1)
     summary = train.run(config)
-    assert len(summary["data"]["windows"]) == 3 and summary["timings"]["read_s_per_window"] > 0
+    assert len(summary["data"]["spans"]) == 3 and summary["timings"]["read_s_per_window"] > 0
     folder = summary["folder"]
     expected = train.reconstruct(load_events(path)[0], config)
     np.testing.assert_array_equal(read_frames(folder), expected.frames)
     saved = sorted(os.listdir(os.path.join(folder, "networks")))
     assert saved == [f"window-{k:06d}.pt" for k in (1, 2, 3)]
-    states = train.load_checkpoint(os.path.join(folder, "model.pt"))[1]
+    states = experiment.load_checkpoint(os.path.join(folder, "model.pt"))[1]
     for state, fitted in zip([states[k] for k in range(3)], expected.states):
         assert all(torch.equal(state[name], fitted[name]) for name in fitted)
     metrics = json.load(open(os.path.join(folder, "metrics.json")))
@@ -158,7 +161,7 @@ def test_a_checkpoint_naming_files_outside_networks_is_refused(tmp_path, recordi
     torch.save({"config": {}, "windows": ["../../etc/passwd"], "spans": None}, tmp_path / "model.pt")
     status = call(train.main, "-d", path, "-o", str(tmp_path / "out"), "--render_only", str(tmp_path / "model.pt"))
     assert_error(status, capsys.readouterr().err, 2, "model.pt", "neither saved nor named")
-    torch.save({"config": train.dataclasses.asdict(train.parse_config(["-d", path, *TINY])), "windows": ["networks/window-000001.pt"],
+    torch.save({"config": train.dataclasses.asdict(parse_config(["-d", path, *TINY])), "windows": ["networks/window-000001.pt"],
                 "spans": None}, tmp_path / "model.pt")
     status = call(train.main, "-d", path, "-o", str(tmp_path / "out"), "-n", "r", "--render_only", str(tmp_path / "model.pt"))
     assert_error(status, capsys.readouterr().err, 2, "window-000001.pt", "missing")
@@ -167,8 +170,8 @@ def test_a_checkpoint_naming_files_outside_networks_is_refused(tmp_path, recordi
 
 def test_a_run_that_cannot_fit_on_the_disk_is_refused_before_any_work(tmp_path, recording, capsys, monkeypatch):
     path = WRITERS["evreal_folder"](str(tmp_path / "rec"), recording)
-    usage = train.shutil.disk_usage(str(tmp_path))
-    monkeypatch.setattr(train.shutil, "disk_usage", lambda folder: usage._replace(free=10 << 20))
+    usage = plan.shutil.disk_usage(str(tmp_path))
+    monkeypatch.setattr(plan.shutil, "disk_usage", lambda folder: usage._replace(free=10 << 20))
     status = call(train.main, "-d", path, "-o", str(tmp_path / "out"), "-n", "run", "--window", "0.3", *TINY)
     assert_error(status, capsys.readouterr().err, 1, str(tmp_path / "out" / "run"), "10 networks", "10 MB is free", "--window")
     assert_nothing_left(tmp_path / "out")

@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from config import float32_matmul_precision, parse_config
+import experiment
+import optim
+import render
 import train
 import utils
 from event_data import Events
-from model import tone_map
+from model import make_model, tone_map
 from simulate import moving_texture, simulate_events, sensor_noise, write_sequence
 from test_bad_input import assert_error, call
 from test_streaming import read_frames
@@ -34,15 +38,15 @@ def sequence(tmp_path_factory):
 
 
 def test_presets_fill_only_the_flags_not_given():
-    default = train.parse_config([]).resolved()  # the recommended settings are the default
+    default = parse_config([]).resolved()  # the recommended settings are the default
     assert (default.event_thresh, default.lr_schedule, default.smooth) == ("auto", "cosine", 0.5)
-    authors = train.parse_config(["--preset", "authors"]).resolved()
+    authors = parse_config(["--preset", "authors"]).resolved()
     assert (authors.event_thresh, authors.lr_schedule, authors.smooth) == (1.0, "constant", 0.0)
-    mixed = train.parse_config(["--event_thresh", "0.3"]).resolved()  # e.g. the authors' AED command
+    mixed = parse_config(["--event_thresh", "0.3"]).resolved()  # e.g. the authors' AED command
     assert (mixed.event_thresh, mixed.lr_schedule) == (0.3, "cosine")
-    assert train.parse_config(["--preset", "authors", "--event_thresh", "auto"]).resolved().lr_schedule == "constant"
-    assert train.parse_config(["--lr_schedule", "constant"]).resolved().lr_schedule == "constant"
-    assert train.parse_config(["--preset", "authors", "--lr_schedule", "cosine"]).resolved().event_thresh == 1.0
+    assert parse_config(["--preset", "authors", "--event_thresh", "auto"]).resolved().lr_schedule == "constant"
+    assert parse_config(["--lr_schedule", "constant"]).resolved().lr_schedule == "constant"
+    assert parse_config(["--preset", "authors", "--lr_schedule", "cosine"]).resolved().event_thresh == 1.0
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -61,18 +65,18 @@ def test_bad_threshold_flags_are_refused(tmp_path, capsys, flags, words):
 
 
 def test_the_cosine_schedule_falls_from_the_rate_to_its_floor_then_as_one_over_the_iteration():
-    rates = train.learning_rates(train.parse_config(["--lr_schedule", "cosine", "--iters", "500", "--lr", "1e-3"]))
-    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(train.LR_FLOOR * 1e-3)
+    rates = optim.learning_rates(parse_config(["--lr_schedule", "cosine", "--iters", "500", "--lr", "1e-3"]))
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(optim.LR_FLOOR * 1e-3)
     assert (np.diff(rates) <= 0).all() and len(rates) == 500
     # a fit longer than LR_HORIZON: the same cosine, then a tail whose sum grows only as a logarithm
-    horizon = train.learning_rates(train.parse_config(["--iters", str(train.LR_HORIZON), "--lr", "1e-3"]))
-    longer = train.learning_rates(train.parse_config(["--iters", str(5 * train.LR_HORIZON), "--lr", "1e-3"]))
-    assert len(longer) == 5 * train.LR_HORIZON and (np.diff(longer) <= 0).all()
-    np.testing.assert_array_equal(longer[: train.LR_HORIZON], horizon)
-    assert longer[train.LR_HORIZON] == pytest.approx(train.LR_FLOOR * 1e-3 * train.LR_HORIZON / (train.LR_HORIZON + 1))
-    assert longer[-1] == pytest.approx(train.LR_FLOOR * 1e-3 / 5)
-    assert longer[train.LR_HORIZON:].sum() == pytest.approx(train.LR_FLOOR * 1e-3 * train.LR_HORIZON * np.log(5), rel=1e-3)
-    assert train.learning_rates(train.parse_config(["--lr_schedule", "constant"])) is None
+    horizon = optim.learning_rates(parse_config(["--iters", str(optim.LR_HORIZON), "--lr", "1e-3"]))
+    longer = optim.learning_rates(parse_config(["--iters", str(5 * optim.LR_HORIZON), "--lr", "1e-3"]))
+    assert len(longer) == 5 * optim.LR_HORIZON and (np.diff(longer) <= 0).all()
+    np.testing.assert_array_equal(longer[: optim.LR_HORIZON], horizon)
+    assert longer[optim.LR_HORIZON] == pytest.approx(optim.LR_FLOOR * 1e-3 * optim.LR_HORIZON / (optim.LR_HORIZON + 1))
+    assert longer[-1] == pytest.approx(optim.LR_FLOOR * 1e-3 / 5)
+    assert longer[optim.LR_HORIZON:].sum() == pytest.approx(optim.LR_FLOOR * 1e-3 * optim.LR_HORIZON * np.log(5), rel=1e-3)
+    assert optim.learning_rates(parse_config(["--lr_schedule", "constant"])) is None
 
 
 def test_every_step_of_the_fit_uses_its_scheduled_rate(sequence, monkeypatch):
@@ -88,50 +92,50 @@ def test_every_step_of_the_fit_uses_its_scheduled_rate(sequence, monkeypatch):
             return step()
         return recorded
     monkeypatch.setattr(train, "make_step", recording)
-    config = train.parse_config([*TINY, "--lr_schedule", "cosine"])
+    config = parse_config([*TINY, "--lr_schedule", "cosine"])
     train.reconstruct(events, config)
-    np.testing.assert_allclose(seen, train.learning_rates(config.resolved()), rtol=1e-6)
+    np.testing.assert_allclose(seen, optim.learning_rates(config.resolved()), rtol=1e-6)
 
 
 def test_auto_exposure_gives_frames_of_the_target_mean_and_spread(sequence):
     from event_data import load_events
     events, _ = load_events(sequence)
-    result = train.reconstruct(events, train.parse_config([*TINY, "--event_thresh", "auto"]), log_frames=True)
+    result = train.reconstruct(events, parse_config([*TINY, "--event_thresh", "auto"]), log_frames=True)
     scale, offset = result.exposure
     assert scale > 0 and np.isfinite(offset)
-    model = train.make_model(events.sensor, result.config)
+    model = make_model(events.sensor, result.config)
     model.load_state_dict(result.states[0])
     with torch.no_grad():
-        shown = tone_map(scale * model(torch.linspace(-1, 1, train.AUTO_TIMES)) + offset)
-    assert float(shown.mean()) == pytest.approx(train.AUTO_MEAN, abs=2e-3)
-    if scale < 0.999 * train.AUTO_MAX_C:
-        assert float(shown.std()) == pytest.approx(train.AUTO_STD, abs=2e-3)
+        shown = tone_map(scale * model(torch.linspace(-1, 1, render.AUTO_TIMES)) + offset)
+    assert float(shown.mean()) == pytest.approx(render.AUTO_MEAN, abs=2e-3)
+    if scale < 0.999 * render.AUTO_MAX_C:
+        assert float(shown.std()) == pytest.approx(render.AUTO_STD, abs=2e-3)
     else:  # capped: the most contrast C may give, short of the target spread
-        assert scale == pytest.approx(train.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < train.AUTO_STD
+        assert scale == pytest.approx(render.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < render.AUTO_STD
     # the log frames returned are the scaled ones, and the frames their tone mapping
-    expected = train.to_images(tone_map(torch.from_numpy(result.log_frames)))
+    expected = render.to_images(tone_map(torch.from_numpy(result.log_frames)))
     np.testing.assert_array_equal(result.frames, expected)
 
 
 def test_auto_meets_both_targets_when_the_cap_allows_and_caps_c_otherwise(sequence):
     from event_data import load_events
     events, _ = load_events(sequence)
-    result = train.reconstruct(events, train.parse_config([*TINY, "--event_thresh", "auto"]))
-    model = train.make_model(events.sensor, result.config)
+    result = train.reconstruct(events, parse_config([*TINY, "--event_thresh", "auto"]))
+    model = make_model(events.sensor, result.config)
     model.load_state_dict(result.states[0])
     with torch.no_grad():
-        log = model(torch.linspace(-1, 1, train.AUTO_TIMES))
-    scale, offset = train.auto_exposure(result.states, result.config, None, 0.02)  # the fit's own brightness
+        log = model(torch.linspace(-1, 1, render.AUTO_TIMES))
+    scale, offset = render.auto_exposure(result.states, result.config, None, 0.02)  # the fit's own brightness
     assert offset == 0.0 and float(tone_map(scale * log).std()) == pytest.approx(0.02, abs=2e-3)
     for wanted_std in (0.02, 0.6):  # a faint target is met; a strong one would need C above the cap
-        scale, offset = train.auto_exposure(result.states, result.config, 0.4, wanted_std)
+        scale, offset = render.auto_exposure(result.states, result.config, 0.4, wanted_std)
         shown = tone_map(scale * log + offset)
         assert float(shown.mean()) == pytest.approx(0.4, abs=2e-3)
         if wanted_std == 0.02:
-            assert float(shown.std()) == pytest.approx(0.02, abs=2e-3) and scale < train.AUTO_MAX_C
+            assert float(shown.std()) == pytest.approx(0.02, abs=2e-3) and scale < render.AUTO_MAX_C
         else:
-            assert scale == pytest.approx(train.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < 0.6
-    scale, offset = train.auto_exposure(result.states, result.config, 0.4, 0.6, max_c=0.05)  # a cap of one's own
+            assert scale == pytest.approx(render.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < 0.6
+    scale, offset = render.auto_exposure(result.states, result.config, 0.4, 0.6, max_c=0.05)  # a cap of one's own
     assert scale == pytest.approx(0.05, rel=1e-3) and float(tone_map(scale * log + offset).mean()) == pytest.approx(0.4, abs=2e-3)
 
 
@@ -152,12 +156,12 @@ def test_smooth_shows_the_same_fit_smoothed_and_an_older_checkpoint_as_it_was(se
     from event_data import load_events
     from model import smooth
     events, _ = load_events(sequence)
-    fit = train.reconstruct(events, train.parse_config([*TINY, "--smooth", "0"]), log_frames=True)
+    fit = train.reconstruct(events, parse_config([*TINY, "--smooth", "0"]), log_frames=True)
     assert fit.config.smooth == 0.0 and fit.exposure is not None
-    smoothed = train.render(fit.states, fit.windows, dataclasses.replace(fit.config, smooth=0.5), fit.times, log_frames=True)
+    smoothed = render.render(fit.states, fit.spans, dataclasses.replace(fit.config, smooth=0.5), fit.times, log_frames=True)
     assert smoothed.exposure == fit.exposure  # the exposure is chosen on the fit, not on its smoothed frames
     np.testing.assert_allclose(smoothed.log_frames, smooth(torch.from_numpy(fit.log_frames), 0.5).numpy(), atol=1e-5)
-    np.testing.assert_array_equal(smoothed.frames, train.to_images(tone_map(torch.from_numpy(smoothed.log_frames))))
+    np.testing.assert_array_equal(smoothed.frames, render.to_images(tone_map(torch.from_numpy(smoothed.log_frames))))
     assert not np.array_equal(smoothed.frames, fit.frames)
     # a model.pt written before --smooth existed is shown as it was then, unsmoothed
     out = str(tmp_path / "out")
@@ -166,8 +170,8 @@ def test_smooth_shows_the_same_fit_smoothed_and_an_older_checkpoint_as_it_was(se
     assert saved["config"]["smooth"] == 0.5
     del saved["config"]["smooth"]
     torch.save(saved, os.path.join(out, "fit", "model.pt"))
-    assert train.config_for_render(os.path.join(out, "fit", "model.pt"), {}).resolved().smooth == 0.0
-    assert train.config_for_render(os.path.join(out, "fit", "model.pt"), {"smooth": 1.0}).smooth == 1.0
+    assert experiment.config_for_render(os.path.join(out, "fit", "model.pt"), {}).resolved().smooth == 0.0
+    assert experiment.config_for_render(os.path.join(out, "fit", "model.pt"), {"smooth": 1.0}).smooth == 1.0
 
 
 def test_tune_auto_scores_every_target_and_cap_on_the_saved_fits(sequence, tmp_path):
@@ -180,8 +184,8 @@ def test_tune_auto_scores_every_target_and_cap_on_the_saved_fits(sequence, tmp_p
     shutil.copytree(sequence, folder / "seq")
     os.makedirs(out / "fits")
     events, _ = load_events(sequence)
-    fit = train.reconstruct(events, train.parse_config([*TINY, "--preset", "authors", "--frames_at", "aps"]))
-    torch.save({"config": fit.config, "states": fit.states, "windows": fit.windows, "times": fit.times},
+    fit = train.reconstruct(events, parse_config([*TINY, "--preset", "authors", "--frames_at", "aps"]))
+    torch.save({"config": fit.config, "states": fit.states, "spans": fit.spans, "times": fit.times},
                out / "fits" / "seq-authors-40.pt")
     table = threshold_study.tune_auto(str(folder), str(out), [("seq",)], 40, (None, 0.3), (0.1,), (0.01, 1.0), (0.0, 1.0))
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
@@ -210,13 +214,13 @@ def test_auto_takes_its_exposure_from_the_first_window_whatever_the_batch(sequen
     from event_data import load_events
     events, _ = load_events(sequence)
     flags = [*TINY, "--window", "0.2", "--frames_at", "aps"]
-    one, three = (train.reconstruct(events, train.parse_config([*flags, "--windows_batch", batch])) for batch in ("1", "3"))
-    assert len(one.windows) == 3
-    with train.float32_matmul_precision(one.config.matmul_precision):  # as reconstruct runs it
-        first_only, every = (train.auto_exposure(states, one.config) for states in (one.states[:1], one.states))
+    one, three = (train.reconstruct(events, parse_config([*flags, "--windows_batch", batch])) for batch in ("1", "3"))
+    assert len(one.spans) == 3
+    with float32_matmul_precision(one.config.matmul_precision):  # as reconstruct runs it
+        first_only, every = (render.auto_exposure(states, one.config) for states in (one.states[:1], one.states))
     assert one.exposure == first_only != every
     np.testing.assert_allclose(three.exposure, one.exposure, rtol=1e-3)
-    first = one.times <= one.windows[0][1]  # later windows start from other networks in a batch
+    first = one.times <= one.spans[0][1]  # later windows start from other networks in a batch
     assert first.any() and np.abs(three.frames[first].astype(int) - one.frames[first].astype(int)).max() <= 3  # bf16 matmuls
     out = str(tmp_path / "out")
     assert call(train.main, "-d", sequence, "-o", out, "-n", "cli", *flags, "--windows_batch", "3") == 0

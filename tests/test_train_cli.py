@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-import utils
+from helpers import read_gray, count_video_frames
 from conftest import REPO
 from simulate import moving_texture, simulate_events, write_sequence
 
@@ -44,7 +44,7 @@ def test_end_to_end_outputs_agree(sequence, tmp_path):
     run = tmp_path / "run"
     frames = sorted(os.listdir(run / "frames"))
     stamps = read_timestamps(run)
-    assert len(frames) == len(stamps) == utils.count_video_frames(str(run / "video.mp4")) == 6
+    assert len(frames) == len(stamps) == count_video_frames(str(run / "video.mp4")) == 6
     assert frames[0] == "frame_0000000000.png"
     np.testing.assert_allclose([float(t) for _, t in stamps], APS_TIMES, atol=1e-9)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -103,7 +103,7 @@ def test_authors_ijrr_command_gives_correctly_oriented_frames(standard_npy, tmp_
     result = train("-n", "ijrr", "-d", standard_npy, "-o", str(tmp_path), *sizes, *SMALL,
                    "--frames_at", "uniform", "--val_resolution", "2", "--no_video")
     assert result.returncode == 0, result.stderr
-    image = utils.read_gray(str(tmp_path / "ijrr" / "frames" / "frame_0000000000.png"))
+    image = read_gray(str(tmp_path / "ijrr" / "frames" / "frame_0000000000.png"))
     assert image.shape == (180, 240)
     if sizes[1] == "240":  # the authors' README order, H and W swapped
         assert "transposed" in result.stderr  # corrected, but never silently
@@ -122,7 +122,7 @@ def test_authors_ced_and_aed_commands_run(tmp_path):
                        "--iters", "2", "--train_resolution", "2", "--net_width", "16", "--net_layers", "1",
                        "--frames_at", "uniform", "--val_resolution", "2", "--no_video")
         assert result.returncode == 0, result.stderr
-        image = utils.read_gray(str(tmp_path / "out" / name / "frames" / "frame_0000000000.png"))
+        image = read_gray(str(tmp_path / "out" / name / "frames" / "frame_0000000000.png"))
         assert image.shape == (height, width)
 
 
@@ -209,11 +209,11 @@ def test_stacked_windows_render_and_rerender_like_one_by_one(sequence, tmp_path)
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "stacked" / "config.json") as f:
         summary = json.load(f)
-    assert len(summary["data"]["windows"]) == 3 and summary["config"]["windows_batch"] == 2
+    assert len(summary["data"]["spans"]) == 3 and summary["config"]["windows_batch"] == 2
     assert read_timestamps(tmp_path / "stacked") == read_timestamps(tmp_path / "one_by_one")
     result = train("--render_only", str(tmp_path / "stacked" / "model.pt"), "-d", sequence, "-o", str(tmp_path),
                    "-n", "again", "--frames_at", "40", "--no_video")
     assert result.returncode == 0, result.stderr
     for name in sorted(os.listdir(tmp_path / "stacked" / "frames")):
-        assert np.array_equal(utils.read_gray(str(tmp_path / "stacked" / "frames" / name)),
-                              utils.read_gray(str(tmp_path / "again" / "frames" / name))), name
+        assert np.array_equal(read_gray(str(tmp_path / "stacked" / "frames" / name)),
+                              read_gray(str(tmp_path / "again" / "frames" / name))), name

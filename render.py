@@ -1,0 +1,151 @@
+"""
+Frames from fitted networks: each network's log frames at the times asked, smoothed (--smooth),
+shown with the exposure (--event_thresh auto chooses C and the offset from the video itself)
+and tone-mapped to 8 bits.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from config import Config, float32_matmul_precision, matmul_precision, resolve_device
+from model import empty_model, smooth, tone_map
+from plan import RENDER_BATCH, normalised, span_of
+
+
+@dataclass
+class Reconstruction:
+    """What a fit gives, in memory."""
+    frames: np.ndarray            # uint8 [N, H, W] (or [N, H, W, 3] for colour events), tone-mapped
+    times: np.ndarray             # float64 [N], seconds on the recording's clock
+    states: list                  # one EvINR state dict per window (CPU tensors)
+    spans: list                 # [(begin, end)] seconds, the span each network covers
+    config: Config                # the settings used, with the sensor and device resolved
+    timings: dict
+    log_frames: np.ndarray = None  # float32 [N, C, H, W] log intensity, when asked for
+    exposure: tuple = None        # --event_thresh auto: (C, offset) applied to the fitted log frames
+
+
+# --event_thresh auto. The events fix log intensity up to a scale (C) and an offset (the exposure,
+# which no event tells). Fitted with C = 1, the video's log frames L are shown as
+# tone_map(C * L + offset), with C and offset chosen so that the frames' intensity has the mean
+# and spread of a typical camera frame: the mean of a camera metered to 18% grey, as light meters
+# are calibrated (a DAVIS frame is linear; slider_depth's average 0.22), and the spread that the
+# tuning half of scripts/threshold_study.py's family, simulated with such a camera, scored best
+# (README, "Choosing the contrast threshold"). A run takes them from its first window: run_exposure.
+AUTO_MEAN, AUTO_STD = 0.18, 0.1
+
+
+# ... but never a C above 0.5, the top of the range real DAVIS sensors are set to (0.1-0.5): a
+# scene of little contrast (grass, the moon) would otherwise have its faint texture, and the
+# detail a longer fit adds to it, stretched to the spread of a typical frame. With the authors'
+# 1 as the cap, such a scene's frames got more contrasty with every iteration (README).
+AUTO_MAX_C = 0.5
+
+
+AUTO_TIMES = 16          # log frames per window sampled to choose them
+
+
+AUTO_SAMPLES = 200_000   # of whose values at most this many, evenly spaced
+
+
+def fit_threshold(config):
+    """The C the events are fitted with: the given one (or the preset's), or 1 for --event_thresh auto."""
+    value = config.resolved().event_thresh
+    return 1.0 if value == "auto" else value
+
+
+@torch.no_grad()
+def auto_exposure(states, config, mean="default", std=None, max_c=None):
+    """(C, offset) for --event_thresh auto, from the log frames of fitted networks (one state per
+    window) at AUTO_TIMES times each: those that give tone-mapped frames of mean `mean` and
+    standard deviation `std` (default AUTO_MEAN, AUTO_STD; a mean of None keeps the fit's own
+    brightness: offset 0), with C at most `max_c` (default AUTO_MAX_C; and then
+    a smaller spread). For a fixed C the mean grows with the offset, and for the matching offset
+    the spread grows with C: two nested bisections."""
+    mean = AUTO_MEAN if mean == "default" else mean
+    std = AUTO_STD if std is None else std
+    max_c = AUTO_MAX_C if max_c is None else max_c
+    device = resolve_device(config.device)
+    model = empty_model((config.H, config.W), config, device)
+    samples = []
+    for state in states:
+        model.load_state_dict(state)
+        samples.append(model(torch.linspace(-1.0, 1.0, AUTO_TIMES, device=device)).flatten().float().cpu())
+    values = torch.cat(samples)
+    values = values[::max(1, len(values) // AUTO_SAMPLES)]
+
+    def offset_for(scale):
+        if mean is None:
+            return 0.0
+        low, high = -30.0, 30.0
+        for _ in range(30):
+            middle = 0.5 * (low + high)
+            low, high = (middle, high) if tone_map(scale * values + middle).mean() < mean else (low, middle)
+        return 0.5 * (low + high)
+    low, high = math.log(1e-3), math.log(max_c)  # bisected in log C
+    for _ in range(25):
+        middle = 0.5 * (low + high)
+        scale = math.exp(middle)
+        low, high = (middle, high) if tone_map(scale * values + offset_for(scale)).std() < std else (low, middle)
+    scale = math.exp(0.5 * (low + high))
+    return scale, offset_for(scale)
+
+
+def run_exposure(states, config):
+    """The (C, offset) a run shows its frames with: for --event_thresh auto, auto_exposure of the
+    first window's network alone, kept for the whole recording, so that a --window batch (on a
+    GPU, as many windows as memory holds) does not change the frames and brightness does not
+    jump between windows; None for a given C."""
+    return auto_exposure(states[:1], config) if config.event_thresh == "auto" else None
+
+
+@torch.no_grad()
+def render(states, spans, config, times, log_frames=False, exposure=None):
+    """Frames of fitted networks (one state per window) at `times`, seconds on the recording's
+    clock: the render-only path, also the last step of `reconstruct`. `config` must name the
+    sensor (H, W), as a Reconstruction's or a checkpoint's does; `exposure` (C, offset) maps
+    the log frames of a fit at C = 1 (--event_thresh auto; see auto_exposure). For an auto
+    config it defaults to run_exposure's, as a run takes it. Each frame is smoothed by the
+    config's --smooth before it is shown (and in `log_frames`)."""
+    began = time.perf_counter()
+    device = resolve_device(config.device)
+    with float32_matmul_precision(matmul_precision(config.matmul_precision, device)):
+        exposure = run_exposure(states, config) if exposure is None else exposure
+        sigma = config.resolved().smooth
+        times = np.asarray(times, dtype=np.float64)
+        model = empty_model((config.H, config.W), config, device)
+        images, logs = [None] * len(times), [None] * len(times) if log_frames else None
+        owner = span_of(times, spans)
+        for k, (begin, end) in enumerate(spans):
+            mine = np.flatnonzero(owner == k)
+            if not mine.size:
+                continue
+            model.load_state_dict(states[k])
+            inputs = normalised(times[mine], begin, end)
+            for offset in range(0, len(mine), RENDER_BATCH):
+                batch = torch.tensor(inputs[offset:offset + RENDER_BATCH], dtype=torch.float32, device=device)
+                log_batch = smooth(model(batch), sigma)
+                if exposure is not None:
+                    log_batch = exposure[0] * log_batch + exposure[1]
+                indices = mine[offset:offset + RENDER_BATCH]
+                for index, image in zip(indices, to_images(tone_map(log_batch))):
+                    images[index] = image
+                if log_frames:
+                    for index, log_image in zip(indices, log_batch.cpu().numpy()):
+                        logs[index] = log_image
+        stack = lambda arrays, dtype: np.stack(arrays) if arrays else np.empty((0, config.H, config.W), dtype=dtype)
+        return Reconstruction(frames=stack(images, np.uint8), times=times, states=states, spans=list(spans), config=config,
+                              timings={"render_s": time.perf_counter() - began},
+                              log_frames=stack(logs, np.float32) if log_frames else None, exposure=exposure)
+
+
+def to_images(frames):
+    """[B, C, H, W] tensor in [0, 1] -> uint8 [B, H, W] or [B, H, W, 3] array, rounded as
+    utils.tone_map_to_uint8 rounds (in float64, half to even) but where the frames are: on a GPU
+    only a quarter of the bytes then cross to the host, and no per-frame work is left there."""
+    quantised = torch.round(frames.double().clamp(0.0, 1.0) * 255.0).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return quantised[..., 0] if quantised.shape[-1] == 1 else quantised
