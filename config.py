@@ -27,6 +27,7 @@ MAX_NET_LAYERS = 64
 MAX_SMOOTH = 10.0          # --smooth in pixels; beyond it a frame is a blur, not a reconstruction
 MAX_FRAMES = 1_000_000     # frames rendered by one run (9 hours at 30 frames per second)
 MAX_WINDOWS = 100_000      # windows of one run (55 hours of 2 s windows)
+DEFAULT_T_END = 2.0        # --t_end without --window: the authors' default window, seconds
 
 # The sections of --help, in order.
 GROUPS = {"data": "the recording", "fitting": "the fit", "output": "what is written",
@@ -125,9 +126,10 @@ class Config:
                             why=f"must be 1 to {MAX_NET_WIDTH}")
     device: str = option("auto", "torch device; auto: cuda when available, else cpu", "performance")
     # new in this implementation
-    events_topic: str = option(None, "ROS bags: the events' topic (default: the first event topic)", "data", type=str)
-    images_topic: str = option(None, "ROS bags: the APS images' topic (default: the first image topic)", "data",
-                               type=str)
+    events_topic: str = option(None, "ROS bags: the events' topic (default: /dvs/events in a ROS 1 bag, the "
+                                     "event topic of a ROS 2 bag)", "data", type=str)
+    images_topic: str = option(None, "ROS bags: the APS frames' topic; '' for none (default: /dvs/image_raw when "
+                                     "the bag has it)", "data", type=str)
     frames_at: str = option("auto", "when to render: 'aps' (every APS frame in the window), 'uniform' "
                                     "(--val_resolution frames), a number (frames per second), or a text file of "
                                     "times in seconds on the recording's clock; 'auto' is aps when the recording "
@@ -189,7 +191,7 @@ class Config:
 
     def reader_options(self):
         """The options a recording's reader takes from the flags (bag topics), those given."""
-        return {name: getattr(self, name) for name in ("events_topic", "images_topic") if getattr(self, name)}
+        return {name: getattr(self, name) for name in ("events_topic", "images_topic") if getattr(self, name) is not None}
 
     def check(self):
         """Refuse settings that cannot work, before any work is done: one line naming the flag.

@@ -119,6 +119,11 @@ def write_experiment(folder, reconstruction, events, started=None):
 HELD_NETWORK_BYTES = 1 << 30
 
 
+def networks_held(n_networks, network_bytes, batch_size):
+    """How many networks a run holds in memory at most: HELD_NETWORK_BYTES' worth, and a batch."""
+    return min(n_networks, HELD_NETWORK_BYTES // network_bytes + batch_size)
+
+
 NETWORK_FILE = re.compile(r"^networks/window-\d{6}\.pt$")
 
 

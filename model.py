@@ -43,8 +43,8 @@ class ScaledAffine(torch.autograd.Function):
     """scale * (x W^T + b) as one matrix product (alpha = beta = scale), and its gradients with
     the scale folded into their products too. Every layer of EvINR multiplies by w0; as a
     separate operation that is one more pass over the layer's output in each direction, and the
-    output layer's output is the whole video ([T, H*W]): at 1280x720 those two passes took
-    0.5 of an H100's 5.8 ms per step. Weights as nn.Linear keeps them ([out, in], bias [out]),
+    output layer's output is the whole video ([T, H*W]), so at high resolutions those two passes
+    are a large part of a step (docs/performance.md). Weights as nn.Linear keeps them ([out, in], bias [out]),
     or stacked as StackedEvINR does ([K, in, out], bias [K, 1, out], inputs [K, T, in])."""
 
     @staticmethod
@@ -539,7 +539,7 @@ def smooth(log_frames, sigma):
     """[B, C, H, W] frames, each blurred by a Gaussian of standard deviation `sigma` pixels (0:
     unchanged); borders mirrored without repeating the edge pixel, as OpenCV's GaussianBlur does.
     The network gives every pixel output weights of its own, so the noise of each pixel's events
-    (shot noise, its own threshold) reaches its frame unaveraged: --smooth (README)."""
+    (shot noise, its own threshold) reaches its frame unaveraged: --smooth (docs/threshold.md)."""
     if sigma <= 0:
         return log_frames
     radius = max(1, math.ceil(3.0 * sigma))

@@ -16,14 +16,14 @@ except ImportError:
 
 # --lr_schedule cosine ends at this fraction of --lr. With --smooth taking out the per-pixel
 # jitter that a falling rate also damps, a higher floor keeps learning to the last iteration:
-# 0.3 scored better than 0.05 on the study's tuning half and on slider_depth (README).
+# 0.3 scored better than 0.05 on the study's tuning half (docs/threshold.md).
 LR_FLOOR = 0.3
 # The cosine spans at most this many iterations (the authors' count); a longer fit goes on from
 # the floor at a rate falling as 1 / iteration. Adam moves a parameter by about the rate each
 # step however small its gradient, so along a direction the loss barely sees (a pattern fixed in
 # time, which no event constrains) a fit drifts in proportion to the sum of its rates. The tail
-# keeps that sum growing only as the logarithm of the iterations: 5000 iterations add 0.74 times
-# the cosine's sum, where a cosine stretched over them would add 4 (README, "Convergence").
+# keeps that sum growing only as the logarithm of the iterations, where a cosine stretched over
+# all of them would grow it in proportion (docs/convergence.md).
 LR_HORIZON = 1000
 
 
@@ -43,15 +43,13 @@ def learning_rates(config):
 class FusedAdamW:
     """torch.optim.AdamW with fused=True (torch's defaults: betas 0.9, 0.999, eps 1e-8, weight
     decay 0.01), calling the same kernel, torch._fused_adamw_, without torch.optim: its first use
-    imports torch._dynamo, which costs 1.3 s of start-up on this project's CPU machine and 5.4 s
-    on the lent H100 machine, whose packages have no bytecode cache: several times the demo's
-    whole fit there. The state is made up front (zeros, as torch makes it at the
+    imports torch._dynamo, which costs seconds of start-up (more than a whole small fit on a GPU;
+    docs/performance.md). The state is made up front (zeros, as torch makes it at the
     first step) and the step count lives on the device, so a CUDA graph can replay `step`;
     `lr` is a float, or a tensor changed in place (a schedule under a graph). `zero_grad` lets
     backward create the gradients afresh: under a graph they come from the graph's own memory,
     at the addresses the captured update reads, and no step spends a pass zeroing them or a
-    pass adding into them (measured on an H100: 0.58 -> 0.49 ms per step at 240x180, 7.1 -> 5.8
-    at 1280x720)."""
+    pass adding into them."""
 
     BETAS, EPS, WEIGHT_DECAY = (0.9, 0.999), 1e-8, 1e-2
 

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import torch
 
-from config import MAX_FRAMES, MAX_WINDOWS, UsageError
+from config import DEFAULT_T_END, MAX_FRAMES, MAX_WINDOWS, UsageError
 from event_data import EventDataError, EventFile
 from model import channels
 
@@ -25,7 +25,7 @@ RENDER_BATCH = 32  # frames per forward pass when rendering: bounds memory at an
 def configure_host_memory():
     """Keep freed large blocks in the heap instead of returning them to the OS: the training
     loop allocates the same large tensors every iteration, and fresh pages from the OS cost a
-    page fault each (measured: a quarter of a CPU iteration at 240x180)."""
+    page fault each, a large part of a CPU iteration (docs/performance.md)."""
     if platform.system() == "Linux":
         try:
             libc = ctypes.CDLL("libc.so.6")
@@ -72,13 +72,17 @@ def fit_spans(events, config):
     over the span the events really cover (covered_span). Checked before any work: every window
     has events, and there are at most MAX_WINDOWS."""
     t_first, t_last = covered_span(events)
-    t_end = config.t_end if config.t_end is not None else (None if config.window else 2.0)
+    t_end = config.t_end if config.t_end is not None else (None if config.window else DEFAULT_T_END)
     begin = t_first + config.t_start
     end = t_last if t_end is None else min(t_first + t_end, t_last)
     if not end > begin:
         asked = f"{config.t_start:g}-{t_end:g} s" if t_end is not None else f"from {config.t_start:g} s"
+        hint = ""
+        if config.t_end is None and t_end is not None and config.t_start >= t_end:
+            hint = (f"; --t_start {config.t_start:g} is not before the default --t_end {t_end:g}: give a later "
+                    "--t_end, or --window to fit the whole recording")
         raise EventDataError(events.path, f"no events in the window {asked} after the first event "
-                                          f"(the recording spans {t_last - t_first:.3f} s)")
+                                          f"(the recording spans {t_last - t_first:.3f} s){hint}")
     if not config.window:
         if events_between(events, begin, end) == 0:
             raise EventDataError(events.path, f"no events between {begin - t_first:.6f} and {end - t_first:.6f} s "

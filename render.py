@@ -35,14 +35,14 @@ class Reconstruction:
 # and spread of a typical camera frame: the mean of a camera metered to 18% grey, as light meters
 # are calibrated (a DAVIS frame is linear; slider_depth's average 0.22), and the spread that the
 # tuning half of scripts/threshold_study.py's family, simulated with such a camera, scored best
-# (README, "Choosing the contrast threshold"). A run takes them from its first window: run_exposure.
+# (docs/threshold.md). A run takes them from its first window: run_exposure.
 AUTO_MEAN, AUTO_STD = 0.18, 0.1
 
 
 # ... but never a C above 0.5, the top of the range real DAVIS sensors are set to (0.1-0.5): a
 # scene of little contrast (grass, the moon) would otherwise have its faint texture, and the
 # detail a longer fit adds to it, stretched to the spread of a typical frame. With the authors'
-# 1 as the cap, such a scene's frames got more contrasty with every iteration (README).
+# 1 as the cap, such a scene's frames got more contrasty with every iteration (docs/threshold.md).
 AUTO_MAX_C = 0.5
 
 

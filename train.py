@@ -34,8 +34,7 @@ import command
 import utils
 from config import Config, UsageError, float32_matmul_precision, get_parser, matmul_precision, resolve_device
 from event_data import EventDataError, chunk_boundaries, event_frames, open_events, validate
-from experiment import (HELD_NETWORK_BYTES, ExperimentWriter, config_for_render, demo_data, experiment_path,
-                        load_checkpoint)
+from experiment import ExperimentWriter, config_for_render, demo_data, experiment_path, load_checkpoint, networks_held
 from model import StackedEvINR, channels, evinr_loss, make_model, query_times, seam_loss, triton_available, window_edges
 from optim import learning_rates, make_optimizer, release_optimizer
 from plan import (check_disk, check_memory, estimate, fit_spans, human_bytes, normalised, parameter_count, plan,
@@ -374,7 +373,7 @@ def check_resources(events, config, spans, times, final):
     batch_size = config.windows_batch or 1
     network_bytes = 4 * parameter_count(events.sensor, config)
     frames_per_batch = np.add.reduceat(np.bincount(owner, minlength=len(spans)), np.arange(0, len(spans), batch_size))
-    held = min(len(spans), HELD_NETWORK_BYTES // network_bytes + batch_size)
+    held = networks_held(len(spans), network_bytes, batch_size)
     check_memory(events, config, spans, int(frames_per_batch.max()), training=not config.render_only,
                  held_networks=held)
     frame_bytes = len(times) * events.sensor[0] * events.sensor[1] * channels(config)

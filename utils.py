@@ -328,7 +328,7 @@ def mse(pred, ref):
 # EVREAL's SSIM: skimage's structural_similarity with a Gaussian window (sigma 1.5, truncated at
 # 3.5 sigma: 11 taps), population covariance and the mean over the image less a 5-pixel border.
 # Computed here with OpenCV's separable filter in float64, because importing skimage (and scipy)
-# costs 0.3-0.7 s of a run's start-up; tests/test_utils.py checks it against skimage to 1e-9.
+# costs a noticeable part of a run's start-up; tests/test_utils.py checks it against skimage to 1e-9.
 SSIM_SIGMA, SSIM_RADIUS = 1.5, 5
 SSIM_MIN_SIZE = 2 * SSIM_RADIUS + 1  # skimage refuses images smaller than its window
 SSIM_TAPS = np.exp(-0.5 * (np.arange(-SSIM_RADIUS, SSIM_RADIUS + 1) / SSIM_SIGMA) ** 2)

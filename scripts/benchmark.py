@@ -29,6 +29,7 @@ import torch
 
 import repo  # noqa: F401  (first: makes train.py's modules importable)
 from config import UsageError, parse_config, split_configurations  # noqa: E402
+from event_data import EventDataError  # noqa: E402
 import train  # noqa: E402
 from simulate import standard_workload, write_sequence  # noqa: E402
 
@@ -138,7 +139,7 @@ def main():
         for index, extra in enumerate(args.configs):
             try:
                 results.append(run_config(data, os.path.join(scratch, "runs"), extra, args, index))
-            except (train.EventDataError, UsageError) as error:
+            except (EventDataError, UsageError) as error:
                 print(f"error: {error}", file=sys.stderr)
                 sys.exit(2)
             print(json.dumps(results[-1]), flush=True)

@@ -1,5 +1,5 @@
 """
-Score EvINR the way EVREAL scores event-to-video methods (README, "Evaluation").
+Score EvINR the way EVREAL scores event-to-video methods (docs/evaluation.md).
 
     python scripts/evaluate.py SEQUENCE -o OUT_DIR --dataset IJRR
     python scripts/evaluate.py DATASET_FOLDER -o OUT_DIR --dataset HQF --iters 500
@@ -477,16 +477,12 @@ def check_output_folder(out_dir, overwrite):
         raise EvaluationError(f"{out_dir}: already holds results; pass --overwrite to replace them, or choose another -o")
 
 
-def evaluate(options):
-    """Evaluate every sequence under options.paths with every configuration; writes the outputs
-    under options.out_dir, all or nothing, and returns results.json's content."""
-    configs = configurations(options)
-    check_output_folder(options.out_dir, options.overwrite)
-    use_lpips = not options.no_lpips
-    common = configs[0][1]  # the sensor flags of the first configuration choose how frames are read
+def sequences_to_score(paths, dataset, common, use_lpips):
+    """(the plans of the sequences under `paths` that can be scored, why each other one cannot);
+    refuses a run where none can."""
     plans, skipped = [], []
-    for path in find_sequences(options.paths):
-        sequence, why = plan_sequence(path, options.dataset, common, use_lpips)
+    for path in find_sequences(paths):
+        sequence, why = plan_sequence(path, dataset, common, use_lpips)
         if sequence is None:
             skipped.append(why)
             print(f"note: {why}", file=sys.stderr)
@@ -494,6 +490,17 @@ def evaluate(options):
             plans.append(sequence)
     if not plans:
         raise NothingToScore("nothing to score: " + "; ".join(skipped))
+    return plans, skipped
+
+
+def evaluate(options):
+    """Evaluate every sequence under options.paths with every configuration; writes the outputs
+    under options.out_dir, all or nothing, and returns results.json's content."""
+    configs = configurations(options)
+    check_output_folder(options.out_dir, options.overwrite)
+    use_lpips = not options.no_lpips
+    common = configs[0][1]  # the sensor flags of the first configuration choose how frames are read
+    plans, skipped = sequences_to_score(options.paths, options.dataset, common, use_lpips)
     if any(sequence.use_lpips for sequence in plans):
         load_lpips()  # before any fitting: missing weights must not cost a fit
 

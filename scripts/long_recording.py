@@ -2,7 +2,7 @@
 An hour-long recording in bounded memory: write one, fit it with --window, report the memory.
 
     python scripts/long_recording.py --dir /big/disk/long                 # 1.2 billion events, ~16 GB
-    python scripts/long_recording.py --dir /tmp/long --events 20000000     # a quick look
+    python scripts/long_recording.py --dir LONG_DIR --events 20000000     # a quick look
 
 The recording is a real one played end to end: the events of a source recording (default: the
 bundled slider_depth demo, 0.53 M events in 1.6 s) repeated with their times shifted, until

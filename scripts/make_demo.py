@@ -1,7 +1,7 @@
 """
 Make the bundled demo, assets/slider_depth_demo.h5, from the real IJRR slider_depth sequence.
 
-    python scripts/make_demo.py ../shared/data/slider_depth assets/slider_depth_demo.h5
+    python scripts/make_demo.py path/to/slider_depth assets/slider_depth_demo.h5
 
 The demo is the part of the recording from 0.95 s to 2.55 s (it holds the EVREAL evaluation
 interval, 1.0-2.5 s), events and APS frames on the recording's own clock, in the

@@ -29,6 +29,7 @@ import train  # noqa: E402
 from event_data import events_from_columns  # noqa: E402
 from model import StackedEvINR, make_model, query_times  # noqa: E402
 from optim import OutputAdamW  # noqa: E402
+from utils import cpu_name  # noqa: E402
 
 
 def random_windows(sensor, n_windows, events_per_window, config, device, seed=0):
@@ -121,7 +122,7 @@ def main():
             windows = random_windows(sensor, args.windows, args.events, config, device)
             step = build_step(sensor, config, windows, device)
             per_step = time_steps(step, args.steps, device)
-            print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else train.utils.cpu_name(), "sensor": list(sensor), "windows": args.windows,
+            print(json.dumps({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(), "sensor": list(sensor), "windows": args.windows,
                               "flags": flags or "default", "output_tiles": tiles, "ms_per_step_median": round(float(np.median(per_step)), 4),
                               "ms_per_step": [round(v, 4) for v in per_step]}), flush=True)
             if args.profile and device.type == "cuda":

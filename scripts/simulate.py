@@ -170,6 +170,27 @@ def _block_events(times, frames, fired, thresholds, width):
     return t[order], (pixel % width).astype(np.int16), (pixel // width).astype(np.int16), polarity[order].astype(np.int8)
 
 
+def _threshold_crossings(frames, initial, thresholds, reference, net_count, distance, fires):
+    """[(step, pixels, signed counts, references before)] of the pixels whose log intensity moved
+    a whole threshold or more from its reference at each of `frames` after the first; updates
+    `reference` and `net_count` in place (`distance` and `fires` are scratch arrays)."""
+    fired = []
+    for s in range(1, len(frames)):
+        # the hot loop: in-place passes over the frame, then work on the few pixels that fire
+        np.subtract(frames[s], reference, out=distance)
+        np.abs(distance, out=distance)
+        np.greater_equal(distance, thresholds, out=fires)
+        pixels = np.flatnonzero(fires)
+        if len(pixels):
+            # truncation toward zero: the number of whole thresholds passed, signed by direction
+            counts = np.trunc((frames[s][pixels] - reference[pixels]) / thresholds[pixels]).astype(np.int64)
+            fired.append((s - 1, pixels, counts, reference[pixels]))
+            net_count[pixels] += counts
+            # recomputed from the count, not accumulated, so the reference never drifts by rounding
+            reference[pixels] = initial[pixels] + thresholds[pixels] * net_count[pixels]
+    return fired
+
+
 def simulate_events(render, duration, threshold=0.2, substeps=None, seed=0, threshold_spread=0.0):
     """Ideal events of the video `render` over [0, duration].
 
@@ -218,20 +239,7 @@ def simulate_events(render, duration, threshold=0.2, substeps=None, seed=0, thre
             if change < 0.5 * smallest:  # grow, but at most double, for the next block
                 time_step *= min(2.0, 0.9 * smallest / max(change, 1e-12))
 
-        fired = []
-        for s in range(1, len(frames)):
-            # the hot loop: in-place passes over the frame, then work on the few pixels that fire
-            np.subtract(frames[s], reference, out=distance)
-            np.abs(distance, out=distance)
-            np.greater_equal(distance, thresholds, out=fires)
-            pixels = np.flatnonzero(fires)
-            if len(pixels):
-                # truncation toward zero: the number of whole thresholds passed, signed by direction
-                counts = np.trunc((frames[s][pixels] - reference[pixels]) / thresholds[pixels]).astype(np.int64)
-                fired.append((s - 1, pixels, counts, reference[pixels]))
-                net_count[pixels] += counts
-                # recomputed from the count, not accumulated, so the reference never drifts by rounding
-                reference[pixels] = initial[pixels] + thresholds[pixels] * net_count[pixels]
+        fired = _threshold_crossings(frames, initial, thresholds, reference, net_count, distance, fires)
         if fired:
             block_times = np.concatenate([[t_prev], times])
             chunks.append(_block_events(block_times, frames, fired, thresholds, width))

@@ -1,12 +1,12 @@
 """
-The contrast-threshold study (README, "Choosing the contrast threshold"): simulated sequences that
+The contrast-threshold study (docs/threshold.md): simulated sequences that
 nobody tuned to, with known thresholds, scored against their APS frames.
 
-    python scripts/threshold_study.py --data /tmp/family -o OUT                  # the table
-    python scripts/threshold_study.py --data /tmp/family -o OUT --split tune     # the tuning half only
-    python scripts/threshold_study.py --data /tmp/family -o OUT --iterations 250 500 1000 2000 5000 \\
+    python scripts/threshold_study.py --data FAMILY_DIR -o OUT                  # the table
+    python scripts/threshold_study.py --data FAMILY_DIR -o OUT --split tune     # the tuning half only
+    python scripts/threshold_study.py --data FAMILY_DIR -o OUT --iterations 250 500 1000 2000 5000 \\
         --configurations recommended authors --sequences coffee-pan camera-pan coins-fast grass-noisy
-    python scripts/threshold_study.py --data /tmp/family -o OUT --split tune --tune_auto \\
+    python scripts/threshold_study.py --data FAMILY_DIR -o OUT --split tune --tune_auto \\
         --stds 0.1 0.15 --caps 1 0.5 0.3 --smooths 0 0.5   # auto's targets and cap, and --smooth,
                                                            # on the saved authors' fits
 

@@ -162,6 +162,13 @@ def test_pip_install_gives_a_working_evinr_command(tmp_path):
                                               cwd=str(elsewhere), env=env)
     assert evinr("--help").returncode == 0
     assert evinr("evaluate", "--help").returncode == 0 and evinr("convert", "hqf", "--help").returncode == 0
+    version = evinr("--version")
+    assert version.returncode == 0 and version.stdout.startswith("evinr ")
+    python = lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                         cwd=str(elsewhere), env=env)
+    assert python("import evinr; evinr.reconstruct; evinr.load_events; evinr.Config").returncode == 0
+    for generic in ("utils", "model", "train", "event_data", "config", "plan"):  # nothing generic is claimed
+        assert python(f"import evinr, {generic}").returncode != 0, generic
     run = evinr("reconstruct", "--no_video", *SMALL)  # the bundled demo, found where pip put it
     assert run.returncode == 0, run.stderr
     assert "wrote 41 frames" in run.stdout and (elsewhere / "runs" / "demo" / "frames").is_dir()

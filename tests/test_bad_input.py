@@ -37,7 +37,7 @@ TINY = ["--iters", "4", "--train_resolution", "4", "--net_width", "16", "--net_l
 @pytest.fixture(autouse=True)
 def no_signal_handlers(monkeypatch):
     """main() in this process must not install its SIGTERM handlers into pytest's."""
-    monkeypatch.setattr(utils, "prepare_command_line", lambda: None)
+    monkeypatch.setattr(command, "prepare_command_line", lambda: None)
 
 
 def recording(n=2000, duration=2.0, seed=0):
@@ -151,7 +151,7 @@ def test_on_a_gpu_device_and_host_memory_are_planned_apart(monkeypatch):
     config = Config(window=0.01, device="cuda")
     windows = [(k * 0.01, (k + 1) * 0.01) for k in range(200)]  # 200 networks of 12 M parameters: 9.3 GB
     free = {"cuda": 10 << 30, "cpu": 1 << 30}
-    monkeypatch.setattr(train, "available_memory", lambda device: free[device.type])
+    monkeypatch.setattr(plan, "available_memory", lambda device: free[device.type])
     with pytest.raises(UsageError, match=r"9\.\d GB of host memory .* for the 200 fitted networks: ask for fewer, longer"):
         plan.check_memory(events, config, windows, 50)
     free["cpu"] = 100 << 30

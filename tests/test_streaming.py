@@ -17,8 +17,8 @@ import event_data
 from config import parse_config
 import experiment
 import plan
+import command
 import train
-import utils
 from conftest import REPO, shared_data
 from event_data import EventDataError, EventFile, load_events
 from test_bad_input import TINY, assert_error, assert_nothing_left, call
@@ -26,7 +26,7 @@ from test_bad_input import TINY, assert_error, assert_nothing_left, call
 
 @pytest.fixture(autouse=True)
 def no_signal_handlers(monkeypatch):
-    monkeypatch.setattr(utils, "prepare_command_line", lambda: None)
+    monkeypatch.setattr(command, "prepare_command_line", lambda: None)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_a_windowed_run_from_disk_writes_the_frames_of_the_in_memory_fit(tmp_pat
     path = WRITERS["evreal_folder"](str(tmp_path / "rec"), recording)
     flags = ["--window", "1", "--windows_batch", "2", "--frames_at", "aps", *TINY]
     config = parse_config(["-d", path, "-o", str(tmp_path / "out"), "-n", "run", *flags])
-    monkeypatch.setattr(train, "HELD_NETWORK_BYTES", 1)
+    monkeypatch.setattr(experiment, "HELD_NETWORK_BYTES", 1)
     summary = train.run(config)
     assert len(summary["data"]["spans"]) == 3 and summary["timings"]["read_s_per_window"] > 0
     folder = summary["folder"]

