@@ -16,7 +16,8 @@ From Python (no files written):
     result.frames                                     # uint8 [N, H, W], at result.times (seconds)
 
 `run(config)` is the command line: load, fit (or render a saved fit), write the run folder
-(experiment.py) batch by batch, and print a summary. Both go through one pipeline, `fitted_frames`.
+(experiment.py) batch by batch, and print a summary. Both go through one pipeline:
+fit_batches yields fitted networks a batch of windows at a time, fitted_frames renders them.
 """
 
 import dataclasses
@@ -32,13 +33,16 @@ from tqdm import tqdm
 
 import command
 import utils
-from config import Config, UsageError, float32_matmul_precision, get_parser, matmul_precision, resolve_device
+from config import (Config, UsageError, float32_matmul_precision, get_parser, matmul_precision,
+                    resolve_device)
 from event_data import EventDataError, chunk_boundaries, event_frames, open_events, validate
-from experiment import ExperimentWriter, config_for_render, demo_data, experiment_path, load_checkpoint, networks_held
-from model import StackedEvINR, channels, evinr_loss, make_model, query_times, seam_loss, triton_available, window_edges
+from experiment import (ExperimentWriter, config_for_render, demo_data, experiment_path,
+                        load_checkpoint, networks_held)
+from model import (StackedEvINR, channels, evinr_loss, make_model, query_times, seam_loss,
+                   triton_available, window_edges)
 from optim import learning_rates, make_optimizer, release_optimizer
-from plan import (check_disk, check_memory, estimate, fit_spans, human_bytes, normalised, parameter_count, plan,
-                  render_times, span_of)
+from plan import (check_disk, check_memory, estimate, fit_spans, human_bytes, normalised,
+                  parameter_count, plan, render_times, span_of)
 from render import Reconstruction, fit_threshold, render, run_exposure
 
 
@@ -60,20 +64,28 @@ class Window:
         self.t = part.t
         # moved as stored (int16, int8): a quarter of the bytes of int64 to copy to a GPU, and
         # no copy at all on the CPU; event_frames widens the indices where it needs them
-        self.x, self.y, self.p = (torch.from_numpy(column).to(device) for column in (part.x, part.y, part.p))
+        self.x, self.y, self.p = (torch.from_numpy(column).to(device)
+                                  for column in (part.x, part.y, part.p))
         self.device = device
 
     def frames(self, n_chunks):
-        """(event frames [n, C, H, W], boundary times [n+1], authors' chunk midpoints [n]), times normalised."""
+        """(event frames [n, C, H, W], boundary times [n+1], authors' chunk midpoints [n]), the
+        times normalised."""
         n_chunks = min(n_chunks, len(self.t))
-        starts, times = chunk_boundaries(self.t, n_chunks, self.begin, self.end, self.config.chunking)
-        frames = event_frames(self.x, self.y, self.p, starts, self.sensor, fit_threshold(self.config), self.config.color_event)
+        config = self.config
+        starts, times = chunk_boundaries(self.t, n_chunks, self.begin, self.end, config.chunking)
+        frames = event_frames(self.x, self.y, self.p, starts, self.sensor, fit_threshold(config),
+                              config.color_event)
         # The authors stamp each chunk with the midpoint of its first and last event.
         first = self.t[np.minimum(starts[:-1], len(self.t) - 1)]
         last = self.t[np.maximum(starts[1:] - 1, 0)]
-        midpoints = np.where(starts[1:] > starts[:-1], 0.5 * (first + last), 0.5 * (times[:-1] + times[1:]))
-        as_tensor = lambda values: torch.tensor(normalised(values, self.begin, self.end), dtype=torch.float32, device=self.device)
-        return frames, as_tensor(times), as_tensor(midpoints)
+        midpoints = np.where(starts[1:] > starts[:-1], 0.5 * (first + last),
+                             0.5 * (times[:-1] + times[1:]))
+        return frames, self.normalised(times), self.normalised(midpoints)
+
+    def normalised(self, times):
+        return torch.tensor(normalised(times, self.begin, self.end), dtype=torch.float32,
+                            device=self.device)
 
 
 def stage_frames(windows, n_chunks, stacked):
@@ -95,10 +107,11 @@ def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windo
     tied = config.window_tie != 0 and (tie_frame is not None or n_windows > 1)
 
     def step():
-        loss, parts, log_frames = evinr_loss(model, queries, frames, config.loss, config.align, fused=not config.plain,
-                                             kernel=config.loss_kernel)
+        loss, parts, log_frames = evinr_loss(model, queries, frames, config.loss, config.align,
+                                             fused=not config.plain, kernel=config.loss_kernel)
         if tied:
-            loss = loss + config.window_tie * seam_loss(*window_edges(model, log_frames, config, edge_times), tie_frame)
+            edges = window_edges(model, log_frames, config, edge_times)
+            loss = loss + config.window_tie * seam_loss(*edges, tie_frame)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -116,7 +129,8 @@ class GraphedStep:
     WARM_UP = 3
 
     def __init__(self, step, fallback=True):
-        self.step, self.fallback, self.calls, self.graph, self.outputs, self.failed = step, fallback, 0, None, None, False
+        self.step, self.fallback = step, fallback
+        self.calls, self.graph, self.outputs, self.failed = 0, None, None, False
 
     def eager(self):
         side = torch.cuda.Stream()
@@ -140,8 +154,10 @@ class GraphedStep:
         except RuntimeError as error:
             reason = str(error).splitlines()[0]
             if not self.fallback:
-                raise UsageError(f"--cuda_graph on: capturing a training step failed ({reason}); use --cuda_graph off") from None
-            print(f"note: CUDA graph capture failed ({reason}); fitting with eager steps", file=sys.stderr)
+                raise UsageError(f"--cuda_graph on: capturing a training step failed ({reason}); "
+                                 "use --cuda_graph off") from None
+            print(f"note: CUDA graph capture failed ({reason}); fitting with eager steps",
+                  file=sys.stderr)
             self.failed = True
             torch.cuda.synchronize()
             return self.eager()
@@ -154,30 +170,40 @@ def use_cuda_graph(config, device):
     return config.cuda_graph != "off" and device.type == "cuda"
 
 
+def check_loss(total, config, when):
+    """The loss, refused when it is not a number (a diverged fit)."""
+    if not math.isfinite(total):
+        raise UsageError(f"--lr {config.lr:g}: the loss became {total} by {when}, the fit "
+                         f"diverged; lower --lr, or check --event_thresh ({config.event_thresh})")
+    return total
+
+
 def fit(model, windows, config, tie_frame=None, log=None, label=""):
     """Run the optimisation on a list of windows: one window for an EvINR, one per network for a
     StackedEvINR. `tie_frame`, the previous window's last log frame, pins the first window's
     first frame so brightness is continuous across windows. Returns the timings."""
     stacked = isinstance(model, StackedEvINR)
-    device = windows[0].device
-    graphs = use_cuda_graph(config, device)
+    graphs = use_cuda_graph(config, windows[0].device)
     optimizer = make_optimizer(model, config)
     rates = learning_rates(config)
-    schedule = [config.train_resolution] if config.no_c2f else [config.train_resolution, 2 * config.train_resolution]
-    start_of_stage = [0] if config.no_c2f else [0, config.iters // 2]
+    # coarse to fine: the number of event frames doubles half-way
+    stages = {0: config.train_resolution} if config.no_c2f else {
+        0: config.train_resolution, config.iters // 2: 2 * config.train_resolution}
     timings = {"event_frames_s": 0.0, "train_s": 0.0}
     start = time.perf_counter()
     log_points = [(0, start)]  # (iteration, time): the loss read-out syncs the device anyway
     try:
         # closed on any error too, so that the error message gets a line of its own
-        with tqdm(range(config.iters), desc=f"fitting{label}", unit="it", leave=False, dynamic_ncols=True,
-                  disable=None) as bar:
+        with tqdm(range(config.iters), desc=f"fitting{label}", unit="it", leave=False,
+                  dynamic_ncols=True, disable=None) as bar:
             for iteration in bar:
-                if iteration in start_of_stage:
+                if iteration in stages:
                     began = time.perf_counter()
-                    frames, boundaries, midpoints = stage_frames(windows, schedule[start_of_stage.index(iteration)], stacked)
+                    frames, boundaries, midpoints = stage_frames(windows, stages[iteration],
+                                                                 stacked)
                     queries = query_times(boundaries, midpoints, config.loss, config.align)
-                    step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows))
+                    step = make_step(model, optimizer, frames, queries, config, tie_frame,
+                                     len(windows))
                     if graphs:
                         step = GraphedStep(step, fallback=config.cuda_graph == "auto")
                     timings["event_frames_s"] += time.perf_counter() - began
@@ -186,10 +212,8 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
                 loss, parts = step()
                 command.check_terminated()
                 if (iteration + 1) % config.log_interval == 0 or iteration + 1 == config.iters:
-                    total = float(loss)  # a host synchronisation: only here, so a CUDA graph replays undisturbed
-                    if not math.isfinite(total):
-                        raise UsageError(f"--lr {config.lr:g}: the loss became {total} by iteration {iteration + 1}{label}, the fit "
-                                         f"diverged; lower --lr, or check --event_thresh ({config.event_thresh})")
+                    # a host synchronisation: only here, so a CUDA graph replays undisturbed
+                    total = check_loss(float(loss), config, f"iteration {iteration + 1}{label}")
                     log_points.append((iteration + 1, time.perf_counter()))
                     bar.set_postfix(loss=f"{total:.4g}")
                     if log is not None:
@@ -199,8 +223,8 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
     timings["train_s"] = time.perf_counter() - start - timings["event_frames_s"]
     # The first interval holds the warm-up (allocation, first kernels, graph capture); the
     # median of the others is the steady-state cost per iteration.
-    steady = [1000.0 * (t1 - t0) / (i1 - i0) for (i0, t0), (i1, t1) in zip(log_points[1:], log_points[2:])]
-    timings["steady_ms_per_iter"] = steady
+    timings["steady_ms_per_iter"] = [1000.0 * (t1 - t0) / (i1 - i0) for (i0, t0), (i1, t1)
+                                     in zip(log_points[1:], log_points[2:])]
     return timings
 
 
@@ -215,11 +239,11 @@ def check_kernels(config, device):
         if getattr(config, flag) != "triton":
             continue
         if not triton_available():
-            raise UsageError(f"--{flag} triton: the triton package is not installed (pip install triton), "
-                             f"or use --{flag} auto")
+            raise UsageError(f"--{flag} triton: the triton package is not installed "
+                             f"(pip install triton), or use --{flag} auto")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise UsageError(f"--{flag} triton: Triton's kernels run on CUDA devices and this run is on "
-                             f"{device}; use --{flag} auto")
+            raise UsageError(f"--{flag} triton: Triton's kernels run on CUDA devices and this run "
+                             f"is on {device}; use --{flag} auto")
 
 
 def prepare(config, events):
@@ -228,24 +252,25 @@ def prepare(config, events):
     Seeds torch's random generators."""
     if events.sensor is None:  # Events built by hand rather than by load_events: check them first
         events.sensor = tuple(int(v) for v in validate(events, (config.H, config.W)))
-    sensor = events.sensor
-    if config.color_event and (sensor[0] % 2 or sensor[1] % 2):
-        raise EventDataError(events.path, "--color_event needs an even sensor size for the 2x2 Bayer cells, "
-                                          f"got H={sensor[0]}, W={sensor[1]}")
+    height, width = events.sensor
+    if config.color_event and (height % 2 or width % 2):
+        raise EventDataError(events.path, "--color_event needs an even sensor size for the 2x2 "
+                                          f"Bayer cells, got H={height}, W={width}")
     device = resolve_device(config.device)
     check_kernels(config, device)
     precision = matmul_precision(config.matmul_precision, device)
     torch.manual_seed(config.seed)
-    return dataclasses.replace(config, H=int(sensor[0]), W=int(sensor[1]), device=str(device),
+    return dataclasses.replace(config, H=int(height), W=int(width), device=str(device),
                                matmul_precision=precision)
 
 
 def tensorboard_log(folder):
-    """A function logging a window's loss terms to TensorBoard under `folder`, and the writer."""
+    """(a function logging a window's loss terms to TensorBoard under `folder`, the writer)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        raise UsageError("--tensorboard needs the tensorboard package: "
+                         "pip install tensorboard") from None
     writer = SummaryWriter(folder)
 
     def log(name, iteration, total, parts):
@@ -261,40 +286,43 @@ def fit_batches(events, config, spans, timings, tensorboard_dir=None):
     caller can render and write each batch and let it go; fills `timings` as it goes, and with
     the costs per iteration once the last batch is done."""
     device = torch.device(config.device)
-    log, writer = tensorboard_log(tensorboard_dir) if tensorboard_dir is not None else (None, None)
+    log, writer = tensorboard_log(tensorboard_dir) if tensorboard_dir else (None, None)
     timings.update(read_s=0.0, event_frames_s=0.0, train_s=0.0)
     steady_ms, tie_frame, model = [], None, make_model(events.sensor, config).to(device)
-    batch_size = config.windows_batch
-    with tqdm(total=len(spans), desc="windows", unit="window", disable=True if len(spans) == 1 else None,
+    batch_size, n_spans = config.windows_batch, len(spans)
+    with tqdm(total=n_spans, desc="windows", unit="window", disable=True if n_spans == 1 else None,
               leave=False, dynamic_ncols=True) as progress:
-        for first in range(0, len(spans), batch_size):
-            batch = range(first, min(first + batch_size, len(spans)))
-            name = f"window {first + 1}" if len(batch) == 1 else f"windows {first + 1}-{batch[-1] + 1}"
+        for first in range(0, n_spans, batch_size):
+            batch = range(first, min(first + batch_size, n_spans))
+            last = f"-{batch[-1] + 1}" if len(batch) > 1 else ""
+            name = f"window{'s' if last else ''} {first + 1}{last}"
             trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
             windows = [Window(events, *spans[k], events.sensor, config, device) for k in batch]
             timings["read_s"] += sum(window.read_s for window in windows)
-            spent = fit(trained, windows, config, tie_frame, log and (lambda *logged, name=name: log(name, *logged)),
-                        label=f" {name}/{len(spans)}" if len(spans) > 1 else "")
+            window_log = log and (lambda *logged, name=name: log(name, *logged))
+            spent = fit(trained, windows, config, tie_frame, window_log,
+                        label=f" {name}/{n_spans}" if n_spans > 1 else "")
             del windows
             steady_ms += spent.pop("steady_ms_per_iter")
             for part, value in spent.items():
                 timings[part] += value
             fitted = trained.unstacked() if len(batch) > 1 else [model.state_dict()]
             model.load_state_dict(fitted[-1])
-            if len(spans) > 1:
+            if n_spans > 1:
                 with torch.no_grad():
                     tie_frame = model(torch.ones(1, device=device)).detach()
-            yield batch, [{name: value.detach().cpu().clone() for name, value in state.items()} for state in fitted]
+            yield batch, [{key: value.detach().cpu().clone() for key, value in state.items()}
+                          for state in fitted]
             progress.update(len(batch))
     if writer is not None:
         writer.close()
     # An iteration is one optimisation step; with stacked windows it advances every window of
     # its batch, so the cost per window and iteration is reported too.
-    n_fits = -(-len(spans) // batch_size)
+    n_fits = -(-n_spans // batch_size)
     timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (config.iters * n_fits)
-    timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (config.iters * len(spans))
+    timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (config.iters * n_spans)
     timings["ms_per_iter_median"] = float(np.median(steady_ms)) if steady_ms else None
-    timings["read_s_per_window"] = timings["read_s"] / len(spans)
+    timings["read_s_per_window"] = timings["read_s"] / n_spans
 
 
 def fitted_frames(batches, config, spans, times, timings, exposure=None, log_frames=False):
@@ -308,7 +336,8 @@ def fitted_frames(batches, config, spans, times, timings, exposure=None, log_fra
         if exposure is None:
             exposure = run_exposure(states, config)
         mine = np.flatnonzero((owner >= batch[0]) & (owner <= batch[-1]))
-        part = render(states, spans[batch[0]:batch[-1] + 1], config, times[mine], log_frames, exposure)
+        part = render(states, spans[batch[0]:batch[-1] + 1], config, times[mine], log_frames,
+                      exposure)
         timings["render_s"] += part.timings["render_s"]
         yield mine, part, states
 
@@ -323,16 +352,17 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
         config, spans, times = plan(events, config, times)
         check_memory(events, config, spans, len(times))
         timings, states, exposure = {}, [], None
-        shape = (len(times), config.H, config.W) + ((3,) if config.color_event else ())
-        frames = np.zeros(shape, np.uint8)
-        logs = np.zeros((len(times), channels(config), config.H, config.W), np.float32) if log_frames else None
+        color = (3,) if config.color_event else ()
+        frames = np.zeros((len(times), config.H, config.W) + color, np.uint8)
+        logs = np.zeros((len(times), channels(config), config.H, config.W), np.float32) \
+            if log_frames else None
         batches = fit_batches(events, config, spans, timings, tensorboard_dir)
-        for mine, part, fitted in fitted_frames(batches, config, spans, times, timings, log_frames=log_frames):
+        for mine, part, fitted in fitted_frames(batches, config, spans, times, timings,
+                                                log_frames=log_frames):
             states, exposure = states + fitted, part.exposure
-            if not mine.size:
-                continue
-            frames[mine] = part.frames
-            if log_frames:
+            if mine.size:
+                frames[mine] = part.frames
+            if mine.size and log_frames:
                 logs[mine] = part.log_frames
         return Reconstruction(frames=frames, times=times, states=states, spans=spans, config=config,
                               timings=timings, log_frames=logs, exposure=exposure)
@@ -355,27 +385,27 @@ def start_device(device):
 
 
 def saved_batches(config, events, checkpoint):
-    """For --render_only: (the config, the spans, the times, (window indices, states) per window)
-    of a saved fit, checked against the recording."""
+    """For --render_only: (the config, the spans, the times, (window indices, states) per
+    window) of a saved fit, checked against the recording."""
     _, states, spans, _ = checkpoint
     spans = spans or fit_spans(events, config)
     if len(spans) != len(states):
-        raise EventDataError(config.render_only, f"holds {len(states)} networks for {len(spans)} windows of "
-                                                 f"{events.path}")
+        raise EventDataError(config.render_only, f"holds {len(states)} networks for {len(spans)} "
+                                                 f"windows of {events.path}")
     times = render_times(events, config, spans[0][0], spans[-1][1])
     return config, spans, times, ((range(k, k + 1), [states[k]]) for k in range(len(spans)))
 
 
 def check_resources(events, config, spans, times, final):
-    """Refuse a run whose memory or disk the machine lacks, before any work; returns the plan's
-    estimate in words."""
-    owner = span_of(times, spans)
+    """Refuse a run whose memory or disk the machine lacks, before any work; returns the plan
+    and its estimated cost, in words."""
     batch_size = config.windows_batch or 1
     network_bytes = 4 * parameter_count(events.sensor, config)
-    frames_per_batch = np.add.reduceat(np.bincount(owner, minlength=len(spans)), np.arange(0, len(spans), batch_size))
+    frames_per_window = np.bincount(span_of(times, spans), minlength=len(spans))
+    frames_per_batch = np.add.reduceat(frames_per_window, np.arange(0, len(spans), batch_size))
     held = networks_held(len(spans), network_bytes, batch_size)
-    check_memory(events, config, spans, int(frames_per_batch.max()), training=not config.render_only,
-                 held_networks=held)
+    check_memory(events, config, spans, int(frames_per_batch.max()),
+                 training=not config.render_only, held_networks=held)
     frame_bytes = len(times) * events.sensor[0] * events.sensor[1] * channels(config)
     check_disk(final, network_bytes * len(spans) + frame_bytes,
                f"{len(spans)} networks of {human_bytes(network_bytes)} and {len(times)} frames")
@@ -383,16 +413,19 @@ def check_resources(events, config, spans, times, final):
 
 
 def summary_line(summary, n_frames, final):
-    """The last line a run prints: frames, folder, time, and the scores and C when there are."""
-    timings, metrics, auto = summary["timings"], summary.get("metrics"), summary.get("auto_threshold")
-    speed = f" ({timings['ms_per_iter']:.1f} ms/iteration)" if "ms_per_iter" in timings else ""
-    quality = ""
+    """The last line a run prints: frames, folder, time, and the scores and C where known."""
+    timings, metrics = summary["timings"], summary.get("metrics")
+    line = f"wrote {n_frames} frames to {final} in {timings['total_s']:.1f} s"
+    if "ms_per_iter" in timings:
+        line += f" ({timings['ms_per_iter']:.1f} ms/iteration)"
     if metrics:
-        scores = [f"MSE {metrics['mse']:.4f}"] + [f"{name.upper()} {metrics[name]:.3f}" for name in ("ssim", "lpips")
+        scores = [f"MSE {metrics['mse']:.4f}"] + [f"{name.upper()} {metrics[name]:.3f}"
+                                                   for name in ("ssim", "lpips")
                                                    if metrics.get(name) is not None]
-        quality = f", {' '.join(scores)} over {metrics['n_frames']} APS frames"
-    threshold = f", auto C {auto['event_thresh']:.3f}" if auto else ""
-    return f"wrote {n_frames} frames to {final} in {timings['total_s']:.1f} s{speed}{quality}{threshold}"
+        line += f", {' '.join(scores)} over {metrics['n_frames']} APS frames"
+    if summary.get("auto_threshold"):
+        line += f", auto C {summary['auto_threshold']['event_thresh']:.3f}"
+    return line
 
 
 def run(config):
@@ -404,14 +437,15 @@ def run(config):
     data_path = config.data_path or demo_data()
     checkpoint = load_checkpoint(config.render_only) if config.render_only else None
     if not config.no_video and not utils.video_available():
-        print("note: video.mp4 skipped: writing it needs the imageio-ffmpeg package (pip install imageio-ffmpeg)",
-              file=sys.stderr)
+        print("note: video.mp4 skipped: writing it needs the imageio-ffmpeg package "
+              "(pip install imageio-ffmpeg)", file=sys.stderr)
         config = dataclasses.replace(config, no_video=True)
     warm_up = start_device(resolve_device(config.device))
     began = time.perf_counter()
     # With --window, a file that can be read by position stays on disk and each window's events
-    # are read when it is fitted: memory then holds one batch of windows, however long the recording.
-    events = open_events(data_path, sensor=(config.H, config.W), whole=not config.window, **config.reader_options())
+    # are read when it is fitted: memory then holds one batch of windows, however long.
+    events = open_events(data_path, sensor=(config.H, config.W), whole=not config.window,
+                         **config.reader_options())
     timings = {"load_s": time.perf_counter() - began}
     warm_up.join()
     final = experiment_path(config, data_path)
@@ -425,16 +459,18 @@ def run(config):
         try:
             with command.staged_folder(final, replace=config.overwrite) as work:
                 if not checkpoint:
-                    batches = fit_batches(events, config, spans, timings, tensorboard_dir=os.path.join(
-                        work, "tensorboard") if config.tensorboard else None)
+                    board = os.path.join(work, "tensorboard") if config.tensorboard else None
+                    batches = fit_batches(events, config, spans, timings, board)
                 with ExperimentWriter(work, config, events, times, spans) as writer:
                     exposure = checkpoint[3] if checkpoint else None
-                    for mine, part, fitted in fitted_frames(batches, config, spans, times, timings, exposure):
+                    for mine, part, fitted in fitted_frames(batches, config, spans, times, timings,
+                                                            exposure):
                         writer.exposure = part.exposure
                         writer.add(mine, part.frames, fitted)
                     summary = writer.finish(timings, started=wall_start)
         except OSError as error:
-            error.filename = final if error.filename is None else error.filename  # a failed write() names no file
+            if error.filename is None:  # a failed write() names no file
+                error.filename = final
             raise
     print(summary_line(summary, len(times), final))
     return {**summary, "folder": final}
@@ -445,10 +481,12 @@ def main(argv=None):
     environment (disk full, folder not writable, out of memory), 130 interrupted (Ctrl-C,
     SIGTERM, SIGHUP); an error is one line, `error: PATH: problem`, and leaves nothing behind."""
     command.prepare_command_line()
-    given = vars(get_parser(suppress_defaults=True, prog=command.program_name()).parse_args(argv))
+    parser = get_parser(suppress_defaults=True, prog=command.program_name())
+    given = vars(parser.parse_args(argv))
     with command.exit_status((EventDataError, UsageError), given.get("output_dir", "runs"),
                              memory_hint="; lower --net_width, --train_resolution or --window"):
-        run(config_for_render(given["render_only"], given) if given.get("render_only") else Config(**given))
+        render_only = given.get("render_only")
+        run(config_for_render(render_only, given) if render_only else Config(**given))
 
 
 if __name__ == "__main__":
