@@ -311,28 +311,32 @@ def check_disk(folder, needed, what):
                                     "this disk; ask for fewer, longer windows (--window) or fewer frames (--frames_at)", folder)
 
 
-# Seconds of one training iteration per pixel and event frame of a window, for the estimate a
-# run prints before it starts: from scripts/benchmark.py's runs of the default network
-# (docs/performance.md). Costs grow faster than the pixels on a CPU (caches), so this is a
-# rough figure, within a factor of about two.
-SECONDS_PER_PIXEL_FRAME = {"cpu": 4e-8, "cuda": 1.2e-10}
+# The cost of one training iteration of the default network, for the estimate a run prints
+# before it starts: (seconds at 240x180 with 76 event frames on average, the power of the pixel
+# frames it grows with), fitted to scripts/benchmark.py's runs at 240x180 and larger sensors on a
+# 2-core CPU and an H100 (docs/performance.md). A rough figure: other machines differ.
+ITERATION_COST = {"cpu": (0.055, 1.6), "cuda": (0.0005, 0.8)}
+REFERENCE_PIXEL_FRAMES = 240 * 180 * 76
+PROCESS_BYTES = 400 << 20  # torch and the other libraries, loaded before any tensor
 
 
 def estimate(events, config, spans, n_frames, held_networks):
     """What a run will do and roughly cost, in words: its windows, iterations and frames, and
-    an estimate of its time and peak memory from the sensor's size."""
+    estimates of its time and peak memory from the sensor's size."""
     device = torch.device(config.device)
     height, width = events.sensor
     mean_frames = config.train_resolution if config.no_c2f else 1.5 * config.train_resolution
-    per_iteration = SECONDS_PER_PIXEL_FRAME[device.type] * height * width * channels(config) * (mean_frames + 1)
-    seconds = per_iteration * config.iters * len(spans) * (config.net_width / 512) ** 0.5
-    memory = sum(part[0] for part in memory_plan(events, config, spans, n_frames, not config.render_only,
-                                                  held_networks))
-    length = spans[-1][1] - spans[0][0]
-    work = "rendering only" if config.render_only else (f"{config.iters} iterations each, about "
-                                                          f"{human_duration(seconds)} on {device.type}")
-    return (f"{len(spans)} window{'s' if len(spans) > 1 else ''} over {length:.3f} s, {work}; {n_frames} frames "
-            f"of {width}x{height}; about {human_bytes(memory)} of memory (rough estimate)")
+    seconds_at_reference, power = ITERATION_COST[device.type]
+    pixel_frames = height * width * channels(config) * (mean_frames + 1)
+    seconds = seconds_at_reference * (pixel_frames / REFERENCE_PIXEL_FRAMES) ** power
+    seconds *= config.iters * len(spans) * config.net_width / 512
+    parts = memory_plan(events, config, spans, n_frames, not config.render_only, held_networks)
+    memory = PROCESS_BYTES + sum(part[0] for part in parts)
+    work = "rendering only" if config.render_only else (
+        f"{config.iters} iterations each, about {human_duration(seconds)} on {device.type}")
+    return (f"{len(spans)} window{'s' if len(spans) > 1 else ''} over {spans[-1][1] - spans[0][0]:.3f} s, "
+            f"{work}; {n_frames} frames of {width}x{height}; about {human_bytes(memory)} of memory "
+            "(rough estimates)")
 
 
 def human_duration(seconds):
