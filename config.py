@@ -31,7 +31,7 @@ DEFAULT_T_END = 2.0        # --t_end without --window: the authors' default wind
 
 # The sections of --help, in order.
 GROUPS = {"data": "the recording", "fitting": "the fit", "output": "what is written",
-          "performance": "speed and memory (results do not depend on these, up to float rounding)"}
+          "performance": "speed, memory and numerical precision"}
 
 
 def option(default, help, group, short=None, type=None, choices=None, metavar=None, valid=None, why=None):
@@ -233,7 +233,7 @@ def add_config_arguments(parser, suppress_defaults=False, skip=()):
     """Add Config's fields to `parser` as --NAME flags, in --help's groups. With
     suppress_defaults, a flag not given is absent from the parsed namespace, so layers of
     settings can be stacked (a checkpoint's or a dataset's, then the command line's)."""
-    groups = {name: parser.add_argument_group(f"{name}: {text}") for name, text in GROUPS.items()}
+    groups = {name: parser.add_argument_group(f"{name} ({text})") for name, text in GROUPS.items()}
     for spec in dataclasses.fields(Config):
         if spec.name in skip:
             continue
@@ -245,15 +245,17 @@ def add_config_arguments(parser, suppress_defaults=False, skip=()):
             group.add_argument(*names, action="store_true", default=default, help=meta["help"])
             continue
         # the default is written into the help once: by the help text when it describes it
-        shown = "" if "(default:" in meta["help"] else f" (default: {spec.default})"
+        shown = "" if "(default:" in meta["help"] or spec.default is None else f" (default: {spec.default})"
         group.add_argument(*names, default=default, help=meta["help"] + shown, choices=meta["choices"],
                            metavar=meta["metavar"], type=meta["type"] or type(spec.default))
     return parser
 
 
 def get_parser(suppress_defaults=False, prog=None):
-    parser = command.ArgumentParser(prog=prog, description="EvINR: fit an implicit neural representation to "
-                                                           "events and render video.")
+    parser = command.ArgumentParser(
+        prog=prog, usage="%(prog)s [-h] [-d DATA_PATH] [-n EXP_NAME] [-o OUTPUT_DIR] [FLAG ...]",
+        description="EvINR: fit an implicit neural representation to events and render video.",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=32, width=100))
     return add_config_arguments(parser, suppress_defaults)
 
 
