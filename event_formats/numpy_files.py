@@ -1,0 +1,181 @@
+"""
+Events in .npy files: an [N, 4] (t, x, y, p) array (the authors' events.npy), the authors'
+folder around one, and EVREAL's folder of column arrays. All are read by position as well.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from . import event_format
+from .common import BATCH, Columns, EventDataError, event_piece, folder_image_pieces, is_file_with, is_folder_with
+
+ROWS_FACTS = {"encoding": "[N, 4] array (t, x, y, p)", "time_unit": "s"}
+EVREAL_FACTS = {"encoding": "EVREAL arrays", "time_unit": "s"}
+
+
+def _load_npy(path):
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise EventDataError(path, f"unreadable or truncated .npy file ({str(error).splitlines()[0]})") from None
+
+
+def _npy_batches(path):
+    """A .npy array BATCH rows at a time. The file is read, not mapped: every page of a map that
+    is touched counts as resident memory, as much as the array it is copied into."""
+    array = _load_npy(path)  # a map of the file, used only for its layout
+    if not array.flags.c_contiguous:  # Fortran order: rows are not contiguous in the file
+        for start in range(0, len(array), BATCH):
+            yield np.array(array[start:start + BATCH])
+        return
+    row_items = int(np.prod(array.shape[1:], dtype=np.int64))
+    with open(path, "rb") as f:
+        f.seek(array.offset)
+        for start in range(0, len(array), BATCH):
+            rows = min(BATCH, len(array) - start)
+            yield np.fromfile(f, dtype=array.dtype, count=rows * row_items).reshape((rows,) + array.shape[1:])
+
+
+def _npy_rows(path, first, last):
+    """Rows first:last of a .npy, copied out of a map of the file that is dropped at once, so
+    that its pages do not stay resident (see _npy_batches)."""
+    return np.array(_load_npy(path)[first:last])
+
+
+def _check_rows(array, path):
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise EventDataError(path, f"expected an [N, 4] array of (t, x, y, p), got shape {list(array.shape)}")
+
+
+def _metadata_sensor(folder):
+    """`sensor_resolution` [H, W] from a metadata.json (EVREAL's, and this project's converters')."""
+    metadata_path = os.path.join(folder, "metadata.json")
+    if not os.path.isfile(metadata_path):
+        return None
+    try:
+        with open(metadata_path) as f:
+            height, width = json.load(f)["sensor_resolution"]
+    except (ValueError, KeyError, TypeError):
+        raise EventDataError(metadata_path, "expected a JSON object with sensor_resolution [H, W]") from None
+    return int(height), int(width)
+
+
+# --- an [N, 4] array ----------------------------------------------------------------
+
+def _npy_columns(path, sensor=None, frames=None):
+    """An [N, 4] .npy's events as EventFile reads them."""
+    array = _load_npy(path)
+    _check_rows(array, path)
+
+    def read(first, last):
+        rows = _npy_rows(path, first, last)
+        return rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    return Columns(len(array), read, ROWS_FACTS, sensor, frames)
+
+
+@event_format("npy", is_file_with(".npy"), columns=_npy_columns)
+def stream_npy(path, **options):
+    """An [N, 4] (t, x, y, p) array, as the authors' events.npy, read a batch at a time."""
+    _check_rows(_load_npy(path), path)
+    yield ("info", ROWS_FACTS)
+    for rows in _npy_batches(path):
+        yield event_piece(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], path)
+
+
+# --- the authors' folder ------------------------------------------------------------
+
+def _evinr_folder_columns(path):
+    """The folder's events.npy as EventFile reads it, with the folder's sensor and frames."""
+    has_images = os.path.isfile(os.path.join(path, "images.txt"))
+    return _npy_columns(os.path.join(path, "events.npy"), _metadata_sensor(path),
+                        list(folder_image_pieces(path)) if has_images else None)
+
+
+@event_format("evinr_folder", is_folder_with("events.npy"), columns=_evinr_folder_columns)
+def stream_evinr_folder(path, **options):
+    """The authors' layout: events.npy, images.txt + images/, maybe color_images.txt + color_images/."""
+    sensor = _metadata_sensor(path)
+    if sensor:
+        yield ("sensor", sensor)
+    yield from stream_npy(os.path.join(path, "events.npy"))
+    if os.path.isfile(os.path.join(path, "images.txt")):
+        yield from folder_image_pieces(path)
+    if os.path.isfile(os.path.join(path, "color_images.txt")):
+        yield from folder_image_pieces(path, "color_images.txt", key="color_images")
+
+
+# --- EVREAL's folder ----------------------------------------------------------------
+
+def _evreal_event_files(path):
+    """The paths of an EVREAL folder's three event arrays, checked to hold the same number of
+    events (and x, y as pairs); and that number."""
+    files = [os.path.join(path, f"events_{name}.npy") for name in ("ts", "xy", "p")]
+    t, xy, p = (_load_npy(file) for file in files)
+    if xy.ndim != 2 or xy.shape[1] != 2 or not len(t) == len(xy) == len(p):
+        raise EventDataError(path, f"events_ts, events_xy [N, 2] and events_p disagree: shapes {t.shape}, {xy.shape}, "
+                                   f"{p.shape}")
+    return files, len(t)
+
+
+def _evreal_images(path):
+    """(a map of images.npy, the frame times from images_ts.npy), checked to be as many; None
+    when the folder has no images."""
+    images_path = os.path.join(path, "images.npy")
+    if not os.path.isfile(images_path):
+        return None
+    images = _load_npy(images_path)
+    frame_t = np.asarray(_load_npy(os.path.join(path, "images_ts.npy")), dtype=np.float64).reshape(-1)
+    if len(images) != len(frame_t):
+        raise EventDataError(path, f"{len(images)} images but {len(frame_t)} image time stamps")
+    return images, frame_t
+
+
+class _NpyFrames:
+    """The frames of an images.npy [K, H, W(, 1)], read one at a time (see _npy_rows)."""
+
+    def __init__(self, path):
+        self.path = path
+        array = _load_npy(path)
+        self.shape = array.shape[:3] if array.ndim == 4 and array.shape[3] == 1 else array.shape
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        return _npy_rows(self.path, index, index + 1)[0].reshape(self.shape[1:])
+
+
+def _evreal_columns(path):
+    """An EVREAL folder's events as EventFile reads them; its frames stay on disk too."""
+    files, count = _evreal_event_files(path)
+
+    def read(first, last):
+        t, xy, p = (_npy_rows(file, first, last) for file in files)
+        return t.reshape(-1), xy[:, 0], xy[:, 1], p.reshape(-1)
+    columns = Columns(count, read, EVREAL_FACTS, _metadata_sensor(path))
+    images = _evreal_images(path)
+    if images is not None:
+        columns.frames, columns.frame_t = _NpyFrames(os.path.join(path, "images.npy")), images[1]
+    return columns
+
+
+@event_format("evreal_folder", is_folder_with("events_ts.npy", "events_xy.npy", "events_p.npy"),
+              columns=_evreal_columns)
+def stream_evreal_folder(path, **options):
+    """EVREAL: events_ts.npy (s), events_xy.npy [N, 2], events_p.npy, images.npy [K, H, W, 1],
+    images_ts.npy, metadata.json."""
+    files, _ = _evreal_event_files(path)
+    sensor = _metadata_sensor(path)
+    if sensor:
+        yield ("sensor", sensor)
+    yield ("info", EVREAL_FACTS)
+    for t, xy, p in zip(*(_npy_batches(file) for file in files)):
+        yield event_piece(t.reshape(-1), xy[:, 0], xy[:, 1], p.reshape(-1), path)
+    images = _evreal_images(path)
+    if images is None:
+        return
+    for image, t_image in zip(*images):
+        image = np.asarray(image)
+        yield ("frame", "images", float(t_image), image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
