@@ -39,5 +39,11 @@ def event_format(name, detect, columns=None, sort=False):
     return register
 
 
-# the formats, registered in this order (the order in which they are tried)
-from . import numpy_files, text, prophesee, hdf5, rosbag1, rosbag2, aedat  # noqa: E402,F401
+# The formats, one import a module: importing a module registers its formats, in this order.
+from . import numpy_files  # noqa: E402,F401
+from . import text  # noqa: E402,F401
+from . import prophesee  # noqa: E402,F401
+from . import hdf5  # noqa: E402,F401
+from . import rosbag1  # noqa: E402,F401
+from . import rosbag2  # noqa: E402,F401
+from . import aedat  # noqa: E402,F401
