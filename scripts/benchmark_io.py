@@ -256,7 +256,7 @@ def write_bag(path, recording, compression=None, events_topic="/dvs/events", ima
 
 def _cdr_event_array_bytes(recording, part, stamp_us):
     """A dvs_msgs/EventArray (ROS 2) in little-endian CDR, serialised with numpy."""
-    from event_data import CDR_EVENT, CDR_FIRST_EVENT
+    from event_formats.rosbag2 import CDR_EVENT, CDR_FIRST_EVENT
     height, width = recording["sensor"]
     t_us = recording["t_us"][part]
     count = len(t_us)
@@ -313,7 +313,7 @@ def write_ros2_bag(path, recording, storage="sqlite3", events="dvs", events_topi
     events, recorded 1 ms after their stamp; frames stamped at the frame time, recorded 5 ms
     later."""
     from rosbags.rosbag2 import StoragePlugin, Writer
-    from event_data import ros2_typestore
+    from event_formats.rosbag2 import ros2_typestore
     typestore = ros2_typestore()
     shutil.rmtree(path, ignore_errors=True)
     plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[storage]

@@ -14,6 +14,7 @@ from conftest import REPO
 import benchmark_io as formats
 import convert_common
 import event_data
+import event_formats.rosbag1
 from datasets import DATASETS, evaluated_sequences
 
 
@@ -143,6 +144,7 @@ def test_streaming_sorts_and_repairs(tmp_path, monkeypatch, capsys):
     """Written a small batch at a time, events out of order come out sorted (stably), and a
     decreasing frame time is replaced by the mean of its neighbours."""
     monkeypatch.setattr(event_data, "BATCH", 1_000)
+    monkeypatch.setattr(event_formats.rosbag1, "BATCH", 1_000)
     monkeypatch.setattr(convert_common, "BATCH", 700)
     recording = formats.synthetic_recording(20_000, rate=50_000)
     t_us, frame_t_us = recording["t_us"].copy(), recording["frame_t_us"].copy()

@@ -14,6 +14,8 @@ import pytest
 from conftest import assert_info_fails, REPO, shared_data
 import benchmark_io as formats
 import event_data
+import event_formats.prophesee
+import event_formats.rosbag2
 from event_data import EventDataError, load_events
 
 
@@ -112,7 +114,7 @@ def test_evt3_words_by_hand(tmp_path, monkeypatch, block):
     """Vector words, the row and vector state, a time high alone, words without events, and
     blocks ending anywhere (inside a word too): the state is carried from block to block."""
     if block:
-        monkeypatch.setattr(event_data, "_RAW_BLOCK", block)
+        monkeypatch.setattr(event_formats.prophesee, "_RAW_BLOCK", block)
     path = tmp_path / "hand.raw"
     path.write_bytes(b"% evt 3.0\n% geometry 640x480\n% end\n" + HAND_WORDS)
     events, sensor = load_events(str(path))
@@ -152,7 +154,7 @@ def test_raw_blocks_of_any_size_read_the_same(tmp_path, monkeypatch):
     path = str(tmp_path / "bursts.raw")
     formats.write_prophesee_raw(path, recording, encoding="evt3")
     whole = load_events(path)[0]
-    monkeypatch.setattr(event_data, "_RAW_BLOCK", 101)
+    monkeypatch.setattr(event_formats.prophesee, "_RAW_BLOCK", 101)
     pieces = load_events(path)[0]
     for name in "txyp":
         np.testing.assert_array_equal(getattr(pieces, name), getattr(whole, name))
@@ -163,9 +165,9 @@ def test_raw_blocks_of_any_size_read_the_same(tmp_path, monkeypatch):
 def test_decoders_agree_with_the_writers_at_scale(make):
     """Many blocks, every word type the writers make, compared event by event (not via files)."""
     recording = make()
-    for words, decoder in ((formats.evt3_words(recording), event_data.Evt3Decoder()),
-                           (formats.evt2_words(recording), event_data.Evt2Decoder()),
-                           (formats.evt21_words(recording), event_data.Evt21Decoder(legacy=True))):
+    for words, decoder in ((formats.evt3_words(recording), event_formats.prophesee.Evt3Decoder()),
+                           (formats.evt2_words(recording), event_formats.prophesee.Evt2Decoder()),
+                           (formats.evt21_words(recording), event_formats.prophesee.Evt21Decoder(legacy=True))):
         data = words.tobytes()
         parts = [decoder.feed(data[start:start + 65_537]) for start in range(0, len(data), 65_537)]
         assert all(part[0].dtype == np.int64 and part[1].dtype == part[2].dtype == np.int16 and part[3].dtype == np.int8
@@ -180,7 +182,7 @@ def test_decoders_agree_with_the_writers_at_scale(make):
 def test_bit_count_without_numpy_2():
     words = np.random.default_rng(0).integers(0, 2 ** 63, 1000, dtype=np.int64).view(np.uint64) * np.uint64(3)
     expected = [bin(int(w)).count("1") for w in words]
-    np.testing.assert_array_equal(event_data._bit_count_by_bytes(words), expected)
+    np.testing.assert_array_equal(event_formats.prophesee._bit_count_by_bytes(words), expected)
 
 
 # --- the real samples --------------------------------------------------------------------
@@ -375,12 +377,12 @@ def test_ros2_storage_file_alone(tmp_path, recording, storage):
 
 def test_ros2_event_array_is_the_cdr_serialisation(recording):
     """The numpy layout of a CDR EventArray, for 0, 1, 2 and many events, is rosbags' own."""
-    typestore = event_data.ros2_typestore()
+    typestore = event_formats.rosbag2.ros2_typestore()
     for part in (slice(100, 400), slice(7, 8), slice(9, 11), slice(3, 3)):
         stamp = int(recording["t_us"][part.start])
         raw = formats._cdr_event_array_bytes(recording, part, stamp)
         assert raw == formats._cdr_event_array_message(typestore, recording, part, stamp)
-        arrays = event_data._CdrEventArrays("bag", "/dvs/events")
+        arrays = event_formats.rosbag2._CdrEventArrays("bag", "/dvs/events")
         assert arrays.add(raw) == (180, 240, part.stop - part.start)
         t, x, y, polarity = arrays.take()
         np.testing.assert_array_equal(t, formats.bag_time(recording["t_us"][part]))
@@ -434,7 +436,7 @@ def _rewritten_packets(tmp_path, name, events, change):
     path = _ros2_bag(tmp_path, name, events=events, image_topic=None, events_topic="/event_camera/events")
     with Reader(path) as bag:
         connection, raws = bag.connections[0], [raw for _, _, raw in bag.messages()]
-    typestore = event_data.ros2_typestore()
+    typestore = event_formats.rosbag2.ros2_typestore()
     messages = [typestore.deserialize_cdr(raw, connection.msgtype) for raw in raws]
     change(messages[-1])
     formats.shutil.rmtree(path)
@@ -454,7 +456,7 @@ def _images_only_bag(tmp_path):
     from rosbags.rosbag2 import Writer
     path = tmp_path / "images_only"
     recording = formats.synthetic_recording(1_000)
-    typestore = event_data.ros2_typestore()
+    typestore = event_formats.rosbag2.ros2_typestore()
     image = recording["frames"][0]
     message = typestore.types["sensor_msgs/msg/Image"](
         header=formats._ros2_stamp(typestore, 0), height=image.shape[0], width=image.shape[1], encoding="mono8",

@@ -11,6 +11,8 @@ import pytest
 from conftest import assert_info_fails, shared_data
 import benchmark_io as formats
 import event_data
+import event_formats.aedat
+import event_formats.text
 from event_data import EventDataError, load_events
 
 
@@ -65,7 +67,7 @@ def test_e2vid_round_trip(tmp_path, recording, zipped):
 def test_text_blocks_and_odd_lines(tmp_path, monkeypatch):
     """Many blocks, a last line without newline, and lines the fast parser leaves to the general
     one (CRLF, tabs, signs, exponents, blank lines, long times) all read as Python reads them."""
-    monkeypatch.setattr(event_data, "_TXT_BLOCK", 64)
+    monkeypatch.setattr(event_formats.text, "_TXT_BLOCK", 64)
     lines = ["0.000001000 1 2 0", "1e-3 5 6 -1", "", "0.002000000 7 8 1\r", "0.5\t3 4 1",
              "3 11 12 1", "4.25 13 14 0", "1234567.123456789 9 10 0"]
     path = tmp_path / "events.txt"
@@ -79,7 +81,7 @@ def test_text_blocks_and_odd_lines(tmp_path, monkeypatch):
 
 def test_fast_text_parser_matches_python(recording):
     block = b"".join(formats._event_lines(recording))
-    t, x, y, p = event_data._parse_txt_fast(block)
+    t, x, y, p = event_formats.text._parse_txt_fast(block)
     rows = np.array([[float(v) for v in line.split()] for line in block.decode().splitlines()])
     np.testing.assert_array_equal(t, rows[:, 0])
     np.testing.assert_array_equal(np.stack([x, y, p], axis=1), rows[:, 1:])
@@ -206,12 +208,12 @@ def test_aedat_frames():
     """No frame-bearing AEDAT4 sample is at hand, so the packet conversion is checked alone."""
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     timing = {"t": 10, "exposure_begin_t": 1_000_000, "exposure_end_t": 1_000_500}
-    t, image = event_data._aedat_frame({**timing, "format": "BGR", "pixels": rgb[..., ::-1]})
+    t, image = event_formats.aedat._aedat_frame({**timing, "format": "BGR", "pixels": rgb[..., ::-1]})
     assert t == 1.00025 and (image == rgb).all()
-    t, image = event_data._aedat_frame({"t": 2_000_000, "format": "RGBA", "pixels": np.dstack([rgb, rgb[..., :1]])})
+    t, image = event_formats.aedat._aedat_frame({"t": 2_000_000, "format": "RGBA", "pixels": np.dstack([rgb, rgb[..., :1]])})
     assert t == 2.0 and (image == rgb).all()
     gray = rgb[..., 0]
-    assert (event_data._aedat_frame({"t": 0, "format": "L", "pixels": gray[..., None]})[1] == gray).all()
+    assert (event_formats.aedat._aedat_frame({"t": 0, "format": "L", "pixels": gray[..., None]})[1] == gray).all()
 
 
 # --- bad input --------------------------------------------------------------------------
