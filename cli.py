@@ -62,7 +62,7 @@ def cli(argv=None):
         return main(rest)
     if name == "info":
         from event_data import main
-        return main(["--info", *rest] if rest and not rest[0].startswith("-") else rest)
+        return main(rest)
     script = COMMANDS[name][0]
     if name == "convert":
         if not rest or rest[0] in ("-h", "--help"):

@@ -230,10 +230,13 @@ NOT_SAVED = ("render_only", "output_dir", "exp_name", "overwrite")
 
 
 def add_config_arguments(parser, suppress_defaults=False, skip=()):
-    """Add Config's fields to `parser` as --NAME flags, in --help's groups. With
+    """Add Config's fields to `parser` (or to a group of it) as --NAME flags, in --help's groups. With
     suppress_defaults, a flag not given is absent from the parsed namespace, so layers of
     settings can be stacked (a checkpoint's or a dataset's, then the command line's)."""
-    groups = {name: parser.add_argument_group(f"{name} ({text})") for name, text in GROUPS.items()}
+    if isinstance(parser, argparse.ArgumentParser):
+        groups = {name: parser.add_argument_group(f"{name} ({text})") for name, text in GROUPS.items()}
+    else:  # a group of another command's flags: these go in it as they are
+        groups = dict.fromkeys(GROUPS, parser)
     for spec in dataclasses.fields(Config):
         if spec.name in skip:
             continue

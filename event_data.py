@@ -12,15 +12,14 @@ when the file has them.
 Run `python event_data.py --info PATH` for a one-line JSON summary of a recording.
 """
 
-import argparse
 import json
 import os
-import signal
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 
+import command
 import event_formats
 from event_formats.common import BATCH, EventDataError, event_piece
 
@@ -503,34 +502,33 @@ def bayer_to_rgb(frames):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Summarise an event recording as one JSON line.")
-    parser.add_argument("--info", metavar="PATH", required=True, help="recording: any supported format")
+    """`--info PATH` (or `evinr info PATH`): one JSON line about a recording. Exit status as
+    every command of the project: 2 bad input, 1 the environment, 130 interrupted."""
+    parser = command.ArgumentParser(
+        prog=command.program_name(), description="Summarise an event recording as one JSON line.",
+        usage="%(prog)s [-h] (PATH | --info PATH) [--H H --W W] [--events_topic TOPIC] "
+              "[--images_topic TOPIC] [--time_range BEGIN END]")
+    parser.add_argument("path", nargs="?", metavar="PATH", help="recording: any supported format")
+    parser.add_argument("--info", metavar="PATH", default=None, help="the same, as a flag")
     parser.add_argument("--H", type=int, default=None, help="sensor height (rows), when the file lacks it")
     parser.add_argument("--W", type=int, default=None, help="sensor width (columns), when the file lacks it")
-    parser.add_argument("--events_topic", default=None, help="bags: the events topic (default: ROS 1 /dvs/events; "
-                                                             "ROS 2 the bag's one topic of events)")
+    parser.add_argument("--events_topic", default=None, help="bags: the events topic (default: ROS 1 "
+                                                             "/dvs/events; ROS 2 the bag's one topic of events)")
     parser.add_argument("--images_topic", default=None, help="bags: the sensor_msgs/Image topic (default: ROS 1 "
-                                                             "/dvs/image_raw if present; ROS 2 the bag's one image topic)")
+                                                             "/dvs/image_raw if present; ROS 2 the bag's one "
+                                                             "image topic)")
     parser.add_argument("--time_range", type=float, nargs=2, metavar=("BEGIN", "END"), default=None,
                         help="only the events with BEGIN <= t < END, seconds on the recording's clock")
     args = parser.parse_args(argv)
-    # Exit status as every command of the project: 2 bad input, 1 the environment, 130 interrupted.
-    # SIGTERM and SIGHUP stop it like Ctrl-C (there is nothing to clean up: it writes nothing).
-    for name in ("SIGTERM", "SIGHUP"):
-        signal.signal(getattr(signal, name), signal.default_int_handler)
-    topics = {name: value for name, value in (("events_topic", args.events_topic), ("images_topic", args.images_topic))
-              if value is not None}
-    try:
-        print(json.dumps(info(args.info, sensor=(args.H, args.W), time_range=args.time_range, **topics)))
-    except EventDataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:
-        print(f"error: {error.filename or args.info}: {error.strerror or error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    path = args.info or args.path
+    if path is None or (args.info and args.path):
+        parser.error("give one recording: PATH or --info PATH")
+    command.prepare_command_line()  # SIGTERM and SIGHUP stop it like Ctrl-C; it writes nothing
+    topics = {name: value for name, value in (("events_topic", args.events_topic),
+                                              ("images_topic", args.images_topic)) if value is not None}
+    with command.exit_status((EventDataError,), path, interrupted="interrupted"):
+        print(json.dumps(info(path, sensor=(args.H, args.W), time_range=args.time_range, **topics)))
+
 
 
 if __name__ == "__main__":

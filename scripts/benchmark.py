@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import repo  # noqa: F401  (first: makes train.py's modules importable)
+import command  # noqa: E402
 from config import UsageError, parse_config, split_configurations  # noqa: E402
 from event_data import EventDataError  # noqa: E402
 import train  # noqa: E402
@@ -108,7 +109,7 @@ def run_config(data, out, extra, args, index):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = command.ArgumentParser(prog=command.program_name(), description=__doc__.strip().split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--H", type=int, default=180, help="sensor height (rows)")
     parser.add_argument("--W", type=int, default=240, help="sensor width (columns)")

@@ -301,7 +301,7 @@ def main(dataset, argv=None):
     SIGHUP). A failed sequence leaves nothing behind, not even an empty output folder."""
     command.prepare_command_line()
     facts = DATASETS[dataset]
-    parser = command.ArgumentParser(description=f"Convert {dataset} recordings to the EvINR layout "
+    parser = command.ArgumentParser(prog=command.program_name(), description=f"Convert {dataset} recordings to the EvINR layout "
                                                  f"(events.npy, images/, images.txt) or EVREAL's, without ROS.")
     parser.add_argument("--raw_data_dir", required=True, help=f"folder of the {dataset} downloads "
                         f"({', '.join(e or 'text folder' for e in facts['sources'])})")

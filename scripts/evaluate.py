@@ -107,7 +107,7 @@ def train_flags_parser(parser):
 
 def options_parser(description):
     """train.py's flags plus the evaluation options that evaluate.py and reproduce_tables.py share."""
-    parser = command.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command.ArgumentParser(prog=command.program_name(), description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output_dir", "--out_dir", dest="out_dir", help="where tables, frames and previews go")
     parser.add_argument("--overwrite", action="store_true", help="replace the results already in -o")
     parser.add_argument("--compare", nargs="+", metavar="FLAGS",
