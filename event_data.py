@@ -32,8 +32,8 @@ class Events:
     y: np.ndarray                    # int16 [N], row index
     p: np.ndarray                    # int8 [N], -1 or +1
     sensor: tuple | None = None      # (H, W) when the file states it
-    frames: np.ndarray | None = None  # uint8 [K, H, W] or [K, H, W, 3] APS frames
-    frame_t: np.ndarray | None = None  # float64 [K], seconds, same clock as t
+    aps_frames: np.ndarray | None = None  # uint8 [K, H, W] or [K, H, W, 3] APS frames
+    aps_t: np.ndarray | None = None  # float64 [K], seconds, same clock as t
     format: str = ""
     path: str = ""
     encoding: str = ""               # how the file stores events, when a format has several
@@ -103,16 +103,16 @@ class _ColumnBuffer:
         return self.columns
 
 
-def repair_frame_times(frame_t, path):
+def repair_frame_times(aps_t, path):
     """Replace each APS time stamp that is earlier than the one before it by the mean of its two
     neighbours, as EVREAL does (HQF engineering_posters, frame 528, needs it); warns for each."""
-    frame_t = np.array(frame_t, dtype=np.float64)
-    for i in np.flatnonzero(np.diff(frame_t) < 0) + 1:
-        repaired = 0.5 * (frame_t[i - 1] + frame_t[i + 1]) if i + 1 < len(frame_t) else frame_t[i - 1]
-        print(f"warning: {path}: APS frame {i} time {frame_t[i]:.6f} s is before the previous frame's; "
+    aps_t = np.array(aps_t, dtype=np.float64)
+    for i in np.flatnonzero(np.diff(aps_t) < 0) + 1:
+        repaired = 0.5 * (aps_t[i - 1] + aps_t[i + 1]) if i + 1 < len(aps_t) else aps_t[i - 1]
+        print(f"warning: {path}: APS frame {i} time {aps_t[i]:.6f} s is before the previous frame's; "
               f"using {repaired:.6f} s", file=sys.stderr)
-        frame_t[i] = repaired
-    return frame_t
+        aps_t[i] = repaired
+    return aps_t
 
 
 # Time stamps are seconds in every format this project writes, but many tools write integer
@@ -153,7 +153,7 @@ def time_divisor(head, first, last, path):
 def collect(pieces, path, fmt, sort=False):
     """Gather a stream of pieces into one `Events` (frames of key "images" only)."""
     columns = _ColumnBuffer()
-    sensor, frames, frame_t, facts = None, [], [], {}
+    sensor, aps_frames, aps_t, facts = None, [], [], {}
     for piece in pieces:
         if piece[0] == "sensor":
             sensor = tuple(int(v) for v in piece[1])
@@ -162,8 +162,8 @@ def collect(pieces, path, fmt, sort=False):
         elif piece[0] == "events":
             columns.append(*piece[1:])
         elif piece[0] == "frame" and piece[1] == "images":
-            frame_t.append(piece[2])
-            frames.append(piece[3])
+            aps_t.append(piece[2])
+            aps_frames.append(piece[3])
     t, x, y, p = columns.arrays()
     if sort and len(t) and not _is_sorted(t):
         print(f"note: {path}: events are not in time order; sorting them (stable)", file=sys.stderr)
@@ -172,12 +172,12 @@ def collect(pieces, path, fmt, sort=False):
     divisor = units_per_second(t, path)
     if divisor != 1.0:
         t /= divisor  # in place: the columns are this function's own
-        frame_t = [value / divisor for value in frame_t]
-    if frames and len({frame.shape for frame in frames}) != 1:
+        aps_t = [value / divisor for value in aps_t]
+    if aps_frames and len({frame.shape for frame in aps_frames}) != 1:
         raise EventDataError(path, "APS frames have different sizes")
     return Events(t=t, x=x, y=y, p=p, sensor=sensor,
-                  frames=np.stack(frames) if frames else None,
-                  frame_t=repair_frame_times(frame_t, path) if frames else None, format=fmt, path=path, **facts)
+                  aps_frames=np.stack(aps_frames) if aps_frames else None,
+                  aps_t=repair_frame_times(aps_t, path) if aps_frames else None, format=fmt, path=path, **facts)
 
 
 def _is_sorted(t):
@@ -185,14 +185,14 @@ def _is_sorted(t):
     return all(not (np.diff(t[start:start + BATCH + 1]) < 0).any() for start in range(0, len(t), BATCH))
 
 
-def events_from_columns(t, x, y, p, path, fmt, sensor=None, frames=None, frame_t=None):
+def events_from_columns(t, x, y, p, path, fmt, sensor=None, aps_frames=None, aps_t=None):
     """Build `Events` from raw columns, converting types and polarity; validation comes later."""
     columns = _ColumnBuffer(len(t))
     for start in range(0, len(t), BATCH):
         part = slice(start, start + BATCH)
         columns.append(*event_piece(t[part], x[part], y[part], p[part], path)[1:])
     t, x, y, p = columns.arrays()
-    return Events(t=t, x=x, y=y, p=p, sensor=sensor, frames=frames, frame_t=frame_t, format=fmt, path=path)
+    return Events(t=t, x=x, y=y, p=p, sensor=sensor, aps_frames=aps_frames, aps_t=aps_t, format=fmt, path=path)
 
 
 # -----------------------------------------------------------------------------
@@ -257,15 +257,15 @@ def resolve_sensor(events, x_max, y_max, sensor=None):
     path = events.path
     if events.sensor is not None:
         events.sensor = _sensor_order(tuple(events.sensor), x_max, y_max, path)
-    if events.frames is not None:
-        frame_size = tuple(events.frames.shape[1:3])
+    if events.aps_frames is not None:
+        frame_size = tuple(events.aps_frames.shape[1:3])
         if events.sensor is not None and tuple(events.sensor) != frame_size:
             raise EventDataError(path, f"sensor size {list(events.sensor)} disagrees with APS frame size "
                                        f"{list(frame_size)}")
         events.sensor = events.sensor or frame_size
-        if len(events.frame_t) != len(events.frames):
+        if len(events.aps_t) != len(events.aps_frames):
             raise EventDataError(path, "number of APS frames and frame time stamps differ")
-        if not np.isfinite(events.frame_t).all():
+        if not np.isfinite(events.aps_t).all():
             raise EventDataError(path, "APS frame time stamp is NaN or inf")
     file_sensor = tuple(events.sensor) if events.sensor is not None else None
     if sensor is not None and None not in sensor:
@@ -296,9 +296,9 @@ def in_time_range(events, begin, end):
     """The events, and APS frames, with begin <= t < end (seconds on the recording's clock)."""
     keep = (events.t >= begin) & (events.t < end)
     events.t, events.x, events.y, events.p = events.t[keep], events.x[keep], events.y[keep], events.p[keep]
-    if events.frames is not None:
-        keep = (events.frame_t >= begin) & (events.frame_t < end)
-        events.frames, events.frame_t = events.frames[keep], events.frame_t[keep]
+    if events.aps_frames is not None:
+        keep = (events.aps_t >= begin) & (events.aps_t < end)
+        events.aps_frames, events.aps_t = events.aps_frames[keep], events.aps_t[keep]
     return events
 
 
@@ -339,14 +339,14 @@ class EventFile:
         self.count, self._read, self.sensor = columns.count, columns.read, columns.sensor
         if self.count == 0:
             raise EventDataError(self.path, "no events in file")
-        if isinstance(columns.frames, list):  # pieces: gathered as collect does
-            frames = collect(iter(columns.frames), self.path, self.format)
-            self.frames, self.frame_t = frames.frames, frames.frame_t
+        if isinstance(columns.aps_frames, list):  # pieces: gathered as collect does
+            aps = collect(iter(columns.aps_frames), self.path, self.format)
+            self.aps_frames, self.aps_t = aps.aps_frames, aps.aps_t
         else:
-            self.frames, self.frame_t = columns.frames, columns.frame_t
+            self.aps_frames, self.aps_t = columns.aps_frames, columns.aps_t
         self._divisor = self._time_divisor()
-        if self.frame_t is not None:
-            self.frame_t = self.frame_t / self._divisor
+        if self.aps_t is not None:
+            self.aps_t = self.aps_t / self._divisor
         x_max, y_max = self._index()
         self.sensor = tuple(int(v) for v in resolve_sensor(self, x_max, y_max, sensor))
         if x_max >= self.sensor[1] or y_max >= self.sensor[0]:  # name the first event outside
@@ -428,7 +428,7 @@ def info(path, **options):
     return {"format": events.format, "encoding": events.encoding, "time_unit": events.time_unit,
             "num_events": len(events), "sensor": list(sensor), "t_first": float(t_first),
             "t_last": float(t_last), "event_rate": len(events) / (t_last - t_first) if t_last > t_first else None,
-            "num_frames": 0 if events.frames is None else int(len(events.frames))}
+            "num_frames": 0 if events.aps_frames is None else int(len(events.aps_frames))}
 
 
 # -----------------------------------------------------------------------------

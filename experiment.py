@@ -156,8 +156,8 @@ class ExperimentWriter:
         began = time.perf_counter()
         self.frame_writer.extend(frames)
         self.preview.update((int(index), frame) for index, frame in zip(indices, frames) if index in self.picks)
-        if self.events.frames is not None:
-            self.rows += utils.score_reconstruction(frames, self.times[indices], self.events.frames, self.events.frame_t,
+        if self.events.aps_frames is not None:
+            self.rows += utils.score_reconstruction(frames, self.times[indices], self.events.aps_frames, self.events.aps_t,
                                                     use_lpips=self.use_lpips)
         for state in states:
             self.states.append(state)
@@ -238,9 +238,9 @@ def write_preview(path, times, frames, events):
     blue -), the reconstruction, the APS frame."""
     picks = sorted(frames)
     spacing = np.median(np.diff(times)) if len(times) > 1 else 0.02
-    aps = utils.nearest_aps(times[picks], events.frame_t) if events.frames is not None else np.full(len(picks), -1)
+    aps = utils.nearest_aps(times[picks], events.aps_t) if events.aps_frames is not None else np.full(len(picks), -1)
     columns = [("events", [utils.event_frame_to_rgb(event_sum(events, times[k] - spacing, times[k])) for k in picks]),
                ("EvINR", [frames[k] for k in picks])]
     if (aps >= 0).any():
-        columns.append(("APS", [events.frames[index] if index >= 0 else None for index in aps]))
+        columns.append(("APS", [events.aps_frames[index] if index >= 0 else None for index in aps]))
     utils.write_preview(path, times[picks], columns)

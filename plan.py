@@ -128,13 +128,13 @@ def merge_quiet_windows(events, edges, config, t_first):
 def render_times(events, config, begin, end):
     """The times (recording clock) at which frames are rendered."""
     mode = config.frames_at
-    has_aps = events.frames is not None and ((events.frame_t >= begin) & (events.frame_t <= end)).any()
+    has_aps = events.aps_frames is not None and ((events.aps_t >= begin) & (events.aps_t <= end)).any()
     if mode == "auto":
         mode = "aps" if has_aps else "uniform"
     if mode == "aps":
         if not has_aps:
             raise EventDataError(events.path, f"--frames_at aps: no APS frames between {begin:.6f} and {end:.6f} s")
-        return events.frame_t[(events.frame_t >= begin) & (events.frame_t <= end)].copy()
+        return events.aps_t[(events.aps_t >= begin) & (events.aps_t <= end)].copy()
     if mode == "uniform":
         return np.linspace(begin, end, config.val_resolution)
     if os.path.isfile(mode):

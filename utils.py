@@ -394,15 +394,15 @@ TIME_TOLERANCE = 1e-3  # EVREAL: a reconstruction stands for an APS frame made w
 METRICS = ("mse", "ssim", "lpips")
 
 
-def nearest_aps(times, frame_t):
+def nearest_aps(times, aps_t):
     """For each time, the index of the APS frame within TIME_TOLERANCE of it, or -1."""
-    times, frame_t = np.asarray(times, dtype=np.float64), np.asarray(frame_t, dtype=np.float64)
-    if not len(frame_t):
+    times, aps_t = np.asarray(times, dtype=np.float64), np.asarray(aps_t, dtype=np.float64)
+    if not len(aps_t):
         return np.full(len(times), -1)
-    after = np.clip(np.searchsorted(frame_t, times), 1, len(frame_t) - 1) if len(frame_t) > 1 else np.zeros(len(times), int)
+    after = np.clip(np.searchsorted(aps_t, times), 1, len(aps_t) - 1) if len(aps_t) > 1 else np.zeros(len(times), int)
     before = np.maximum(after - 1, 0)
-    nearest = np.where(np.abs(frame_t[before] - times) <= np.abs(frame_t[after] - times), before, after)
-    return np.where(np.abs(frame_t[nearest] - times) <= TIME_TOLERANCE, nearest, -1)
+    nearest = np.where(np.abs(aps_t[before] - times) <= np.abs(aps_t[after] - times), before, after)
+    return np.where(np.abs(aps_t[nearest] - times) <= TIME_TOLERANCE, nearest, -1)
 
 
 def score_reconstruction(images, times, aps_frames, aps_t, histeq="none", use_lpips=True):

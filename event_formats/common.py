@@ -28,8 +28,8 @@ class Columns:
     read: object                  # (first, last) -> the raw t (seconds, or the file's unit), x, y, p of those events
     facts: dict                   # "encoding" and "time_unit", as an ("info", ...) piece
     sensor: tuple | None = None
-    frames: object = None         # a list of ("frame", ...) pieces, or an array-like [K, H, W] read on demand
-    frame_t: np.ndarray | None = None
+    aps_frames: object = None     # a list of ("frame", ...) pieces, or an array-like [K, H, W] read on demand
+    aps_t: np.ndarray | None = None
 
 
 # --- raw columns -> an events piece ------------------------------------------------

@@ -119,7 +119,7 @@ def _h5_columns(path):
             return to_seconds(t[first:last]), x[first:last], y[first:last], p[first:last]
         except _H5_ERRORS as error:
             raise _h5_error(path, error, has_filters) from None
-    return Columns(len(t), read, facts, sensor, frames=frames)
+    return Columns(len(t), read, facts, sensor, aps_frames=frames)
 
 
 @event_format("h5", is_file_with(".h5", ".hdf5"), columns=_h5_columns)

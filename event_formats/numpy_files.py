@@ -64,7 +64,7 @@ def _metadata_sensor(folder):
 
 # --- an [N, 4] array ----------------------------------------------------------------
 
-def _npy_columns(path, sensor=None, frames=None):
+def _npy_columns(path, sensor=None, aps_frames=None):
     """An [N, 4] .npy's events as EventFile reads them."""
     array = _load_npy(path)
     _check_rows(array, path)
@@ -72,7 +72,7 @@ def _npy_columns(path, sensor=None, frames=None):
     def read(first, last):
         rows = _npy_rows(path, first, last)
         return rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
-    return Columns(len(array), read, ROWS_FACTS, sensor, frames)
+    return Columns(len(array), read, ROWS_FACTS, sensor, aps_frames)
 
 
 @event_format("npy", is_file_with(".npy"), columns=_npy_columns)
@@ -126,10 +126,10 @@ def _evreal_images(path):
     if not os.path.isfile(images_path):
         return None
     images = _load_npy(images_path)
-    frame_t = np.asarray(_load_npy(os.path.join(path, "images_ts.npy")), dtype=np.float64).reshape(-1)
-    if len(images) != len(frame_t):
-        raise EventDataError(path, f"{len(images)} images but {len(frame_t)} image time stamps")
-    return images, frame_t
+    aps_t = np.asarray(_load_npy(os.path.join(path, "images_ts.npy")), dtype=np.float64).reshape(-1)
+    if len(images) != len(aps_t):
+        raise EventDataError(path, f"{len(images)} images but {len(aps_t)} image time stamps")
+    return images, aps_t
 
 
 class _NpyFrames:
@@ -157,7 +157,7 @@ def _evreal_columns(path):
     columns = Columns(count, read, EVREAL_FACTS, _metadata_sensor(path))
     images = _evreal_images(path)
     if images is not None:
-        columns.frames, columns.frame_t = _NpyFrames(os.path.join(path, "images.npy")), images[1]
+        columns.aps_frames, columns.aps_t = _NpyFrames(os.path.join(path, "images.npy")), images[1]
     return columns
 
 

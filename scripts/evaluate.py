@@ -238,11 +238,11 @@ def dataset_flags(dataset, preset=None):
     return {**flags, "event_thresh": facts["event_thresh"]} if preset == "authors" else flags
 
 
-def frames_in_interval(frame_t, t_first_event, interval):
+def frames_in_interval(aps_t, t_first_event, interval):
     """EVREAL's choice of APS frames: time is re-zeroed to the earlier of the first frame and the
     first event, frame 0 is never scored. Returns (t_zero, indices of the frames in the interval)."""
-    t_zero = min(float(frame_t[0]), float(t_first_event))
-    relative = np.asarray(frame_t, dtype=np.float64) - t_zero
+    t_zero = min(float(aps_t[0]), float(t_first_event))
+    relative = np.asarray(aps_t, dtype=np.float64) - t_zero
     index = np.flatnonzero((relative >= interval[0]) & (relative <= interval[1]))
     return t_zero, index[index >= 1]
 
@@ -259,7 +259,7 @@ class Sequence:
     t_end: float
     span: tuple              # (begin, end) of the fit on the recording's clock
     aps_index: np.ndarray    # the APS frames to reconstruct and score
-    frame_t: np.ndarray      # their times, recording clock
+    aps_t: np.ndarray      # their times, recording clock
     use_lpips: bool
 
 
@@ -281,12 +281,12 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
     if interval is None:
         return None, f"{name}: not in EVREAL's {dataset} evaluation set; skipped (--dataset none scores it whole)"
     events, sensor = read_sequence(path, dataset, common)
-    if events.frames is None or len(events.frames) == 0:
+    if events.aps_frames is None or len(events.aps_frames) == 0:
         return None, f"{name}: no APS frames to score against; skipped"
     t_first, t_last = float(events.t[0]), float(events.t[-1])
-    t_zero, in_interval = frames_in_interval(events.frame_t, t_first, interval)
+    t_zero, in_interval = frames_in_interval(events.aps_t, t_first, interval)
     if in_interval.size == 0:
-        relative = events.frame_t - t_zero
+        relative = events.aps_t - t_zero
         raise EvaluationError(f"{name}: none of its {len(relative)} APS frames (at {relative[0]:.3f}-{relative[-1]:.3f} s "
                               f"after re-zeroing) lies in the {dataset} evaluation interval {interval[0]:g}-{interval[1]:g} s")
     # fit the interval, clipped to the events (nothing can be reconstructed where there are none)
@@ -295,7 +295,7 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
     if not t_end > t_start:
         raise EvaluationError(f"{name}: no events in the evaluation interval {interval[0]:g}-{interval[1]:g} s")
     [(begin, end)] = plan.fit_spans(events, Config(t_start=t_start, t_end=t_end))
-    inside = (events.frame_t[in_interval] >= begin) & (events.frame_t[in_interval] <= end)
+    inside = (events.aps_t[in_interval] >= begin) & (events.aps_t[in_interval] <= end)
     chosen = in_interval[inside]
     if chosen.size == 0:
         raise EvaluationError(f"{name}: the events end before or begin after every APS frame of the evaluation interval")
@@ -310,7 +310,7 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
         print(f"note: {name}: {sensor[1]}x{sensor[0]} frames are too small for SSIM (its Gaussian window needs "
               f"{utils.SSIM_MIN_SIZE} px a side); SSIM not scored", file=sys.stderr)
     return Sequence(name=name, path=path, dataset=dataset, interval=interval, t_zero=t_zero, t_start=t_start,
-                    t_end=t_end, span=(begin, end), aps_index=chosen, frame_t=events.frame_t[chosen].copy(),
+                    t_end=t_end, span=(begin, end), aps_index=chosen, aps_t=events.aps_t[chosen].copy(),
                     use_lpips=use_lpips and lpips_fits), None
 
 
@@ -340,14 +340,14 @@ def fit_and_score(sequence, events, config, histeq, folder):
     `folder`, and score. Returns (Reconstruction, per-frame rows with times re-zeroed, seconds)."""
     began = time.perf_counter()
     try:
-        result = train.reconstruct(events, config, times=sequence.frame_t)
+        result = train.reconstruct(events, config, times=sequence.aps_t)
     except (EventDataError, UsageError) as error:
         raise EvaluationError(f"{sequence.name}: {error}") from None
     with command.staged_folder(folder, replace=True) as work:
         experiment.write_experiment(work, result, events)
     seconds = time.perf_counter() - began
     try:
-        rows = utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t, histeq, sequence.use_lpips)
+        rows = utils.score_reconstruction(result.frames, result.times, events.aps_frames, events.aps_t, histeq, sequence.use_lpips)
     except ValueError as error:
         raise EvaluationError(f"{sequence.name}: {error}") from None
     for row in rows:
@@ -513,7 +513,7 @@ def evaluate(options):
         per_frame = []
         for sequence in plans:
             times_file = os.path.join("times", f"{sequence.name}.txt")
-            np.savetxt(os.path.join(work, times_file), sequence.frame_t, fmt="%.17g")  # exact: train.py --frames_at renders exactly these
+            np.savetxt(os.path.join(work, times_file), sequence.aps_t, fmt="%.17g")  # exact: train.py --frames_at renders exactly these
             events, _ = read_sequence(sequence.path, sequence.dataset, common)  # once for all configurations
             picks = utils.preview_picks(len(sequence.aps_index))
             columns = []
@@ -527,7 +527,7 @@ def evaluate(options):
                                                       os.path.join(work, run, sequence.name))
                 if options.layout == "evreal":
                     write_evreal(os.path.join(work, "evreal", sequence.dataset, sequence.name, evreal_method(label)),
-                                 result, rows, events.frame_t, sequence.t_zero)
+                                 result, rows, events.aps_t, sequence.t_zero)
                 fits[label][sequence.name] = {
                     "dataset": sequence.dataset, "rows": rows, "fit_seconds": seconds,
                     "seconds_fitted": sequence.span[1] - sequence.span[0],
@@ -537,9 +537,9 @@ def evaluate(options):
                     "timings": result.timings, "run": os.path.join(options.out_dir, run, sequence.name)}
                 per_frame += [{"configuration": label, "dataset": sequence.dataset, "sequence": sequence.name, **row} for row in rows]
                 columns.append((label, [result.frames[k] for k in picks]))
-            columns.append(("APS", [events.frames[sequence.aps_index[k]] for k in picks]))
+            columns.append(("APS", [events.aps_frames[sequence.aps_index[k]] for k in picks]))
             utils.write_preview(os.path.join(work, "previews", f"{sequence.name}.png"),
-                                sequence.frame_t[picks] - sequence.t_zero, columns)
+                                sequence.aps_t[picks] - sequence.t_zero, columns)
 
         results = {"configurations": {label: {"flags": overrides, **summarise(fits[label])} for label, overrides in configs}}
         first = next(iter(results["configurations"].values()))

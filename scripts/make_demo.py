@@ -27,7 +27,7 @@ def main():
     args = parser.parse_args()
     events, sensor = load_events(args.source)
     keep = (events.t >= BEGIN) & (events.t < END)
-    keep_frames = (events.frame_t >= BEGIN) & (events.frame_t < END)
+    keep_frames = (events.aps_t >= BEGIN) & (events.aps_t < END)
     compression = {"compression": "gzip", "compression_opts": 9, "shuffle": True}
     with h5py.File(args.output, "w") as f:
         f.create_dataset("events/ts", data=events.t[keep], **compression)
@@ -35,7 +35,7 @@ def main():
         f.create_dataset("events/ys", data=events.y[keep], **compression)
         f.create_dataset("events/ps", data=events.p[keep] > 0, **compression)
         t_kept = events.t[keep]
-        for k, (frame, t) in enumerate(zip(events.frames[keep_frames], events.frame_t[keep_frames])):
+        for k, (frame, t) in enumerate(zip(events.aps_frames[keep_frames], events.aps_t[keep_frames])):
             image = f.create_dataset(f"images/image{k:09d}", data=frame, **compression)
             image.attrs["timestamp"] = t
             image.attrs["event_idx"] = int(np.searchsorted(t_kept, t))

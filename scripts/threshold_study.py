@@ -129,7 +129,7 @@ def score(path, flags, iters, fit_path=None):
         if fit_path is not None:
             torch.save({"config": result.config, "states": result.states, "spans": result.spans, "times": result.times}, fit_path)
     seconds = time.perf_counter() - began
-    rows = utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t)
+    rows = utils.score_reconstruction(result.frames, result.times, events.aps_frames, events.aps_t)
     return {**utils.mean_scores(rows), "seconds": seconds, "auto_threshold": result.exposure and result.exposure[0]}
 
 
@@ -174,15 +174,15 @@ def tune_auto(folder, out, specs, iters, means, stds, caps, smooths=(0.0,)):
         events, _ = load_events(os.path.join(folder, spec[0]))
         fit = torch.load(os.path.join(out, "fits", f"{spec[0]}-authors-{iters}.pt"), weights_only=False)
         base = render.render(fit["states"], fit["spans"], fit["config"], fit["times"])
-        fits[spec[0]] = (events, fit, utils.mean_scores(utils.score_reconstruction(base.frames, base.times, events.frames,
-                                                                                    events.frame_t)))
+        fits[spec[0]] = (events, fit, utils.mean_scores(utils.score_reconstruction(base.frames, base.times, events.aps_frames,
+                                                                                    events.aps_t)))
     for mean, std, cap, sigma in itertools.product(means, stds, caps, smooths):
         scores = []
         for events, fit, base in fits.values():
             exposure = render.auto_exposure(fit["states"], fit["config"], mean, std, cap)
             shown = dataclasses.replace(fit["config"], smooth=sigma)
             result = render.render(fit["states"], fit["spans"], shown, fit["times"], exposure=exposure)
-            row = utils.mean_scores(utils.score_reconstruction(result.frames, result.times, events.frames, events.frame_t))
+            row = utils.mean_scores(utils.score_reconstruction(result.frames, result.times, events.aps_frames, events.aps_t))
             scores.append([row["mse"], row["ssim"], row["lpips"], row["mse"] / base["mse"], row["ssim"] - base["ssim"],
                            row["lpips"] - base["lpips"]])
         average = np.mean(scores, axis=0)

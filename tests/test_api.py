@@ -119,8 +119,8 @@ def test_scorer_applies_the_evreal_rules():
 
 
 def test_nearest_aps_frame_within_a_millisecond():
-    frame_t = np.array([0.0, 0.04, 0.08])
-    np.testing.assert_array_equal(utils.nearest_aps([0.0, 0.0405, 0.06, 0.0791, 0.2], frame_t), [0, 1, -1, 2, -1])
+    aps_t = np.array([0.0, 0.04, 0.08])
+    np.testing.assert_array_equal(utils.nearest_aps([0.0, 0.0405, 0.06, 0.0791, 0.2], aps_t), [0, 1, -1, 2, -1])
     np.testing.assert_array_equal(utils.nearest_aps([0.5, 0.7], np.array([0.5])), [0, -1])
 
 

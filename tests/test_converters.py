@@ -24,7 +24,7 @@ def convert(dataset, raw, out, *flags):
                           capture_output=True, text=True)
 
 
-def assert_converted(folder, recording, t, frame_t, frames_key="images", frames=None):
+def assert_converted(folder, recording, t, aps_t, frames_key="images", frames=None):
     """events.npy holds exactly (t, x, y, +-1) and KEY.txt names KEY/frame_XXXXXXXX.png files
     holding the frames, at their times."""
     events = np.load(os.path.join(folder, "events.npy"))
@@ -34,8 +34,8 @@ def assert_converted(folder, recording, t, frame_t, frames_key="images", frames=
     np.testing.assert_array_equal(events[:, 2], recording["y"])
     np.testing.assert_array_equal(events[:, 3], recording["p"])
     lines = [line.split() for line in open(os.path.join(folder, f"{frames_key}.txt")).read().splitlines()]
-    assert [name for _, name in lines] == [f"{frames_key}/frame_{i:08d}.png" for i in range(len(frame_t))]
-    np.testing.assert_allclose([float(time) for time, _ in lines], frame_t, rtol=0, atol=1e-9)
+    assert [name for _, name in lines] == [f"{frames_key}/frame_{i:08d}.png" for i in range(len(aps_t))]
+    np.testing.assert_allclose([float(time) for time, _ in lines], aps_t, rtol=0, atol=1e-9)
     written = [cv2.imread(os.path.join(folder, name), cv2.IMREAD_UNCHANGED) for _, name in lines]
     expected = recording["frames"] if frames is None else frames
     for image, frame in zip(written, expected):
@@ -100,9 +100,9 @@ def test_ced_colour_frames(tmp_path):
     result = convert("CED", raw, out)
     assert result.returncode == 0, result.stderr
     folder = out / "simple_fruit"
-    frame_t = formats.bag_time(recording["frame_t_us"])
-    assert_converted(folder, recording, formats.bag_time(recording["t_us"]), frame_t)
-    assert_converted(folder, recording, formats.bag_time(recording["t_us"]), frame_t, "color_images", colour)
+    aps_t = formats.bag_time(recording["frame_t_us"])
+    assert_converted(folder, recording, formats.bag_time(recording["t_us"]), aps_t)
+    assert_converted(folder, recording, formats.bag_time(recording["t_us"]), aps_t, "color_images", colour)
     assert event_data.info(str(folder))["sensor"] == [260, 346]
     result = convert("CED", raw, tmp_path / "evreal", "--format", "evreal")  # one stream of frames: the gray ones
     assert result.returncode == 0 and f"{len(colour)} colour frames are not written" in result.stderr, result.stderr
@@ -171,7 +171,7 @@ def test_streaming_sorts_and_repairs(tmp_path, monkeypatch, capsys):
 def assert_same_recording(folder, source, **options):
     mine, _ = event_data.load_events(str(folder))
     theirs, _ = event_data.load_events(str(source), **options)
-    for key in ("t", "x", "y", "p", "frame_t", "frames"):
+    for key in ("t", "x", "y", "p", "aps_t", "aps_frames"):
         np.testing.assert_array_equal(getattr(mine, key), getattr(theirs, key), err_msg=key)
 
 

@@ -66,12 +66,12 @@ def read_csv(path):
 
 
 def test_frames_in_interval_rezeroes_and_never_scores_frame_zero():
-    frame_t = 10.0 + np.arange(8) * 0.5  # 10.0 ... 13.5 on the recording's clock
-    t_zero, index = evaluate.frames_in_interval(frame_t, 10.2, (1.0, 2.5))
+    aps_t = 10.0 + np.arange(8) * 0.5  # 10.0 ... 13.5 on the recording's clock
+    t_zero, index = evaluate.frames_in_interval(aps_t, 10.2, (1.0, 2.5))
     assert t_zero == 10.0 and list(index) == [2, 3, 4, 5]  # 11.0 ... 12.5, both ends included
-    t_zero, index = evaluate.frames_in_interval(frame_t, 9.0, (1.0, 2.5))  # events start first
+    t_zero, index = evaluate.frames_in_interval(aps_t, 9.0, (1.0, 2.5))  # events start first
     assert t_zero == 9.0 and list(index) == [1, 2, 3]  # frame 0, at 1.0 s, is in the interval but not scored
-    _, index = evaluate.frames_in_interval(frame_t, 10.2, evaluate.WHOLE_SEQUENCE)
+    _, index = evaluate.frames_in_interval(aps_t, 10.2, evaluate.WHOLE_SEQUENCE)
     assert list(index) == [1, 2, 3, 4, 5, 6, 7]
 
 
@@ -110,7 +110,7 @@ def test_dataset_means_weight_every_frame_and_drop_non_finite_values():
 def test_long_spans_get_windows_unless_the_flags_say_otherwise():
     def window(span, overrides):
         sequence = evaluate.Sequence(name="s", path="p", dataset="IJRR", interval=(5.0, 20.0), t_zero=0.0, t_start=0.0,
-                                     t_end=span, span=(0.0, span), aps_index=np.array([1]), frame_t=np.array([1.0]),
+                                     t_end=span, span=(0.0, span), aps_index=np.array([1]), aps_t=np.array([1.0]),
                                      use_lpips=False)
         args = evaluate.sequence_config(sequence, overrides, "runs", "times.txt")
         assert (args.H, args.W, args.frames_at, args.t_end) == (180, 240, "times.txt", span)  # the dataset's flags

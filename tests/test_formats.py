@@ -302,7 +302,7 @@ def test_time_range_of_any_format(tmp_path, recording):
     events, _ = load_events(str(tmp_path / "seq"), sensor=(180, 240), time_range=(begin, end))
     keep = (recording["t"] >= begin) & (recording["t"] < end)
     np.testing.assert_array_equal(events.t, recording["t"][keep])
-    np.testing.assert_array_equal(events.frame_t, recording["frame_t"][(recording["frame_t"] >= begin) & (recording["frame_t"] < end)])
+    np.testing.assert_array_equal(events.aps_t, recording["frame_t"][(recording["frame_t"] >= begin) & (recording["frame_t"] < end)])
 
 
 def test_missing_hdf5plugin_is_one_clear_line(tmp_path):
@@ -361,8 +361,8 @@ def test_ros2_bag_round_trip(tmp_path, recording, case):
     events, sensor = load_events(path)
     assert events.format == "ros2_bag" and events.encoding == encoding and sensor == (180, 240)
     assert_events(events, recording, t=formats.bag_time(recording["t_us"]))
-    np.testing.assert_array_equal(events.frames, recording["frames"])  # the bag's one image topic
-    np.testing.assert_array_equal(events.frame_t, formats.bag_time(recording["frame_t_us"]))  # header stamps
+    np.testing.assert_array_equal(events.aps_frames, recording["frames"])  # the bag's one image topic
+    np.testing.assert_array_equal(events.aps_t, formats.bag_time(recording["frame_t_us"]))  # header stamps
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
@@ -397,16 +397,16 @@ def test_ros2_topics(tmp_path, recording):
         load_events(path, events_topic="/dvs/events")
     with pytest.raises(EventDataError, match="topic /cam/image holds sensor_msgs/msg/Image, expected"):
         load_events(path, events_topic="/cam/image")
-    assert load_events(path, images_topic="")[0].frames is None
-    assert len(load_events(path, events_topic="/cam/events", images_topic="/cam/image")[0].frames) == len(recording["frames"])
+    assert load_events(path, images_topic="")[0].aps_frames is None
+    assert len(load_events(path, events_topic="/cam/events", images_topic="/cam/image")[0].aps_frames) == len(recording["frames"])
 
 
 def test_ros2_several_image_topics(tmp_path, recording, capsys):
     path = str(tmp_path / "bag")
     formats.write_ros2_bag(path, recording, image_topic=["/left/image", "/right/image"])
-    assert load_events(path)[0].frames is None
+    assert load_events(path)[0].aps_frames is None
     assert "several image topics (/left/image, /right/image); no frames are read unless images_topic names one" in capsys.readouterr().err
-    assert len(load_events(path, images_topic="/right/image")[0].frames) == len(recording["frames"])
+    assert len(load_events(path, images_topic="/right/image")[0].aps_frames) == len(recording["frames"])
 
 
 def test_ros2_bag_without_message_definitions(tmp_path, recording):

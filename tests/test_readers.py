@@ -29,9 +29,9 @@ def assert_events(events, recording, t=None):
     assert events.t.dtype == np.float64 and events.x.dtype == events.y.dtype == np.int16 and events.p.dtype == np.int8
 
 
-def assert_frames(events, recording, frame_t=None):
-    np.testing.assert_array_equal(events.frames, recording["frames"])
-    np.testing.assert_array_equal(events.frame_t, recording["frame_t"] if frame_t is None else frame_t)
+def assert_frames(events, recording, aps_t=None):
+    np.testing.assert_array_equal(events.aps_frames, recording["frames"])
+    np.testing.assert_array_equal(events.aps_t, recording["frame_t"] if aps_t is None else aps_t)
 
 
 # --- round trips ------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_bag_round_trip(tmp_path, recording, compression, serializer):
     assert sensor == (180, 240)
     assert_events(events, recording, t=formats.bag_time(recording["t_us"]))
     # header stamps, not the record times (which the writer puts 5 ms later)
-    assert_frames(events, recording, frame_t=formats.bag_time(recording["frame_t_us"]))
+    assert_frames(events, recording, aps_t=formats.bag_time(recording["frame_t_us"]))
 
 
 def test_numpy_event_array_is_the_ros_serialisation(recording):
@@ -144,12 +144,12 @@ def test_bag_topics_and_encodings(tmp_path):
     with pytest.raises(EventDataError, match="no topic /dvs/events"):
         load_events(path)
     events, _ = load_events(path, events_topic="/cam/events", images_topic="/cam/gray")
-    assert_frames(events, recording, frame_t=formats.bag_time(recording["frame_t_us"]))
+    assert_frames(events, recording, aps_t=formats.bag_time(recording["frame_t_us"]))
     for topic in ("/cam/rgb", "/cam/bgr"):
-        np.testing.assert_array_equal(load_events(path, events_topic="/cam/events", images_topic=topic)[0].frames, rgb)
-    bayer = load_events(path, events_topic="/cam/events", images_topic="/cam/bayer")[0].frames
+        np.testing.assert_array_equal(load_events(path, events_topic="/cam/events", images_topic=topic)[0].aps_frames, rgb)
+    bayer = load_events(path, events_topic="/cam/events", images_topic="/cam/bayer")[0].aps_frames
     np.testing.assert_array_equal(bayer[:, 2:-2, 2:-2], np.broadcast_to([200, 100, 50], bayer[:, 2:-2, 2:-2].shape))
-    assert load_events(path, events_topic="/cam/events")[0].frames is None  # no /dvs/image_raw: no frames
+    assert load_events(path, events_topic="/cam/events")[0].aps_frames is None  # no /dvs/image_raw: no frames
 
 
 def test_bag_events_out_of_order_are_sorted_stably(tmp_path, capsys):
@@ -179,27 +179,27 @@ def test_frame_time_repair(capsys):
 def test_real_bags_agree():
     plain, _ = load_events(shared_data("bags", "slider_depth_first200k.bag"))
     bz2, _ = load_events(shared_data("bags", "slider_depth_first200k_bz2_by_rosbag.bag"))
-    assert len(plain) == len(bz2) == 200_000 and len(plain.frames) == len(bz2.frames) == 10
-    for name in ("t", "x", "y", "p", "frames", "frame_t"):
+    assert len(plain) == len(bz2) == 200_000 and len(plain.aps_frames) == len(bz2.aps_frames) == 10
+    for name in ("t", "x", "y", "p", "aps_frames", "aps_t"):
         np.testing.assert_array_equal(getattr(plain, name), getattr(bz2, name))
     assert plain.sensor == (180, 240)
 
 
 def test_real_slider_depth_and_bag_agree():
     folder, sensor = load_events(shared_data("slider_depth"))
-    assert len(folder) == 1_078_541 and len(folder.frames) == 87 and sensor == (180, 240)
+    assert len(folder) == 1_078_541 and len(folder.aps_frames) == 87 and sensor == (180, 240)
     bag, _ = load_events(shared_data("bags", "slider_depth_first200k.bag"))
     # the bag is the first 200k events and 10 frames, every stamp shifted by +1000 s
     np.testing.assert_allclose(bag.t - 1000.0, folder.t[:200_000], rtol=0, atol=1e-9)
-    np.testing.assert_allclose(bag.frame_t - 1000.0, folder.frame_t[:10], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(bag.aps_t - 1000.0, folder.aps_t[:10], rtol=0, atol=1e-9)
     for name in ("x", "y", "p"):
         np.testing.assert_array_equal(getattr(bag, name), getattr(folder, name)[:200_000])
-    np.testing.assert_array_equal(bag.frames, folder.frames[:10])
+    np.testing.assert_array_equal(bag.aps_frames, folder.aps_frames[:10])
 
 
 def test_real_aedat4():
     events, sensor = load_events(shared_data("aedat4", "sample.aedat4"))
-    assert len(events) == 111_954 and sensor == (240, 320) and events.frames is None
+    assert len(events) == 111_954 and sensor == (240, 320) and events.aps_frames is None
     assert 0.55 < events.t[-1] - events.t[0] < 0.62
     assert set(np.unique(events.p)) == {-1, 1}
 

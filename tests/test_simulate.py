@@ -122,12 +122,12 @@ def test_write_sequence_layout_is_readable(tmp_path):
         assert image.shape == (24, 32) and image.dtype == np.uint8
     # the project's own reader accepts it, with the frames and the sensor size
     loaded, sensor = load_events(str(tmp_path))
-    assert sensor == (24, 32) and len(loaded) == len(events["t"]) and loaded.frames.shape == (4, 24, 32)
+    assert sensor == (24, 32) and len(loaded) == len(events["t"]) and loaded.aps_frames.shape == (4, 24, 32)
     # the brightest pixel of the sequence is 255, the mapping is linear in intensity
-    assert loaded.frames.max() == 255
+    assert loaded.aps_frames.max() == 255
     log_intensity = render(frame_times)
     expected = np.round(255 * np.exp(log_intensity - log_intensity.max()))
-    assert np.abs(loaded.frames.astype(float) - expected).max() <= 0
+    assert np.abs(loaded.aps_frames.astype(float) - expected).max() <= 0
 
 
 def test_aps_metering_peak_and_grey():

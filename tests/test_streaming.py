@@ -67,13 +67,13 @@ def test_an_event_file_reads_what_loading_the_whole_file_gives(tmp_path, recordi
             np.testing.assert_array_equal(getattr(part, column), getattr(expected, column))
             assert getattr(part, column).dtype == getattr(expected, column).dtype
     np.testing.assert_array_equal(lazy.times_at([0, 7, len(t) - 1]), t[[0, 7, -1]])
-    if whole.frames is None:
-        assert lazy.frames is None
+    if whole.aps_frames is None:
+        assert lazy.aps_frames is None
     else:
-        np.testing.assert_array_equal(lazy.frame_t, whole.frame_t)
-        assert len(lazy.frames) == len(whole.frames)
-        for k in (0, len(whole.frames) - 1):
-            np.testing.assert_array_equal(np.asarray(lazy.frames[k]), whole.frames[k])
+        np.testing.assert_array_equal(lazy.aps_t, whole.aps_t)
+        assert len(lazy.aps_frames) == len(whole.aps_frames)
+        for k in (0, len(whole.aps_frames) - 1):
+            np.testing.assert_array_equal(np.asarray(lazy.aps_frames[k]), whole.aps_frames[k])
 
 
 @pytest.mark.parametrize("name", ["slider_depth_first200k.bag", "slider_depth_first200k_bz2_by_rosbag.bag"])
@@ -81,7 +81,7 @@ def test_a_real_bag_is_read_by_time_range_as_it_loads(name):
     path = shared_data("bags", name)
     whole, _ = load_events(path)
     lazy = EventFile(path)
-    assert lazy.sensor == whole.sensor and len(lazy) == len(whole) and len(lazy.frames) == len(whole.frames)
+    assert lazy.sensor == whole.sensor and len(lazy) == len(whole) and len(lazy.aps_frames) == len(whole.aps_frames)
     queries = np.random.default_rng(1).uniform(whole.t[0], whole.t[-1], 200)
     for side in ("left", "right"):
         np.testing.assert_array_equal(lazy.positions(queries, side), whole.positions(queries, side))
