@@ -186,8 +186,18 @@ class Config:
 
     def resolved(self):
         """This config with the preset's values in the flags left unset."""
-        unset = {name: value for name, value in PRESETS.get(self.preset, {}).items() if getattr(self, name) is None}
-        return dataclasses.replace(self, **unset)
+        return dataclasses.replace(self, **{name: self.setting(name) for name in PRESETS.get(self.preset, {})})
+
+    def setting(self, name):
+        """A flag's value as the run uses it: the one given, or the preset's when left unset (the
+        one question every module asks of the presets, so that a config need not be resolved)."""
+        value = getattr(self, name)
+        return PRESETS.get(self.preset, {}).get(name) if value is None else value
+
+    @property
+    def auto_threshold(self):
+        """Whether C is chosen from the video (--event_thresh auto, given or the preset's)."""
+        return self.setting("event_thresh") == "auto"
 
     def reader_options(self):
         """The options a recording's reader takes from the flags (bag topics), those given."""

@@ -31,7 +31,7 @@ def learning_rates(config):
     """The learning rate of each iteration, or None when it is constant: half a cosine from --lr
     to LR_FLOOR x --lr over the first LR_HORIZON iterations (all of them, if fewer), then the
     floor times LR_HORIZON / iteration."""
-    if config.resolved().lr_schedule == "constant":
+    if config.setting("lr_schedule") == "constant":
         return None
     span = min(config.iters, LR_HORIZON)
     progress = np.arange(span) / max(span - 1, 1)

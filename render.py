@@ -54,8 +54,7 @@ AUTO_SAMPLES = 200_000   # of whose values at most this many, evenly spaced
 
 def fit_threshold(config):
     """The C the events are fitted with: the given one (or the preset's), or 1 for --event_thresh auto."""
-    value = config.resolved().event_thresh
-    return 1.0 if value == "auto" else value
+    return 1.0 if config.auto_threshold else config.setting("event_thresh")
 
 
 @torch.no_grad()
@@ -100,7 +99,7 @@ def run_exposure(states, config):
     first window's network alone, kept for the whole recording, so that a --window batch (on a
     GPU, as many windows as memory holds) does not change the frames and brightness does not
     jump between windows; None for a given C."""
-    return auto_exposure(states[:1], config) if config.event_thresh == "auto" else None
+    return auto_exposure(states[:1], config) if config.auto_threshold else None
 
 
 @torch.no_grad()
@@ -115,7 +114,7 @@ def render(states, spans, config, times, log_frames=False, exposure=None):
     device = resolve_device(config.device)
     with float32_matmul_precision(matmul_precision(config.matmul_precision, device)):
         exposure = run_exposure(states, config) if exposure is None else exposure
-        sigma = config.resolved().smooth
+        sigma = config.setting("smooth")
         times = np.asarray(times, dtype=np.float64)
         model = empty_model((config.H, config.W), config, device)
         images, logs = [None] * len(times), [None] * len(times) if log_frames else None

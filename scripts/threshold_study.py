@@ -116,7 +116,7 @@ def score(path, flags, iters, fit_path=None):
     of the two was fitted first, the other is shown from it."""
     events, _ = load_events(path)
     config = parse_config([*flags, "--iters", str(iters), "--frames_at", "aps"])
-    wants_auto = config.resolved().event_thresh == "auto"
+    wants_auto = config.auto_threshold
     began = time.perf_counter()
     if fit_path is not None and os.path.isfile(fit_path):
         fit = torch.load(fit_path, weights_only=False)
