@@ -1,10 +1,12 @@
 """
 What the format modules share: the error they raise, the columns a format offers for reading by
-position, the checks that turn raw columns into an ("events", ...) piece, and the APS frames
-named by an images.txt (ECD's and the authors' folders, ECD's zips).
+position, the checks that turn raw columns into an ("events", ...) piece, and the checks of
+what a file states that is no event: its sensor size, and the paths of other files it names
+(nothing a file says is trusted).
 """
 
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,45 +96,73 @@ def is_folder_with(*names):
     return lambda path: os.path.isdir(path) and all(os.path.isfile(os.path.join(path, n)) for n in names)
 
 
-# --- APS frames as image files ----------------------------------------------------
 
-def decode_image(data, where):
-    """PNG/JPEG bytes -> uint8 gray or RGB."""
-    import cv2
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data is not None else None
-    if image is None:
-        raise EventDataError(where, "missing or unreadable image")
-    if image.ndim == 3:  # OpenCV decodes colour as BGR; frames are stored RGB
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
-    return image
+# --- what a file states: sizes, and the paths it names --------------------------------
+
+MAX_SIDE = np.iinfo(np.int16).max  # pixels a side at most: coordinates are int16
 
 
-def image_list_pieces(list_path, text, load, key="images"):
-    """Frames named by an images.txt (lines `t relative/path.png`); `load(relative)` gives the
-    file's bytes, or None when it is missing."""
-    for line_number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise EventDataError(list_path, f"line {line_number}: expected 'time path', got {line.strip()!r}")
-        try:
-            t = float(parts[0])
-        except ValueError:
-            raise EventDataError(list_path, f"line {line_number}: bad time {parts[0]!r}") from None
-        yield ("frame", key, t, decode_image(load(parts[1]), os.path.join(os.path.dirname(list_path), parts[1])))
+def shown(value, limit=60):
+    """A value from a file, for an error message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _file_bytes(path):
-    if not os.path.isfile(path):
+def sensor_size(values, where, name="sensor_resolution"):
+    """(H, W) from a sensor size that a file states: two whole numbers from 1 to MAX_SIDE (a
+    file can hold anything there: one value, three, text, nulls)."""
+    try:
+        array = None if isinstance(values, (str, bytes)) else np.asarray(values)
+    except (ValueError, TypeError):  # ragged lists
+        array = None
+    valid = array is not None and array.shape == (2,) and array.dtype.kind in "iuf"
+    if valid:
+        with np.errstate(invalid="ignore"):
+            valid = bool(np.isfinite(array).all() and (array == np.round(array)).all()
+                         and (array >= 1).all() and (array <= MAX_SIDE).all())
+    if not valid:
+        raise EventDataError(where, f"{name} must be two whole numbers [H, W] from 1 to {MAX_SIDE}, "
+                                    f"got {shown(values if array is None else array.tolist())}")
+    return int(array[0]), int(array[1])
+
+
+def file_inside(path, folder, where):
+    """Check, before anything opens it, that `path` (named by a file: bag metadata, an
+    images.txt) is a regular file inside `folder`, symbolic links followed. A FIFO would block
+    the open forever (SQLite retries an interrupted open, so not even SIGTERM ends it), a device
+    can be endless, and a path leading out of the folder reads what the recording does not hold.
+    Returns False when nothing is there."""
+    real, base = os.path.realpath(path), os.path.realpath(folder)
+    if os.path.commonpath([real, base]) != base:
+        raise EventDataError(where, "names a file outside its folder; only files inside it are read")
+    try:
+        status = os.stat(real)
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        raise EventDataError(where, f"cannot be examined ({error.strerror})") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise EventDataError(where, "is not a regular file (a FIFO, device or folder); only regular files are read")
+    return True
+
+
+def read_file_inside(path, folder, where, limit):
+    """The bytes of `path`, a regular file inside `folder` (see file_inside) of at most `limit`
+    bytes; None when it is missing. Opened without blocking and checked again once open, so
+    that a file swapped for a FIFO after the check cannot block either."""
+    if not file_inside(path, folder, where):
         return None
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def folder_image_pieces(folder, list_name="images.txt", key="images"):
-    """The frames that `folder`/`list_name` names, files relative to the folder."""
-    list_path = os.path.join(folder, list_name)
-    with open(list_path) as f:
-        text = f.read()
-    return image_list_pieces(list_path, text, lambda relative: _file_bytes(os.path.join(folder, relative)), key)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise EventDataError(where, f"unreadable ({error.strerror})") from None
+    with os.fdopen(descriptor, "rb") as f:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise EventDataError(where, "is not a regular file; only regular files are read")
+        if status.st_size > limit:
+            raise EventDataError(where, f"is {status.st_size} bytes, more than the {limit} read of such a file")
+        try:
+            return f.read(limit)
+        except OSError as error:
+            raise EventDataError(where, f"unreadable ({error.strerror})") from None

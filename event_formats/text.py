@@ -6,11 +6,13 @@ zip, and E2VID's txt (a first line `W H`), alone or in a zip.
 import os
 import warnings
 import zipfile
+import zlib
 
 import numpy as np
 
 from . import event_format
-from .common import EventDataError, event_piece, folder_image_pieces, image_list_pieces, is_file_with, is_folder_with
+from .common import EventDataError, event_piece, is_file_with, is_folder_with
+from .images import MAX_IMAGE_BYTES, MAX_LIST_BYTES, folder_image_pieces, image_list_pieces
 
 # --- parsing `t x y p` lines ---------------------------------------------------------
 #
@@ -222,20 +224,45 @@ def _open_zip(path):
         raise EventDataError(path, f"not a readable zip file ({error})") from None
 
 
+# what reading a corrupt member raises: a bad CRC or header, a broken deflate stream, an end
+# too early, a compression or an encryption that zipfile does not read (an OSError is the
+# environment's, as for any file)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
+def _zip_error(path, error):
+    return EventDataError(path, f"unreadable or corrupt zip file ({' '.join(str(error).split()) or type(error).__name__})")
+
+
+def _member_bytes(archive, name, where, limit):
+    """The bytes of the member `name`, of at most `limit` bytes as the archive states and as read."""
+    size = archive.getinfo(name).file_size
+    if size > limit:
+        raise EventDataError(where, f"is {size} bytes, more than the {limit} read of such a file")
+    with archive.open(name) as f:
+        return f.read(limit)
+
+
 @event_format("ecd_zip", lambda path: _is_zip(path) and _is_ecd_zip(path))
 def stream_ecd_zip(path, **options):
     """A zipped ECD/IJRR sequence: events.txt, images.txt, images/ (maybe under one top folder)."""
     with _open_zip(path) as archive:
         member = _zip_member(archive, "events.txt")
         prefix = member[:-len("events.txt")]
-        with archive.open(member) as f:
-            yield from _txt_pieces(f, f"{path}/{member}")
-        if prefix + "images.txt" in archive.namelist():
-            names = set(archive.namelist())
-            text = archive.read(prefix + "images.txt").decode()
-            def member_bytes(relative):
-                return archive.read(prefix + relative) if prefix + relative in names else None
-            yield from image_list_pieces(f"{path}/{prefix}images.txt", text, member_bytes)
+        names = set(archive.namelist())
+        try:
+            with archive.open(member) as f:
+                yield from _txt_pieces(f, f"{path}/{member}")
+            if prefix + "images.txt" in names:
+                list_path = f"{path}/{prefix}images.txt"
+                data = _member_bytes(archive, prefix + "images.txt", list_path, MAX_LIST_BYTES)
+
+                def image_bytes(relative, where):
+                    name = prefix + relative
+                    return _member_bytes(archive, name, where, MAX_IMAGE_BYTES) if name in names else None
+                yield from image_list_pieces(list_path, data, image_bytes)
+        except _ZIP_ERRORS as error:
+            raise _zip_error(path, error) from None
 
 
 @event_format("e2vid_zip", _is_zip)
@@ -245,8 +272,11 @@ def stream_e2vid_zip(path, **options):
         texts = [n for n in archive.namelist() if n.endswith(".txt")]
         if len(texts) != 1:
             raise EventDataError(path, f"expected one .txt of events in the zip, found {len(texts)}")
-        with archive.open(texts[0]) as f:
-            yield ("sensor", _e2vid_header(f, f"{path}/{texts[0]}"))
-            yield from _txt_pieces(f, f"{path}/{texts[0]}", first_line=2)
+        try:
+            with archive.open(texts[0]) as f:
+                yield ("sensor", _e2vid_header(f, f"{path}/{texts[0]}"))
+                yield from _txt_pieces(f, f"{path}/{texts[0]}", first_line=2)
+        except _ZIP_ERRORS as error:
+            raise _zip_error(path, error) from None
 
 
