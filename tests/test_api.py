@@ -128,6 +128,7 @@ def test_nearest_aps_frame_within_a_millisecond():
 # the evinr command
 
 
+@pytest.mark.slow
 def test_evinr_command_dispatches_to_every_tool(sequence, tmp_path):
     def evinr(*arguments):
         return subprocess.run([sys.executable, "-c", "import sys, cli; cli.cli()", *arguments], capture_output=True,
@@ -146,6 +147,7 @@ def test_evinr_command_dispatches_to_every_tool(sequence, tmp_path):
     assert (tmp_path / "runs" / "here" / "frames").is_dir()
 
 
+@pytest.mark.slow
 def test_pip_install_gives_a_working_evinr_command(tmp_path):
     """`pip install .` installs the modules, the scripts and the demo: the command works from any
     folder, without the checkout on the path."""

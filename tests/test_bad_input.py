@@ -290,6 +290,7 @@ def test_a_full_disk_while_saving_the_model(tmp_path):
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.slow
 def test_termination_signals_clean_up_like_ctrl_c(tmp_path, signal_number):
     data, out = save(str(tmp_path), recording()), tmp_path / "out"
     process = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), "-d", data, "-o", str(out), "-n", "run",

@@ -13,6 +13,7 @@ FIELDS = ("device", "torch", "event_load_s", "event_frames_s", "ms_per_iter", "m
           "windows", "ms_per_window_iter", "total_s", "peak_mem_mb", "peak_device_mem_mb", "quality")
 
 
+@pytest.mark.slow
 def test_benchmark_reports_every_field_and_ratios():
     result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "benchmark.py"), "--H", "24", "--W", "32",
                              "--events", "20000", "--duration", "0.5", "--iters", "4", "--configs", "default", "--plain", "--window 0.25 --windows_batch 2"],

@@ -109,6 +109,7 @@ def test_ced_colour_frames(tmp_path):
     assert_same_recording(tmp_path / "evreal" / "simple_fruit", folder)
 
 
+@pytest.mark.slow
 def test_no_overwrite_unless_asked(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     raw.mkdir()
@@ -211,6 +212,7 @@ def test_npy_header_fits_any_count(tmp_path):
     np.testing.assert_array_equal(np.load(path), np.arange(7, dtype=np.uint8))
 
 
+@pytest.mark.slow
 def test_train_runs_on_converted_output(tmp_path):
     train = os.path.join(REPO, "train.py")
     raw, out = tmp_path / "raw", tmp_path / "out"

@@ -195,6 +195,7 @@ def test_compare_gives_one_row_per_configuration(dataset, tmp_path):
     assert not (out / "evreal").exists()  # EVREAL's tree only when asked for
 
 
+@pytest.mark.slow
 def test_pair_prints_the_scores_of_one_image_pair(tmp_path):
     reference = np.tile(np.linspace(0, 200, 40).round().astype(np.uint8), (40, 1))
     prediction = reference + 20

@@ -194,6 +194,7 @@ def test_a_schedule_sets_the_output_layers_rate_too():
 
 
 @needs_triton
+@pytest.mark.slow
 def test_output_kernel_matches_gradient_then_adamw_in_the_interpreter():
     """The output layer's AdamW-in-the-backward kernel, one network and stacked windows (see
     test_gpu_paths.assert_output_kernel_matches)."""

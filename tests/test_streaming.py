@@ -46,6 +46,7 @@ WRITERS = {
 
 
 @pytest.mark.parametrize("layout", sorted(WRITERS))
+@pytest.mark.slow
 def test_an_event_file_reads_what_loading_the_whole_file_gives(tmp_path, recording, layout, monkeypatch):
     monkeypatch.setattr(event_data, "MARK_STRIDE", 1 << 10)  # many marks and blocks in a small file
     monkeypatch.setattr(event_data, "BATCH", 1 << 16)
@@ -77,6 +78,7 @@ def test_an_event_file_reads_what_loading_the_whole_file_gives(tmp_path, recordi
 
 
 @pytest.mark.parametrize("name", ["slider_depth_first200k.bag", "slider_depth_first200k_bz2_by_rosbag.bag"])
+@pytest.mark.slow
 def test_a_real_bag_is_read_by_time_range_as_it_loads(name):
     path = shared_data("bags", name)
     whole, _ = load_events(path)
@@ -130,6 +132,7 @@ def read_frames(folder):
     return np.stack([cv2.imread(os.path.join(folder, "frames", name), cv2.IMREAD_GRAYSCALE) for name in names])
 
 
+@pytest.mark.slow
 def test_a_windowed_run_from_disk_writes_the_frames_of_the_in_memory_fit(tmp_path, recording, monkeypatch):
     """--window streams an EVREAL folder batch by batch; reconstruct() fits the loaded recording
     at once. Same seed, same events: the same frames, byte for byte, and the networks beyond the

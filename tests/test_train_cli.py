@@ -38,6 +38,7 @@ def read_timestamps(folder):
         return [line.split() for line in f]
 
 
+@pytest.mark.slow
 def test_end_to_end_outputs_agree(sequence, tmp_path):
     result = train("-d", sequence, "-o", str(tmp_path), "-n", "run", *SMALL)
     assert result.returncode == 0, result.stderr
@@ -63,6 +64,7 @@ def test_end_to_end_outputs_agree(sequence, tmp_path):
         assert (run / "frames" / name).read_bytes() == (tmp_path / "again" / "frames" / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_same_seed_same_frames_and_other_seed_differs(sequence, tmp_path):
     runs = {}
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
@@ -72,6 +74,7 @@ def test_same_seed_same_frames_and_other_seed_differs(sequence, tmp_path):
     assert runs["a"] != runs["c"]
 
 
+@pytest.mark.slow
 def test_frames_at_fps_and_time_file(sequence, tmp_path):
     result = train("-d", sequence, "-o", str(tmp_path), "-n", "fps", "--frames_at", "10", "--no_video", *SMALL)
     assert result.returncode == 0, result.stderr
@@ -99,6 +102,7 @@ def standard_npy(tmp_path_factory):
 
 
 @pytest.mark.parametrize("sizes", [["--H", "240", "--W", "180"], ["--H", "180", "--W", "240"]])
+@pytest.mark.slow
 def test_authors_ijrr_command_gives_correctly_oriented_frames(standard_npy, tmp_path, sizes):
     result = train("-n", "ijrr", "-d", standard_npy, "-o", str(tmp_path), *sizes, *SMALL,
                    "--frames_at", "uniform", "--val_resolution", "2", "--no_video")
@@ -109,6 +113,7 @@ def test_authors_ijrr_command_gives_correctly_oriented_frames(standard_npy, tmp_
         assert "transposed" in result.stderr  # corrected, but never silently
 
 
+@pytest.mark.slow
 def test_authors_ced_and_aed_commands_run(tmp_path):
     rng = np.random.default_rng(1)
     for name, width, height, extra in (("ced", 346, 260, ["--color_event"]), ("aed", 408, 306, ["--event_thresh", "0.25"])):
@@ -200,6 +205,7 @@ def test_bad_numbers_on_the_command_line_fail_cleanly(sequence, tmp_path, flags)
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_stacked_windows_render_and_rerender_like_one_by_one(sequence, tmp_path):
     """--windows_batch writes the same outputs as one-by-one windows, and its model.pt (one
     network per window) re-renders the same frames."""
