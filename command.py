@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -29,7 +30,7 @@ WORK_FOLDER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>partial|replaced)-(?P<host>
 def process_alive(pid):
     try:
         os.kill(pid, 0)  # signal 0 only checks that the process exists
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or a number no process id can be
         return False
     except PermissionError:  # it exists, and belongs to another user
         return True
@@ -38,21 +39,48 @@ def process_alive(pid):
 
 def remove_stale_work_folders(parent):
     """Remove the hidden work folders in `parent` whose process is gone. A replaced result whose
-    new one never took its place (the run was killed between the two renames) is put back."""
+    new one never took its place (the run was killed between the two renames) is put back. Only
+    real folders are touched (os.lstat): a symbolic link of a work folder's name, planted or not,
+    is left alone, so that nothing outside `parent` is ever moved into it or removed."""
     try:
         entries = os.listdir(parent)
     except OSError:
         return
     for entry in entries:
         match = WORK_FOLDER.match(entry)
-        if not match or match["host"] != HOST or process_alive(int(match["pid"])):
+        path, final = os.path.join(parent, entry), os.path.join(parent, match["name"]) if match else None
+        if not match or match["host"] != HOST or not is_real_folder(path) or process_alive(int(match["pid"])):
             continue
-        path, final = os.path.join(parent, entry), os.path.join(parent, match["name"])
-        if match["kind"] == "replaced" and os.path.isdir(os.path.join(path, match["name"])) and not os.path.exists(final):
-            os.rename(os.path.join(path, match["name"]), final)
+        old = os.path.join(path, match["name"])
+        if match["kind"] == "replaced" and is_real_folder(old) and not os.path.lexists(final):
+            os.rename(old, final)
             print(f"note: {final}: put back from {path}, left by process {match['pid']} which is gone", file=sys.stderr)
         shutil.rmtree(path, ignore_errors=True)
         print(f"note: {path}: removed, left by process {match['pid']} which is gone", file=sys.stderr)
+
+
+def is_real_folder(path):
+    """Whether `path` is a folder itself, not a symbolic link (to one or not)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def folder_in_use(final):
+    """The id of a live process on this machine writing `final` (its hidden work folder is
+    beside it), or None. Another run's result is never replaced under it: a run that would
+    write there is refused at once rather than at its end."""
+    parent, name = os.path.split(os.path.normpath(final))
+    try:
+        entries = os.listdir(parent or ".")
+    except OSError:
+        return None
+    for entry in entries:
+        match = WORK_FOLDER.match(entry)
+        if match and match["name"] == name and match["host"] == HOST and process_alive(int(match["pid"])):
+            return int(match["pid"])
+    return None
 
 
 def make_folders(path):
@@ -84,11 +112,15 @@ def current_umask():
 
 
 @contextlib.contextmanager
-def staged_folder(final, replace=False):
+def staged_folder(final, replace=False, replace_empty=False):
     """Build a result folder all or nothing: yields a hidden work folder beside `final`, which
     becomes `final` when the block ends without an error, and is removed, with any parent folder
-    made for it, when it fails or is interrupted. An existing `final` is replaced only when
-    `replace` is set. Stale work folders of dead processes beside it are removed first."""
+    made for it, when it fails or is interrupted. Whatever is at `final` by then (a folder, a
+    file, a symbolic link, dangling or not: the link itself, never what it points to) is
+    replaced only when `replace` is set, or with `replace_empty` when it is an empty folder
+    (nothing is lost); else the result is refused and what is there kept as it is: another run
+    may have finished there meanwhile. Stale work folders of dead processes beside it are
+    removed first."""
     parent, name = os.path.split(os.path.normpath(final))
     parent = parent or "."
     made = make_folders(parent)
@@ -100,25 +132,41 @@ def staged_folder(final, replace=False):
         work = tempfile.mkdtemp(prefix=f".{name}.partial-{owner}", dir=parent)
         yield work
         os.chmod(work, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-        if os.path.exists(final):
-            if not replace:
-                raise FileExistsError(errno.EEXIST, "appeared while it was being written", final)
-            trash = tempfile.mkdtemp(prefix=f".{name}.replaced-{owner}", dir=parent)
-            old = os.path.join(trash, name)
-            os.rename(final, old)
-            try:
-                os.rename(work, final)
-            except BaseException:
-                os.rename(old, final)  # the old result stays until the new one is in place
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(work, final)
+        publish(work, final, replace or (replace_empty and is_empty_folder(final)), f".{name}.replaced-{owner}")
     except BaseException:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
         remove_empty_folders(made)
         raise
+
+
+def is_empty_folder(path):
+    return is_real_folder(path) and not os.listdir(path)
+
+
+def publish(work, final, replace, trash_prefix):
+    """Rename `work` to `final`; what is at `final` is moved aside first when `replace` is set,
+    and put back if the new result cannot take its place. A failure names `final`, not the
+    hidden work folder, which is gone by the time the error is shown."""
+    parent, name = os.path.split(final)
+    if not os.path.lexists(final):
+        try:
+            os.rename(work, final)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, final) from None
+        return
+    if not replace:
+        raise FileExistsError(errno.EEXIST, "appeared while this result was being written (by another run?); "
+                                            "kept as it is", final)
+    trash = tempfile.mkdtemp(prefix=trash_prefix, dir=parent or ".")
+    old = os.path.join(trash, name)
+    os.rename(final, old)
+    try:
+        os.rename(work, final)
+    except BaseException:
+        os.rename(old, final)  # the old result stays until the new one is in place
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def os_error_line(error, path):
@@ -137,11 +185,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 @contextlib.contextmanager
-def exit_status(bad_input, output, interrupted="interrupted: nothing was written", memory_hint=""):
+def exit_status(bad_input, output, interrupted="interrupted: nothing was written", memory_hint="", source=None):
     """How every command ends on a failure: one line on stderr, no traceback, and the project's
-    exit status: 2 for bad input or flags (an exception of the types `bad_input`), 1 for the
-    environment (an OSError, naming `output` when the error names no file; or out of memory),
-    130 for an interrupt."""
+    exit status: 2 for bad input or flags (an exception of the types `bad_input`; or a reader's
+    ValueError or cv2.error, a file it could not make sense of, named as `source`, the input
+    the command reads), 1 for the environment (an OSError, naming `output` when the error names
+    no file; or out of memory), 130 for an interrupt. Other exceptions are programming errors
+    and keep their traceback."""
+    where = "" if source is None else f"{source}: "
     try:
         yield
     except bad_input as error:
@@ -151,11 +202,28 @@ def exit_status(bad_input, output, interrupted="interrupted: nothing was written
         print(f"error: {os_error_line(error, output)}", file=sys.stderr)
         sys.exit(1)
     except MemoryError:
-        print(f"error: out of memory (beyond the plan's estimate){memory_hint}", file=sys.stderr)
+        print(f"error: {where}out of memory (beyond the plan's estimate){memory_hint}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(130)
+    except reader_errors() as error:
+        print(f"error: {where}{first_line(error)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def reader_errors():
+    """What a reader raises for a file it cannot make sense of, beyond this project's errors:
+    numpy's and h5py's ValueError, OpenCV's cv2.error (only where OpenCV was imported: nothing
+    else can have raised it)."""
+    cv2 = sys.modules.get("cv2")
+    return (ValueError,) + ((cv2.error,) if cv2 is not None and isinstance(getattr(cv2, "error", None), type) else ())
+
+
+def first_line(error):
+    """An exception's message on one line (its first), or its type's name when it has none."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 # Set when SIGTERM or SIGHUP came. The handler raises KeyboardInterrupt where the main thread

@@ -8,7 +8,9 @@ import argparse
 import contextlib
 import dataclasses
 import math
+import numbers
 import os
+import reprlib
 from dataclasses import dataclass, field
 
 import torch
@@ -51,7 +53,41 @@ def between(low, high):
 
 
 def positive(value):
-    return math.isfinite(value) and value > 0
+    return not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+# What a value of each annotated type must be (a checkpoint's settings are read without
+# argparse's types): numpy's numbers are numbers, True is not one.
+KINDS = {int: ((numbers.Integral,), "must be a whole number"), float: ((numbers.Real,), "must be a number"),
+         bool: ((bool,), "must be true or false"), str: ((str, os.PathLike), "must be text")}
+
+
+def of_kind(value, kind):
+    """Whether `value` is of the annotated type `kind` (anything for an unlisted one)."""
+    if kind not in KINDS:
+        return True
+    return isinstance(value, KINDS[kind][0]) and (kind is bool or not isinstance(value, bool))
+
+
+def holds(valid, value):
+    """valid(value), with a value of the wrong type (a string where a number goes) as not valid
+    rather than a TypeError."""
+    try:
+        return bool(valid(value))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+# a value a file holds, in an error line: short, on one line
+SHORT = reprlib.Repr()
+SHORT.maxstring, SHORT.maxother = 80, 80
+
+
+def shown(value):
+    """A value in an error line: as given when it is a number or printable text, else its repr,
+    shortened (a string with a newline must not break the line, nor pass for text that it is not)."""
+    plain = isinstance(value, numbers.Real) or (isinstance(value, str) and value.isprintable() and value.strip() == value)
+    return value if plain and value != "" else SHORT.repr(value)
 
 
 def is_plain_name(name):
@@ -205,31 +241,43 @@ class Config:
 
     def check(self):
         """Refuse settings that cannot work, before any work is done: one line naming the flag.
-        Each field's bounds are in its metadata (`valid`, `choices`); the rest relate two flags."""
-        def need(ok, flag, why):
+        Each field's type and bounds are in its annotation and metadata (`valid`, `choices`);
+        the rest relate two flags."""
+        self.check_values()
+        resolve_device(self.device)
+
+    def check_values(self):
+        """check(), but for whether the device exists here: what a saved fit's settings must
+        pass too (experiment.load_checkpoint), when rendered on another machine perhaps. A value
+        of the wrong type (a checkpoint's string where a number goes) is refused like one out of
+        bounds: UsageError, never a TypeError."""
+        def need(ok, flag, why, exact=False):  # exact: a value of the wrong type is shown as what it is
             if not ok:
-                raise UsageError(f"--{flag} {getattr(self, flag)}: {why}")
+                value = getattr(self, flag)
+                raise UsageError(f"--{flag} {SHORT.repr(value) if exact else shown(value)}: {why}")
         for spec in dataclasses.fields(self):
             value, meta = getattr(self, spec.name), spec.metadata
             if value is None and spec.default is None:  # unset: the preset's, or the data's
                 continue
+            if spec.type in KINDS:
+                need(of_kind(value, spec.type), spec.name, KINDS[spec.type][1], exact=True)
             if meta["choices"]:
-                need(value in meta["choices"], spec.name, f"must be one of {', '.join(meta['choices'])}")
+                need(holds(lambda value: value in meta["choices"], value), spec.name,
+                     f"must be one of {', '.join(meta['choices'])}")
             if meta["valid"]:
-                need(meta["valid"](value), spec.name, meta["why"])
+                need(holds(meta["valid"], value), spec.name, meta["why"])
         need(self.t_end is None or (math.isfinite(self.t_end) and self.t_end > self.t_start), "t_end",
              f"must be a number of seconds after --t_start ({self.t_start:g})")
         if (self.H is None) != (self.W is None):
             raise UsageError("--H and --W go together: give both, or neither to take the size from the data")
-        if self.exp_name is not None and not is_plain_name(self.exp_name):
+        if self.exp_name is not None and not (isinstance(self.exp_name, str) and is_plain_name(self.exp_name)):
             raise UsageError(f"-n {self.exp_name!r}: the experiment name must be one printable folder name, "
                              f"without '/' and not '.' or '..' (it goes inside -o {self.output_dir})")
         try:  # a number of frames per second; anything else is a mode or a file, read when rendering
             fps = float(self.frames_at)
-        except ValueError:
+        except (TypeError, ValueError):  # a path given as an os.PathLike is a file too
             fps = None
         need(fps is None or positive(fps), "frames_at", "frames per second must be a positive number")
-        resolve_device(self.device)
 
 
 # Fields that shape the fitted networks and their time axis: a saved fit is rendered with its own.

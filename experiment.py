@@ -8,9 +8,12 @@ the bundled demo recording is.
 import dataclasses
 import errno
 import json
+import math
+import numbers
 import os
 import platform
 import re
+import stat
 import sys
 import time
 
@@ -20,8 +23,9 @@ import torch
 import command
 import lpips
 import utils
-from config import FIT_FIELDS, NOT_SAVED, Config, UsageError
+from config import FIT_FIELDS, MAX_WINDOWS, NOT_SAVED, SHORT, Config, UsageError, shown
 from event_data import EventDataError, event_sum
+from model import make_model
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEMO_NAME = "slider_depth_demo.h5"
@@ -29,55 +33,212 @@ DEMO_NAME = "slider_depth_demo.h5"
 
 def load_checkpoint(path):
     """(saved settings as a dict, one state dict per window, the spans or None, the exposure of
-    --event_thresh auto or None) of a model.pt.
-    The networks are read when used: from the file's map, or from networks/ beside it. A model.pt
-    written before the networks' key was "networks" holds them under "windows"."""
-    if not os.path.isfile(path):
+    --event_thresh auto or None) of a model.pt. A model.pt is data, never instructions: every
+    part is checked before anything is built from it (the settings against the flags' types and
+    bounds, each network against the shapes those settings describe, the spans and the exposure
+    for what they must be), and a file that fails is bad input, EventDataError naming it.
+    The networks are read when used: from the file's map, or from networks/ beside it (checked
+    then). A model.pt written before the networks' key was "networks" holds them under "windows"."""
+    content = read_checkpoint(path)
+    saved, states = content["config"], content["networks"] if "networks" in content else content["windows"]
+    config = saved_config(path, saved)[0]
+    check_network_list(path, states)
+    spans = checked_spans(path, content.get("spans"), len(states))
+    exposure = checked_exposure(path, content.get("exposure"))
+    networks = SavedNetworks(path, states, network_shapes(config))
+    for k, state in enumerate(states):
+        if isinstance(state, dict):
+            check_network(path, k, state, networks.shapes)
+    return saved, networks, spans, exposure
+
+
+def not_written_by_train(path, why):
+    return EventDataError(path, f"not a model.pt written by train.py ({why})")
+
+
+def read_checkpoint(path):
+    """A model.pt's content, a dict with the settings and the networks, read by torch's loader
+    for weights only (no code runs), mapped rather than read: the networks are read when used."""
+    if not os.path.lexists(path):
         raise EventDataError(path, "no such checkpoint")
+    if not os.path.isfile(path):
+        raise EventDataError(path, "not a regular file")
     try:
-        # mapped: --render_only reads the settings first and the networks later, each from the map
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        states = checkpoint["networks"] if "networks" in checkpoint else checkpoint["windows"]
-        config, spans, exposure = checkpoint["config"], checkpoint.get("spans"), checkpoint.get("exposure")
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # torch raises many kinds for a file that is not a checkpoint
-        raise EventDataError(path, "not a model.pt written by train.py (unreadable or truncated)") from None
-    if not all(isinstance(state, dict) or (isinstance(state, str) and NETWORK_FILE.match(state)) for state in states):
-        raise EventDataError(path, "not a model.pt written by train.py (a network is neither saved nor named)")
-    return config, SavedNetworks(path, states), spans, exposure
+        raise not_written_by_train(path, "unreadable or truncated") from None
+    if not isinstance(content, dict) or "config" not in content or not {"networks", "windows"} & set(content):
+        raise not_written_by_train(path, "no settings and networks in it")
+    return content
+
+
+def saved_config(path, saved):
+    """(the Config of a model.pt's settings, checked as the flags are, the settings this version
+    does not know). Those are left out: a later version's setting, or a made-up one, cannot do
+    anything here. So are those a checkpoint never sets (NOT_SAVED: where a render writes, and
+    whether it may replace a folder, are the command line's alone)."""
+    if not isinstance(saved, dict):
+        raise not_written_by_train(path, f"its settings are not a table but {type(saved).__name__}")
+    names = {spec.name for spec in dataclasses.fields(Config)}
+    known = {name: value for name, value in saved.items() if name in names and name not in NOT_SAVED}
+    known.setdefault("smooth", 0.0)  # saved before --smooth existed: rendered as it was then
+    config = Config(**known)
+    try:
+        config.check_values()
+    except UsageError as error:
+        raise EventDataError(path, f"its saved settings are not train.py's: {error}") from None
+    if config.H is None:
+        raise EventDataError(path, "its saved settings are not train.py's: they give no sensor size (--H, --W)")
+    return config, [name for name in saved if name not in names]
+
+
+def check_network_list(path, states):
+    """A model.pt's networks: a list of state dicts, or of the names of files in networks/."""
+    if not isinstance(states, (list, tuple)):
+        raise not_written_by_train(path, f"its networks are not a list but {type(states).__name__}")
+    if not states:
+        raise not_written_by_train(path, "it holds no networks")
+    if len(states) > MAX_WINDOWS:
+        raise not_written_by_train(path, f"{len(states)} networks, more than the {MAX_WINDOWS} windows of one run")
+    for k, state in enumerate(states):
+        if not (isinstance(state, dict) or (isinstance(state, str) and NETWORK_FILE.fullmatch(state))):
+            raise not_written_by_train(path, f"a network is neither saved nor named: window {k + 1} is {SHORT.repr(state)}")
+
+
+def is_finite_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def checked_spans(path, spans, n_networks):
+    """A model.pt's (begin, end) of each network's window, seconds on the recording's clock, in
+    order and apart, one per network; None when it has none (written before they were saved)."""
+    if spans is None:
+        return None
+    pairs = isinstance(spans, (list, tuple)) and all(
+        isinstance(span, (list, tuple)) and len(span) == 2 and all(map(is_finite_number, span)) for span in spans)
+    if not pairs or not spans:
+        raise not_written_by_train(path, "its spans are not a list of (begin, end) pairs of seconds")
+    for k, (begin, end) in enumerate(spans):
+        if not end > begin:
+            raise EventDataError(path, f"its spans are impossible: window {k + 1} ends before it begins ({begin:g}-{end:g} s)")
+        if k and begin < spans[k - 1][1]:
+            raise EventDataError(path, f"its spans are impossible: window {k + 1} begins at {begin:g} s, "
+                                       f"before window {k} ends at {spans[k - 1][1]:g} s")
+    if len(spans) != n_networks:
+        raise EventDataError(path, f"holds {n_networks} networks for {len(spans)} spans")
+    return [(float(begin), float(end)) for begin, end in spans]
+
+
+def checked_exposure(path, exposure):
+    """A model.pt's (C, offset) of --event_thresh auto: a positive C and a number, or None."""
+    if exposure is None:
+        return None
+    if not (isinstance(exposure, (list, tuple)) and len(exposure) == 2 and all(map(is_finite_number, exposure))):
+        raise not_written_by_train(path, f"its exposure is not a (C, offset) pair of numbers but {SHORT.repr(exposure)}")
+    if not exposure[0] > 0:
+        raise EventDataError(path, f"its exposure is impossible: C must be positive, not {exposure[0]:g}")
+    return float(exposure[0]), float(exposure[1])
+
+
+def network_shapes(config):
+    """What a saved network must match: {"tensors": {name: (shape, dtype)} of the state dict of
+    the network `config` describes, built on the meta device (no memory, whatever its size),
+    "settings": those settings as flags, for the error line}."""
+    with torch.device("meta"):
+        model = make_model((config.H, config.W), config)
+    shapes = {name: (tuple(value.shape), value.dtype) for name, value in model.state_dict().items()}
+    settings = (f"--H {config.H} --W {config.W}{' --color_event' if config.color_event else ''} "
+                f"--net_layers {config.net_layers} --net_width {config.net_width}")
+    return {"settings": settings, "tensors": shapes}
+
+
+def size(shape):
+    return "x".join(map(str, shape)) or "a scalar"
+
+
+def check_network(path, k, state, shapes):
+    """Refuse a saved network that is not the one its settings describe (names, shapes, types of
+    its tensors, finite weights): load_state_dict would fail with a traceback, or load it cast."""
+    def refuse(why):
+        raise EventDataError(path, f"window {k + 1}'s network does not match its settings: {why}")
+    if not isinstance(state, dict):
+        refuse(f"not a table of tensors but {type(state).__name__}")
+    expected = shapes["tensors"]
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    if missing or unexpected:
+        refuse(", ".join([f"missing {SHORT.repr(name)}" for name in missing[:3]] +
+                         [f"unexpected {SHORT.repr(name)}" for name in unexpected[:3]]))
+    for name, (shape, dtype) in expected.items():
+        value = state[name]
+        if not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+            refuse(f"{name} is not a tensor but {SHORT.repr(value)}")
+        if tuple(value.shape) != shape:
+            refuse(f"{name} is {size(value.shape)}, where {shapes['settings']} give {size(shape)}")
+        if value.dtype != dtype:
+            refuse(f"{name} holds {value.dtype}, not {dtype}")
+        if not torch.isfinite(value).all():
+            refuse(f"{name} holds NaN or infinite weights")
 
 
 class SavedNetworks:
     """A model.pt's networks by window: each a state dict, read from networks/ on access when
-    the run saved it there."""
+    the run saved it there, and checked then against the shapes of `shapes` (network_shapes)."""
 
-    def __init__(self, path, states):
-        self.folder, self.states = os.path.dirname(path), states
+    def __init__(self, path, states, shapes):
+        self.folder, self.states, self.shapes = os.path.dirname(path), states, shapes
 
     def __len__(self):
         return len(self.states)
 
     def __getitem__(self, k):
         if isinstance(self.states[k], dict):
-            return self.states[k]
-        path = os.path.join(self.folder, self.states[k])
+            return self.states[k]  # checked by load_checkpoint
+        path = network_file(self.folder, self.states[k], k)
         try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except FileNotFoundError:
-            raise EventDataError(path, f"missing: model.pt names it for window {k + 1}") from None
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:
             raise EventDataError(path, "not a network saved by train.py (unreadable or truncated)") from None
+        check_network(path, k, state, self.shapes)
+        return state
+
+
+def network_file(folder, name, k):
+    """The path of a network model.pt names (networks/window-NNNNNN.pt, see NETWORK_FILE): a
+    regular file in a folder networks/ beside it, neither of them a symbolic link, so that no
+    name in a file leads reading elsewhere (nor to a pipe that would block for ever)."""
+    path = os.path.join(folder, name)
+    for where, is_kind, kind in ((os.path.dirname(path), stat.S_ISDIR, "a folder"), (path, stat.S_ISREG, "a regular file")):
+        try:
+            mode = os.lstat(where).st_mode
+        except FileNotFoundError:
+            raise EventDataError(path, f"missing: model.pt names it for window {k + 1}") from None
+        if stat.S_ISLNK(mode):
+            raise EventDataError(where, f"a symbolic link, where model.pt's networks must be {kind} beside it")
+        if not is_kind(mode):
+            raise EventDataError(where, f"not {kind}, where model.pt names the network of window {k + 1}")
+    return path
 
 
 def config_for_render(checkpoint, given):
     """The settings of a saved fit with the command line's flags (`given`) on top. Flags that would
-    change the fitted networks or their time axis are refused rather than ignored."""
-    saved = load_checkpoint(checkpoint)[0]
-    saved.setdefault("smooth", 0.0)  # saved before --smooth existed: rendered as it was then
-    names = {spec.name for spec in dataclasses.fields(Config)}
-    config = Config(**{name: value for name, value in saved.items() if name in names and name not in NOT_SAVED})
+    change the fitted networks or their time axis are refused rather than ignored. The saved
+    settings are checked as flags are (load_checkpoint); a saved recording must be a regular
+    file or a folder."""
+    config, unknown = saved_config(checkpoint, read_checkpoint(checkpoint)["config"])
+    if unknown:
+        listed = ", ".join(SHORT.repr(name) for name in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        print(f"note: {checkpoint}: saved settings this version does not know are ignored: {listed}", file=sys.stderr)
     for name in FIT_FIELDS:
         if name in given and given[name] != getattr(config, name):
             raise UsageError(f"--{name}: a saved fit is rendered with its own ({getattr(config, name)}); leave it out with --render_only")
+    if "data_path" not in given and config.data_path is not None:
+        try:
+            mode = os.stat(config.data_path).st_mode
+        except (OSError, ValueError):  # missing: the reader says so
+            mode = None
+        if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise EventDataError(checkpoint, f"its saved --data_path {shown(config.data_path)} is not a regular file or folder")
     return dataclasses.replace(config, **given)
 
 
@@ -88,16 +249,21 @@ def demo_data():
 
 
 def experiment_path(config, data_path):
-    """OUTPUT_DIR/EXP_NAME. A name taken by a finished run is refused without --overwrite; with no
-    -n, the data's name is numbered (name-2, name-3, ...) instead."""
+    """OUTPUT_DIR/EXP_NAME. A name taken by a finished run (or by anything: a file, a symbolic
+    link, dangling or not) is refused without --overwrite, and one another run is writing is
+    refused with it too; with no -n, the data's name is numbered (name-2, name-3, ...) instead."""
     if config.exp_name is not None:
         final = os.path.join(config.output_dir, config.exp_name)
-        if os.path.exists(final) and not config.overwrite:
-            raise UsageError(f"{final}: experiment folder already exists; pass --overwrite to replace it, or choose another -n")
+        writer = command.folder_in_use(final)
+        if writer is not None:
+            raise UsageError(f"{final}: being written by another run (process {writer}); let it finish, or choose another -n")
+        if os.path.lexists(final) and not config.overwrite:
+            what = "already exists as a symbolic link" if os.path.islink(final) else "experiment folder already exists"
+            raise UsageError(f"{final}: {what}; pass --overwrite to replace it, or choose another -n")
         return final
     name = "demo" if config.data_path is None else command.safe_name(os.path.splitext(os.path.basename(os.path.normpath(data_path)))[0])
     final, number = os.path.join(config.output_dir, name), 1
-    while os.path.exists(final) and not config.overwrite:
+    while (os.path.lexists(final) and not config.overwrite) or command.folder_in_use(final) is not None:
         number += 1
         final = os.path.join(config.output_dir, f"{name}-{number}")
     return final
@@ -124,7 +290,7 @@ def networks_held(n_networks, network_bytes, batch_size):
     return min(n_networks, HELD_NETWORK_BYTES // network_bytes + batch_size)
 
 
-NETWORK_FILE = re.compile(r"^networks/window-\d{6}\.pt$")
+NETWORK_FILE = re.compile(r"networks/window-[0-9]{6}\.pt")  # the whole name: fullmatch
 
 
 class ExperimentWriter:

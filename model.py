@@ -214,7 +214,18 @@ class StackedEvINR(nn.Module):
 # total is their sum, so each network gets exactly the gradient it would get alone.
 
 def per_network_mean(tensor):
+    """The mean of each network's values, [K]; 0 for a term with no values: a sensor one pixel
+    high has no vertical neighbour differences (one wide, no horizontal), and such a term adds
+    nothing rather than NaN."""
+    if tensor[0].numel() == 0:
+        return tensor.new_zeros(tensor.shape[0])
     return tensor.flatten(1).mean(1)
+
+
+def per_pair(value, count):
+    """value / count for the mean over `count` pairs of a term, or 0 when it has none (a sensor
+    one pixel thin): the term then contributes nothing, to the loss and to its gradient."""
+    return value / count if count else 0.0 * value
 
 
 def spatial_smoothness(log_frames):
@@ -258,23 +269,25 @@ class FusedDifferenceLoss(torch.autograd.Function):
         # sizes per network, and norms per network without materialising squares or absolutes
         n_change, n_vertical, n_horizontal = (tensor[0].numel() for tensor in (change, vertical, horizontal))
         norm = lambda tensor, order: torch.linalg.vector_norm(tensor.reshape(n_networks, -1), order, dim=1)
-        temporal = norm(residual, 2).square() / n_change
-        spatial = norm(change, 1) / n_change + norm(vertical, 1) / n_vertical + norm(horizontal, 1) / n_horizontal
+        temporal = per_pair(norm(residual, 2).square(), n_change)
+        spatial = (per_pair(norm(change, 1), n_change) + per_pair(norm(vertical, 1), n_vertical)
+                   + per_pair(norm(horizontal, 1), n_horizontal))
         means = log_frames.mean(dim=(2, 3, 4))
         brightness = means.var(dim=1, unbiased=False)
         total = (w_temporal * temporal + w_spatial * spatial + w_brightness * brightness).sum()
 
         # d total / d change = (2 w_t residual + w_s sign(change)) / n_change; each change
         # frame k is log_frames[k+1] - log_frames[k], so it adds to frame k+1 and subtracts from k.
-        grad_change = residual.mul_(2.0 * w_temporal / n_change).add_(change.sign_(), alpha=w_spatial / n_change)
+        grad_change = residual.mul_(per_pair(2.0 * w_temporal, n_change)).add_(change.sign_(),
+                                                                                alpha=per_pair(w_spatial, n_change))
         grad = torch.empty_like(log_frames)
         grad[:, 0] = -grad_change[:, 0]
         torch.sub(grad_change[:, :-1], grad_change[:, 1:], out=grad[:, 1:-1])
         grad[:, -1] = grad_change[:, -1]
-        vertical_step = vertical.sign_().mul_(w_spatial / n_vertical)
+        vertical_step = vertical.sign_().mul_(per_pair(w_spatial, n_vertical))
         grad[..., 1:, :] += vertical_step
         grad[..., :-1, :] -= vertical_step
-        horizontal_step = horizontal.sign_().mul_(w_spatial / n_horizontal)
+        horizontal_step = horizontal.sign_().mul_(per_pair(w_spatial, n_horizontal))
         grad[..., :, 1:] += horizontal_step
         grad[..., :, :-1] -= horizontal_step
         n_times, frame_size = means.shape[1], log_frames[0, 0].numel()
@@ -444,8 +457,9 @@ class TritonDifferenceLoss(torch.autograd.Function):
         # is read in place through its strides
         target = target.flatten(2)
         target = target if target.stride(2) == 1 else target.contiguous()
-        scales = (1.0 / ((n_times - 1) * frame_size), 1.0 / (n_times * channels * (height - 1) * width),
-                  1.0 / (n_times * channels * height * (width - 1)), w_temporal, w_spatial, w_brightness)
+        # inverse counts of the changes, vertical and horizontal pairs; 0 for a term with none
+        scales = (per_pair(1.0, (n_times - 1) * frame_size), per_pair(1.0, n_times * channels * (height - 1) * width),
+                  per_pair(1.0, n_times * channels * height * (width - 1)), w_temporal, w_spatial, w_brightness)
 
         # tiles of 1024 (8 values per thread at Triton's default 4 warps) keep the partial sums
         # few; a smaller frame is one tile
