@@ -10,19 +10,24 @@ however long it is:
     SEQUENCE/color_images/
     SEQUENCE/metadata.json     sensor_resolution [H, W], where the data came from
 
-or into EVREAL's npy folder (--format evreal), which event_data reads as "evreal_folder":
+or into EVREAL's npy folder (--format evreal), as EVREAL's tools/bag_to_npy.py writes it, so
+that EVREAL's MemMapDataset loads it unchanged (event_data reads it as "evreal_folder"):
 
-    SEQUENCE/events_ts.npy            [N] float64 seconds, sorted
+    SEQUENCE/events_ts.npy            [N] float64 seconds, sorted, on EVREAL's clock (below)
     SEQUENCE/events_xy.npy            [N, 2] int16 (x, y)
     SEQUENCE/events_p.npy             [N] uint8 polarity 0/1
-    SEQUENCE/images.npy               [K, H, W, 1] uint8 APS frames (no colour frames)
-    SEQUENCE/images_ts.npy            [K] float64 seconds
-    SEQUENCE/image_event_indices.npy  [K] the first event at or after each frame
-    SEQUENCE/metadata.json            as above
+    SEQUENCE/images.npy               [K, H, W, 1] uint8 gray APS frames
+    SEQUENCE/images_ts.npy            [K, 1] float64 seconds, on EVREAL's clock
+    SEQUENCE/image_event_indices.npy  [K, 1] int64: the last event at or before each frame,
+                                      searchsorted(events_ts, images_ts, "right") - 1, in [0, N-1]
+    SEQUENCE/metadata.json            sensor_resolution [H, W], and t_zero (below)
 
-Times stay on the recording's own clock. A sequence is written into a hidden folder beside its
-destination and renamed at the end, so a failure leaves no partial output. Each converter
-script is `main("DATASET")`.
+The authors' layout keeps the recording's own clock. EVREAL's re-zeroes it, as EVREAL does, to
+the earlier of the first APS frame and the first event (after decreasing frame times are
+repaired); its dataset intervals are on that clock, and metadata.json's t_zero is the recording
+time of its zero. A sequence is written into a hidden folder beside its destination and
+renamed at the end, so a failure leaves no partial output. Each converter script is
+`main("DATASET")`.
 """
 
 import json
@@ -31,6 +36,7 @@ import queue
 import sys
 import threading
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -177,19 +183,20 @@ class FolderFrames:
         """Nothing to do: each PNG is closed once written."""
 
     def close(self, source):
-        """Write the lists of frames; returns {key: number of frames}."""
+        """Write the lists of frames; returns ({key: number of frames}, None: the clock is kept)."""
         for key, written in self.written.items():
             if written:
                 times = repair_frame_times([t for t, _ in written], f"{source} ({key})")
                 with open(os.path.join(self.folder, f"{key}.txt"), "w") as f:
                     f.writelines(f"{t:.9f} {name}\n" for t, (_, name) in zip(times, written))
-        return {key: len(written) for key, written in self.written.items()}
+        return {key: len(written) for key, written in self.written.items()}, None
 
 
 class EvrealFrames:
-    """EVREAL's frames: images.npy [K, H, W, 1] uint8 ([K, H, W, 3] for RGB), appended as they
-    come; images_ts.npy and image_event_indices.npy (the first event at or after each frame).
-    EVREAL's layout has no colour frames beside the gray ones: those are left out, with a note."""
+    """EVREAL's frames: images.npy [K, H, W, 1] uint8, gray as EVREAL's converter makes them (an
+    RGB frame is converted), appended as they come; then images_ts.npy and
+    image_event_indices.npy, on EVREAL's clock (see rezero_evreal). EVREAL's layout has no colour
+    frames beside the gray ones: those are left out, with a note."""
 
     def __init__(self, folder):
         self.folder, self.images, self.times, self.skipped = folder, None, [], 0
@@ -198,7 +205,7 @@ class EvrealFrames:
         if key != "images":
             self.skipped += 1
             return
-        image = image[..., None] if image.ndim == 2 else image
+        image = (cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image)[..., None]
         if self.images is None:
             self.images = NpyAppender(os.path.join(self.folder, "images.npy"), np.uint8, image.shape)
         if image.shape != self.images.row_shape:
@@ -212,18 +219,37 @@ class EvrealFrames:
             self.images.file.close()
 
     def close(self, source):
-        """Finish images.npy and write its times and event indices (after the events are
-        finished: their times are searched); returns {key: number of frames}."""
+        """Finish images.npy, re-zero the clock and write the frames' times and event indices
+        (after the events are finished: their times are shifted and searched); returns
+        ({key: number of frames}, the recording time of EVREAL's zero)."""
         if self.skipped:
             print(f"note: {source}: EVREAL's layout holds one stream of frames; {self.skipped} colour frames "
                   f"are not written", file=sys.stderr)
+        times = np.zeros(0)
         if self.images is not None:
             self.images.close()
             times = repair_frame_times(self.times, f"{source} (images)")
-            np.save(os.path.join(self.folder, "images_ts.npy"), times)
-            events_t = np.load(os.path.join(self.folder, "events_ts.npy"), mmap_mode="r")  # searched, not read whole
-            np.save(os.path.join(self.folder, "image_event_indices.npy"), np.searchsorted(events_t, times, side="left"))
-        return {"images": len(self.times), "color_images": 0}
+        t_zero = rezero_evreal(self.folder, times)
+        return {"images": len(self.times), "color_images": 0}, t_zero
+
+
+def rezero_evreal(folder, frame_times):
+    """Put an EVREAL folder's events (events_ts.npy, rewritten in place a batch at a time) and
+    its frames' times on EVREAL's clock, whose zero is the earlier of the first frame and the
+    first event; write images_ts.npy [K, 1] and image_event_indices.npy [K, 1] (the last event
+    at or before each frame, clipped to the events) when there are frames. Returns the zero."""
+    events_t = np.load(os.path.join(folder, "events_ts.npy"), mmap_mode="r+")
+    t_zero = float(min(events_t[0], frame_times.min())) if len(frame_times) else float(events_t[0])
+    for start in range(0, len(events_t), BATCH):
+        events_t[start:start + BATCH] -= t_zero
+    events_t.flush()
+    if len(frame_times):
+        frame_times = (np.asarray(frame_times, dtype=np.float64) - t_zero)[:, None]
+        indices = np.clip(np.searchsorted(events_t, frame_times[:, 0], side="right") - 1, 0, len(events_t) - 1)
+        np.save(os.path.join(folder, "images_ts.npy"), frame_times)
+        np.save(os.path.join(folder, "image_event_indices.npy"), indices.astype(np.int64)[:, None])
+    del events_t  # release the map before the folder is renamed
+    return t_zero
 
 
 def _write_sequence(source, folder, dataset, name, fmt="evinr"):
@@ -257,10 +283,12 @@ def _write_sequence(source, folder, dataset, name, fmt="evinr"):
     if writer is None or writer.close() == 0:
         frames.abort()
         raise EventDataError(source, "no events")
-    counts = frames.close(source)  # after the events: EVREAL's frame indices search their times
     summary = {"dataset": dataset, "sequence": name, "source": os.path.basename(source),
-               "sensor_resolution": list(sensor or facts["sensor"]), "num_events": writer.count,
-               "num_frames": counts["images"], "num_color_frames": counts["color_images"]}
+               "sensor_resolution": list(sensor or facts["sensor"]), "num_events": writer.count}
+    counts, t_zero = frames.close(source)  # after the events: EVREAL's clock starts at them or a frame
+    if t_zero is not None:
+        summary["t_zero"] = t_zero
+    summary.update(num_frames=counts["images"], num_color_frames=counts["color_images"])
     with open(os.path.join(folder, "metadata.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
