@@ -405,14 +405,22 @@ def nearest_aps(times, aps_t):
     return np.where(np.abs(aps_t[nearest] - times) <= TIME_TOLERANCE, nearest, -1)
 
 
+def scored_aps(times, aps_t):
+    """EVREAL's frame rule, for every dataset: the APS frame each time is scored against, or -1.
+    A reconstruction stands for the APS frame made within TIME_TOLERANCE of it, and every APS
+    frame of the recording counts but the last (EVREAL reconstructs one item per frame but the
+    last: item i ends at frame i). An evaluation interval, where there is one, is the caller's."""
+    index = nearest_aps(times, aps_t)
+    return np.where(index == len(aps_t) - 1, -1, index)
+
+
 def score_reconstruction(images, times, aps_frames, aps_t, histeq="none", use_lpips=True):
-    """Score reconstructions against a recording's APS frames with EVREAL's rules: a
-    reconstruction counts for the APS frame within 1 ms of it, the recording's first APS frame
-    (index 0) is never scored. Returns one row per scored frame: {aps_index, t, t_reconstruction,
-    mse, ssim, lpips}. Images: uint8 (gray or RGB, scored in gray); times in seconds."""
+    """Score reconstructions against a recording's APS frames by EVREAL's rule (scored_aps).
+    Returns one row per scored frame: {aps_index, t, t_reconstruction, mse, ssim, lpips}.
+    Images: uint8 (gray or RGB, scored in gray); times in seconds."""
     rows = []
-    for image, t, index in zip(images, times, nearest_aps(times, aps_t)):
-        if index < 1:
+    for image, t, index in zip(images, times, scored_aps(times, aps_t)):
+        if index < 0:
             continue
         prediction, reference = gray_float(image), gray_float(aps_frames[index])
         if prediction.shape != reference.shape:

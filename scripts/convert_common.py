@@ -41,7 +41,7 @@ import numpy as np
 from tqdm import tqdm
 
 import repo  # noqa: F401  (first: makes train.py's modules importable)
-from datasets import DATASETS  # noqa: E402
+from datasets import DATASETS, find_sequence  # noqa: E402
 import command  # noqa: E402
 import utils  # noqa: E402
 from event_data import BATCH, EventDataError, check_events, repair_frame_times, stream_events  # noqa: E402
@@ -317,8 +317,9 @@ def find_sources(raw_data_dir, dataset):
                 break
     for entry in sorted(os.listdir(raw_data_dir)):
         stem, extension = os.path.splitext(entry)
-        if stem not in sources and extension in facts["sources"] and extension:
-            sources[stem] = os.path.join(raw_data_dir, entry)
+        name = find_sequence(dataset, stem) or stem  # a known sequence under its other name
+        if name not in sources and extension in facts["sources"] and extension:
+            sources[name] = os.path.join(raw_data_dir, entry)
     return sources
 
 

@@ -106,14 +106,16 @@ def test_scorer_applies_the_evreal_rules():
     aps = np.stack([reference] * 4)
     aps_t = np.array([1.0, 1.1, 1.2, 1.3])
     images = np.stack([reference, reference, reference + 5, reference])
-    times = np.array([1.0, 1.1009, 1.2, 1.302])  # frame 0 at its time, 0.9 ms off, exact, 2 ms off
+    times = np.array([1.0, 1.1009, 1.202, 1.3])  # frame 0 at its time, 0.9 ms off, 2 ms off, the last frame
     rows = utils.score_reconstruction(images, times, aps, aps_t, use_lpips=False)
-    assert [row["aps_index"] for row in rows] == [1, 2]  # frame 0 never scored; over 1 ms not scored
-    assert rows[0]["mse"] == 0.0 and rows[1]["mse"] == pytest.approx((5 / 255) ** 2)
-    assert rows[0]["t"] == 1.1 and rows[0]["t_reconstruction"] == 1.1009
+    assert [row["aps_index"] for row in rows] == [0, 1]  # over 1 ms off: not scored; the last frame: never
+    assert rows[0]["mse"] == 0.0 and rows[1]["mse"] == 0.0
+    assert rows[1]["t"] == 1.1 and rows[1]["t_reconstruction"] == 1.1009
+    rows = utils.score_reconstruction(images, aps_t, aps, aps_t, use_lpips=False)
+    assert [row["aps_index"] for row in rows] == [0, 1, 2] and rows[2]["mse"] == pytest.approx((5 / 255) ** 2)
     summary = utils.mean_scores(rows + [{"mse": float("nan"), "ssim": float("inf"), "lpips": None}])
-    assert summary["mse"] == pytest.approx((5 / 255) ** 2 / 2) and summary["ssim"] == pytest.approx(np.mean([r["ssim"] for r in rows]))
-    assert summary["lpips"] is None and summary["n_frames"] == 3
+    assert summary["mse"] == pytest.approx((5 / 255) ** 2 / 3) and summary["ssim"] == pytest.approx(np.mean([r["ssim"] for r in rows]))
+    assert summary["lpips"] is None and summary["n_frames"] == 4
     with pytest.raises(ValueError, match="WxH"):
         utils.score_reconstruction(images[:, :8], times, aps, aps_t, use_lpips=False)
 

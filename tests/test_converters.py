@@ -16,7 +16,7 @@ import convert_common
 from test_evreal_layout import assert_evreal_layout
 import event_data
 import event_formats.rosbag1
-from datasets import DATASETS, evaluated_sequences
+from datasets import DATASETS, dataset_named, evaluated_sequences, find_sequence
 
 
 def convert(dataset, raw, out, *flags):
@@ -56,7 +56,9 @@ def test_dataset_table():
     assert evaluated_sequences("IJRR")["office_zigzag"] == (5.0, 12.0)
     assert evaluated_sequences("IJRR")["slider_depth"] == (1.0, 2.5)
     assert len(evaluated_sequences("HQF")) == 14 and evaluated_sequences("HQF")["desk"][1] == float("inf")
-    assert evaluated_sequences("MVSEC")["indoor_flying4"] == (10.0, 19.8)
+    assert evaluated_sequences("MVSEC")["indoor_flying4_data"] == (10.0, 19.8)  # EVREAL's folder name
+    assert find_sequence("MVSEC", "indoor_flying4") == find_sequence("MVSEC", "indoor_flying4_data") == "indoor_flying4_data"
+    assert dataset_named("ECD") == dataset_named("IJRR") == "IJRR"
 
 
 def test_ijrr_text_zip_and_bags(tmp_path):

@@ -152,7 +152,7 @@ def test_a_windowed_run_from_disk_writes_the_frames_of_the_in_memory_fit(tmp_pat
     for state, fitted in zip([states[k] for k in range(3)], expected.states):
         assert all(torch.equal(state[name], fitted[name]) for name in fitted)
     metrics = json.load(open(os.path.join(folder, "metrics.json")))
-    assert metrics["n_frames"] == len(expected.frames) - 1  # every APS frame but the first is scored
+    assert metrics["n_frames"] == len(expected.frames) - 1  # every APS frame but the last is scored (EVREAL)
 
     assert call(train.main, "-d", path, "-o", str(tmp_path / "out"), "-n", "again", "--render_only",
                 os.path.join(folder, "model.pt"), "--no_video") == 0
