@@ -36,12 +36,14 @@ GROUPS = {"data": "the recording", "fitting": "the fit", "output": "what is writ
           "performance": "speed, memory and numerical precision"}
 
 
-def option(default, help, group, short=None, type=None, choices=None, metavar=None, valid=None, why=None):
+def option(default, help, group, short=None, type=None, choices=None, metavar=None, valid=None, why=None,
+           bare=None):
     """A Config field. `valid(value)` (with `why`, the reason given when it fails) is checked by
     Config.check for a value that is set; written as what is valid, not what is not, so that NaN,
-    which fails every comparison, is refused too."""
+    which fails every comparison, is refused too. `bare`: the value of the flag given without one."""
     return field(default=default, metadata={"help": help, "group": group, "short": short, "type": type,
-                                            "choices": choices, "metavar": metavar, "valid": valid, "why": why})
+                                            "choices": choices, "metavar": metavar, "valid": valid, "why": why,
+                                            "bare": bare})
 
 
 def at_least(low):
@@ -219,6 +221,13 @@ class Config:
                                      "replay it (removes the launch cost of ~30 small kernels a step); auto: on "
                                      "CUDA devices, falling back to eager steps with a note if capture fails; on: "
                                      "fail instead", "performance", choices=("auto", "on", "off"))
+    ray: str = option(None, "with --window: fit runs of consecutive windows in parallel, one Ray task each "
+                            "(docs/whole-recordings.md); ADDRESS: a Ray cluster (auto, ray://HOST:PORT; "
+                            "default: RAY_ADDRESS, or Ray started on this machine)", "performance", type=str,
+                      metavar="ADDRESS", bare="local")
+    gpus_per_fit: float = option(1.0, "with --ray on GPUs: the share of a GPU one fit reserves (0.5: two small "
+                                      "fits a GPU)", "performance", valid=between(0.01, 1.0),
+                                 why="must be 0.01 to 1 GPU")
 
     def resolved(self):
         """This config with the preset's values in the flags left unset."""
@@ -284,7 +293,7 @@ class Config:
 FIT_FIELDS = ("t_start", "t_end", "H", "W", "color_event", "net_layers", "net_width", "window", "event_thresh")
 # Fields a checkpoint never sets: where a render writes, and whether it may replace a folder,
 # are the command line's alone.
-NOT_SAVED = ("render_only", "output_dir", "exp_name", "overwrite")
+NOT_SAVED = ("render_only", "output_dir", "exp_name", "overwrite", "ray")
 
 
 def add_config_arguments(parser, suppress_defaults=False, skip=()):
@@ -307,8 +316,9 @@ def add_config_arguments(parser, suppress_defaults=False, skip=()):
             continue
         # the default is written into the help once: by the help text when it describes it
         shown = "" if "(default:" in meta["help"] or spec.default is None else f" (default: {spec.default})"
+        bare = {"nargs": "?", "const": meta["bare"]} if meta["bare"] is not None else {}
         group.add_argument(*names, default=default, help=meta["help"] + shown, choices=meta["choices"],
-                           metavar=meta["metavar"], type=meta["type"] or type(spec.default))
+                           metavar=meta["metavar"], type=meta["type"] or type(spec.default), **bare)
     return parser
 
 

@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 import command
+import fanout
 import utils
 from config import (Config, UsageError, float32_matmul_precision, get_parser, matmul_precision,
                     resolve_device)
@@ -368,6 +369,45 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
                               timings=timings, log_frames=logs, exposure=exposure)
 
 
+def window_runs(n_spans, n_workers):
+    """Contiguous runs of windows, one per worker at most: [(first, end)] window indices."""
+    edges = np.linspace(0, n_spans, min(n_workers, n_spans) + 1).round().astype(int)
+    return [(int(first), int(end)) for first, end in zip(edges[:-1], edges[1:])]
+
+
+def fit_run(data_path, config, spans):
+    """One Ray task of --window --ray: open the recording where the task runs and fit these
+    consecutive windows, the first from a fresh network (nothing to warm-start from or tie to)
+    and the others as fit_batches chains them. Returns (their states, the timings)."""
+    events = open_events(data_path, sensor=(config.H, config.W), whole=False, **config.reader_options())
+    torch.manual_seed(config.seed)
+    timings = {}
+    with float32_matmul_precision(config.matmul_precision):
+        states = [state for _, fitted in fit_batches(events, config, spans, timings) for state in fitted]
+    return states, timings
+
+
+def ray_batches(data_path, config, spans, timings):
+    """fit_batches' yield, from runs of windows fitted in parallel as Ray tasks (fanout.py): a
+    run starts untied, where fitting one after another ties every window to the one before."""
+    ray = fanout.connect(config.ray)
+    resources = ray.cluster_resources()
+    runs = window_runs(len(spans), int(resources.get("GPU", 0) / config.gpus_per_fit or resources["CPU"]))
+    jobs = [(data_path, config, spans[first:end]) for first, end in runs]
+    results = fanout.run_jobs(fit_run, jobs, config.ray, config.gpus_per_fit,
+                              describe=lambda job: f"{data_path}, windows starting at {job[2][0][0]:.3f} s")
+    timings.update(read_s=0.0, event_frames_s=0.0, train_s=0.0)
+    for (first, end), result in zip(runs, results):
+        if isinstance(result, fanout.JobFailed):
+            raise result.error
+        states, part = result
+        for name in ("read_s", "event_frames_s", "train_s"):
+            timings[name] += part[name]
+        yield range(first, end), states
+    timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (config.iters * len(spans))
+    timings["ray_runs"] = len(runs)
+
+
 # -----------------------------------------------------------------------------
 # the command line
 
@@ -458,7 +498,9 @@ def run(config):
         print(f"plan: {check_resources(events, config, spans, times, final)}", file=sys.stderr)
         try:
             with command.staged_folder(final, replace=config.overwrite) as work:
-                if not checkpoint:
+                if not checkpoint and config.ray and len(spans) > 1:
+                    batches = ray_batches(data_path, config, spans, timings)
+                elif not checkpoint:
                     board = os.path.join(work, "tensorboard") if config.tensorboard else None
                     batches = fit_batches(events, config, spans, timings, board)
                 with ExperimentWriter(work, config, events, times, spans) as writer:
