@@ -115,43 +115,49 @@ def repair_frame_times(aps_t, path):
     return aps_t
 
 
-# Time stamps are seconds in every format this project writes, but many tools write integer
-# microseconds (or nanoseconds) into the same [N, 4] arrays and text lines. Whole-number time
-# stamps are read in the first of seconds, microseconds, nanoseconds in which they are plausible:
-# they span at most SECONDS_SPAN_LIMIT (about 28 hours; a recording lasts minutes or hours) and
-# read at most LATEST_CLOCK (the year 2100 in Unix time; a clock counts from the recording's start
-# or from 1970). Time stamps in another unit are converted, with a note. The span is that of the
-# central 98% of the events, so that one corrupt time stamp does not decide it (train.covered_span
-# leaves those out). Nanoseconds from the recording's start spanning under 100 s look like
-# microseconds 1000 times longer; the note gives the resulting length, so that shows.
+# Time stamps are seconds in every format this project writes, but many tools write
+# microseconds (or nanoseconds) into the same [N, 4] arrays and text lines: integers, or floats
+# with fractions (epoch microseconds in float64). Time stamps are read in the first of seconds,
+# microseconds, nanoseconds in which they are plausible: they span at most SECONDS_SPAN_LIMIT
+# (about 28 hours; a recording lasts minutes or hours) and read at most LATEST_CLOCK (the year
+# 2100 in Unix time; a clock counts from the recording's start or from 1970). Time stamps in
+# another unit are converted, with a note; plausible in none, they are refused. The span is that
+# of the central 98% of the events, so that one corrupt time stamp does not decide it
+# (plan.covered_span leaves those out). Nanoseconds from the recording's start spanning under
+# 100 s look like microseconds 1000 times longer; the note gives the resulting length, so that shows.
 SECONDS_SPAN_LIMIT = 1e5
 LATEST_CLOCK = 4.1e9
 TIME_UNITS = ((1.0, "seconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
 
 
-def units_per_second(t, path):
+def units_per_second(t, path, say=True):
     """The divisor that takes time stamps `t` (sorted) to seconds (see SECONDS_SPAN_LIMIT)."""
     n = len(t)
-    return time_divisor(t[:BATCH], t[n // 100], t[n - 1 - n // 100], path) if n >= 2 else 1.0
+    return time_divisor(t[n // 100], t[n - 1 - n // 100], path, say) if n >= 2 else 1.0
 
 
-def time_divisor(head, first, last, path):
-    """units_per_second from what it reads of the time stamps: the first batch (`head`; whole
-    numbers are checked on it: enough to tell, and bounded), and those 1% from each end."""
-    if not (head == np.round(head)).all():
-        return 1.0
+def time_divisor(first, last, path, say=True):
+    """units_per_second from the two time stamps it reads, those 1% from each end; the note
+    that a unit other than seconds was taken is printed if `say`."""
     first, last = float(first), float(last)
+    if not (np.isfinite(first) and np.isfinite(last)):
+        return 1.0  # validation names the NaN
     for divisor, unit in TIME_UNITS:
         if (last - first) / divisor <= SECONDS_SPAN_LIMIT and max(abs(first), abs(last)) / divisor <= LATEST_CLOCK:
-            if divisor != 1.0:
+            if divisor != 1.0 and say:
                 print(f"note: {path}: time stamps span {last - first:.0f} units, too long for seconds; read as {unit} "
                       f"({(last - first) / divisor:.3f} s)", file=sys.stderr)
             return divisor
-    return 1.0  # plausible in no unit (unsorted, corrupt): validation and planning name the problem
+    raise EventDataError(path, f"time stamps from {first:.6g} to {last:.6g} are plausible in no unit: as seconds, "
+                               f"microseconds or nanoseconds they span more than {SECONDS_SPAN_LIMIT:g} s or reach past "
+                               "the year 2100")
 
 
-def collect(pieces, path, fmt, sort=False):
-    """Gather a stream of pieces into one `Events` (frames of key "images" only)."""
+def collect(pieces, path, fmt, sort=False, repair=True):
+    """Gather a stream of pieces into one `Events` (frames of key "images" only, each checked to
+    have the first one's shape as it comes, so that frames of another size are refused before
+    they are all held). The frame times are mended by repair_frame_times unless `repair` is
+    False (EventFile does it once the unit of the time stamps is known)."""
     columns = _ColumnBuffer()
     sensor, aps_frames, aps_t, facts = None, [], [], {}
     for piece in pieces:
@@ -162,6 +168,9 @@ def collect(pieces, path, fmt, sort=False):
         elif piece[0] == "events":
             columns.append(*piece[1:])
         elif piece[0] == "frame" and piece[1] == "images":
+            if aps_frames and piece[3].shape != aps_frames[0].shape:
+                raise EventDataError(path, f"APS frames have different sizes: frame {len(aps_frames)} is "
+                                           f"{list(piece[3].shape)}, the first {list(aps_frames[0].shape)}")
             aps_t.append(piece[2])
             aps_frames.append(piece[3])
     t, x, y, p = columns.arrays()
@@ -173,11 +182,10 @@ def collect(pieces, path, fmt, sort=False):
     if divisor != 1.0:
         t /= divisor  # in place: the columns are this function's own
         aps_t = [value / divisor for value in aps_t]
-    if aps_frames and len({frame.shape for frame in aps_frames}) != 1:
-        raise EventDataError(path, "APS frames have different sizes")
-    return Events(t=t, x=x, y=y, p=p, sensor=sensor,
-                  aps_frames=np.stack(aps_frames) if aps_frames else None,
-                  aps_t=repair_frame_times(aps_t, path) if aps_frames else None, format=fmt, path=path, **facts)
+    if aps_frames:
+        aps_t = repair_frame_times(aps_t, path) if repair else np.array(aps_t, dtype=np.float64)
+    return Events(t=t, x=x, y=y, p=p, sensor=sensor, aps_frames=np.stack(aps_frames) if aps_frames else None,
+                  aps_t=aps_t if aps_frames else None, format=fmt, path=path, **facts)
 
 
 def _is_sorted(t):
@@ -199,12 +207,13 @@ def events_from_columns(t, x, y, p, path, fmt, sensor=None, aps_frames=None, aps
 # loading and validation
 
 def check_events(t, x, y, sensor, path, first=0):
-    """Refuse the first event whose time is NaN or inf, or that lies outside the (H, W) sensor;
-    `first` is the index of t[0] in the recording, for the message."""
+    """Refuse the first event whose time is NaN or inf, or that lies outside the (H, W) sensor,
+    on either side (a decoder's arithmetic on a corrupt file can give any coordinate); `first`
+    is the index of t[0] in the recording, for the message."""
     finite = np.isfinite(t)
     if not finite.all():
         raise EventDataError(path, f"time stamp is NaN or inf at event {first + int(np.argmin(finite))}")
-    outside = (x >= sensor[1]) | (y >= sensor[0])
+    outside = (x >= sensor[1]) | (y >= sensor[0]) | (x < 0) | (y < 0)
     if outside.any():
         i = int(np.argmax(outside))
         raise EventDataError(path, f"event {first + i} at x={x[i]}, y={y[i]} is outside the "
@@ -319,6 +328,10 @@ def load_events(path, sensor=None, time_range=None, **options):
 MARK_STRIDE = 1 << 12  # events between the time stamps an EventFile holds; BATCH is a multiple
 
 
+class _OutOfOrder(Exception):
+    """Raised by EventFile._index: time stamps out of order in a format whose readers sort them."""
+
+
 class EventFile:
     """A recording left on disk and read a window at a time, for recordings too long to hold:
     columns are read by position (a .npy's rows, an HDF5 dataset's slices), so memory holds the
@@ -330,53 +343,75 @@ class EventFile:
     def __init__(self, path, sensor=None):
         self.path = os.path.normpath(path)
         self.format = detect_format(self.path)
-        read_columns = event_formats.FORMATS[self.format].columns
-        if read_columns is None:
+        fmt = event_formats.FORMATS[self.format]
+        if fmt.columns is None:
             raise EventDataError(self.path, f"{self.format} files cannot be read a window at a time; convert the "
                                             "recording (scripts/convert_*.py --format evreal) or load it whole")
-        columns = read_columns(self.path)
+        columns = fmt.columns(self.path)
         self.encoding, self.time_unit = columns.facts["encoding"], columns.facts["time_unit"]
         self.count, self._read, self.sensor = columns.count, columns.read, columns.sensor
         if self.count == 0:
             raise EventDataError(self.path, "no events in file")
+        self.aps_frames, aps_t = columns.aps_frames, columns.aps_t
         if isinstance(columns.aps_frames, list):  # pieces: gathered as collect does
-            aps = collect(iter(columns.aps_frames), self.path, self.format)
-            self.aps_frames, self.aps_t = aps.aps_frames, aps.aps_t
-        else:
-            self.aps_frames, self.aps_t = columns.aps_frames, columns.aps_t
+            aps = collect(iter(columns.aps_frames), self.path, self.format, repair=False)
+            self.aps_frames, aps_t = aps.aps_frames, aps.aps_t
         self._divisor = self._time_divisor()
-        if self.aps_t is not None:
-            self.aps_t = self.aps_t / self._divisor
-        x_max, y_max = self._index()
+        try:
+            x_max, y_max = self._index(may_sort=fmt.sort)
+        except _OutOfOrder:  # a format whose events may come out of order (bags): sorted, as load_events does
+            self._sort_in_memory()
+            x_max, y_max = self._index()
+        self.aps_t = None if aps_t is None else repair_frame_times(np.asarray(aps_t) / self._divisor, self.path)
         self.sensor = tuple(int(v) for v in resolve_sensor(self, x_max, y_max, sensor))
         if x_max >= self.sensor[1] or y_max >= self.sensor[0]:  # name the first event outside
             for start in range(0, self.count, BATCH):
                 batch = self.rows(start, start + BATCH)
                 check_events(batch.t, batch.x, batch.y, self.sensor, self.path, start)
 
-    def _time_divisor(self):
-        """units_per_second, from the few time stamps it needs read off the file."""
+    def _time_divisor(self, say=True):
+        """units_per_second, from the two time stamps it needs read off the file."""
         n = self.count
         if n < 2:
             return 1.0
-        head = self._raw(0, min(n, BATCH))[0]
         first, last = self._raw(n // 100, n // 100 + 1)[0][0], self._raw(n - 1 - n // 100, n - n // 100)[0][0]
-        return time_divisor(head, first, last, self.path)
+        return time_divisor(first, last, self.path, say)
 
-    def _index(self):
+    def _index(self, may_sort=False):
         """Read every event once, a batch at a time: check the times (finite, sorted) and keep the
-        marks; returns the largest x and y, from which the sensor is decided."""
+        marks; returns the largest x and y, from which the sensor is decided. Time stamps out of
+        order raise _OutOfOrder if the format `may_sort` its events, else are refused."""
         from tqdm import tqdm
         n = self.count
         marks, x_max, y_max, previous = [], 0, 0, np.empty(0)
         for start in tqdm(range(0, n, BATCH), desc="indexing events", unit="batch", leave=False, disable=n <= BATCH):
             batch = self.rows(start, start + BATCH)
             check_events(batch.t, batch.x, batch.y, (1 << 15, 1 << 15), self.path, start)  # the sensor comes later
-            check_sorted(np.concatenate([previous, batch.t]), self.path, start - len(previous))
+            joined = np.concatenate([previous, batch.t])
+            if not may_sort:
+                check_sorted(joined, self.path, start - len(previous))
+            elif (np.diff(joined) < 0).any():
+                raise _OutOfOrder
             marks.append(batch.t[::MARK_STRIDE].copy())  # copies: a view would keep the whole batch alive
             x_max, y_max, previous = max(x_max, int(batch.x.max())), max(y_max, int(batch.y.max())), batch.t[-1:].copy()
         self._marks = np.concatenate(marks)
         return x_max, y_max
+
+    def _sort_in_memory(self):
+        """The events, out of time order, read into memory and sorted (stably, with load_events'
+        note), to be read from there: a recording is then held whole, as loading it would. The
+        unit of the time stamps is decided again, from the sorted ones."""
+        print(f"note: {self.path}: events are not in time order; sorting them (stable)", file=sys.stderr)
+        buffer = _ColumnBuffer(self.count)
+        for start in range(0, self.count, BATCH):
+            buffer.append(*self._raw(start, start + BATCH))
+        t, x, y, p = buffer.arrays()
+        order = np.argsort(t, kind="stable")
+        t, x, y, p = t[order], x[order], y[order], p[order]
+        self._read = lambda first, last: (t[first:last].copy(), x[first:last], y[first:last], p[first:last])
+        divisor = self._time_divisor(say=False)
+        if divisor != self._divisor:
+            self._divisor = self._time_divisor()
 
     def __len__(self):
         return self.count

@@ -104,7 +104,7 @@ def image_size(data, where):
     raise EventDataError(where, "not an image of a format read here (PNG, JPEG, BMP, TIFF, WebP, PBM/PGM/PPM)")
 
 
-def _size_problem(width, height):
+def size_problem(width, height):
     """What is wrong with a frame of width x height px (empty, or larger than any sensor), or None."""
     if 1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE and width * height <= MAX_PIXELS:
         return None
@@ -115,8 +115,8 @@ def check_frame_size(size, where, first=None):
     """Refuse a frame (W, H) larger than any sensor (MAX_SIDE a side, MAX_PIXELS), empty, or
     not of the size `first` (W, H) of the recording's first frame."""
     width, height = size
-    if _size_problem(width, height):
-        raise EventDataError(where, f"image is {_size_problem(width, height)}")
+    if size_problem(width, height):
+        raise EventDataError(where, f"image is {size_problem(width, height)}")
     if first is not None and tuple(size) != tuple(first):
         raise EventDataError(where, f"APS frames have different sizes: this one is {width}x{height} px, "
                                     f"the first {first[0]}x{first[1]} px")
@@ -195,8 +195,8 @@ def check_frame_array(shape, dtype, where, name="APS frames"):
     if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
         raise EventDataError(where, f"{name}: a frame must be [H, W] or [H, W, C] with 1, 3 or 4 channels, "
                                     f"found shape {list(shape)}")
-    if _size_problem(shape[1], shape[0]):
-        raise EventDataError(where, f"{name}: a frame is {_size_problem(shape[1], shape[0])}")
+    if size_problem(shape[1], shape[0]):
+        raise EventDataError(where, f"{name}: a frame is {size_problem(shape[1], shape[0])}")
 
 
 def float_frame_scale(low, high, path):

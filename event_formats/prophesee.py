@@ -6,7 +6,7 @@ word decoders here also read the EVT 3.0 bytes of ROS 2 EventPackets (see rosbag
 import numpy as np
 
 from . import event_format
-from .common import EventDataError, is_file_with, polarity_column
+from .common import EventDataError, is_file_with, polarity_column, sensor_size
 
 # Metavision files start with `% key value` text lines (newer RAW files close them with
 # `% end`), then binary words. The decoders are whole-array numpy, no loop over words: each word
@@ -19,6 +19,7 @@ from .common import EventDataError, is_file_with, polarity_column
 # the first row) are dropped: their time or row is unknown.
 
 _RAW_BLOCK = 1 << 19  # bytes decoded at once
+_VECTOR_X_LIMIT = (1 << 15) - 16  # the largest x of a vector word's first pixel (see Evt3Decoder._vectors)
 _HEADER_LIMIT = 1 << 16  # bytes of `%` lines at most; longer is not a header
 _HEADER_LINE_LIMIT = 1 << 10  # bytes of one header line at most
 # Sensor (H, W) of the camera plugins and sensor generations that name it, for the files whose
@@ -33,6 +34,16 @@ def _header_text(line):
     return line.decode("ascii").strip() if all(32 <= byte < 127 or byte in (9, 13) for byte in line) else None
 
 
+def _still_header(head, offset):
+    """Whether the bytes from `offset` are still header: a `% end` line comes later, or the next
+    line is a '%' line of text. Then a '%' line that is not text is a corrupt header line, not
+    the first binary word."""
+    if head.find(b"\n% end", offset - 1) >= 0:
+        return True
+    end = head.find(b"\n", offset, offset + _HEADER_LINE_LIMIT)
+    return head.startswith(b"%", offset) and end >= 0 and _header_text(head[offset + 1:end]) is not None
+
+
 def _prophesee_header(f, path):
     """The `% key value` lines at the start of an open file -> {key (lower case): value}; the file
     is left at the first byte after them. Without `% end`, a '%' that does not start a line of
@@ -44,6 +55,9 @@ def _prophesee_header(f, path):
         text = _header_text(head[offset + 1:end if end >= 0 else len(head)])
         if end < 0 and text is not None and len(head) < _HEADER_LIMIT:
             raise EventDataError(path, "corrupt header: the file ends inside its header (truncated)")
+        if text is None and end >= 0 and _still_header(head, end + 1):
+            line, number = head[offset:end].decode("ascii", errors="backslashreplace"), head.count(b"\n", 0, offset) + 1
+            raise EventDataError(path, f"corrupt header: line {number} is not ASCII text: {line[:80]}")
         if end < 0 or text is None:
             if not header:
                 raise EventDataError(path, "corrupt header: the first '%' line is not a line of text")
@@ -70,10 +84,11 @@ def _prophesee_sensor(header, path):
     for height, width in sizes:
         if height is not None and width is not None:
             try:
-                return int(height), int(width)
+                height, width = int(height), int(width)
             except ValueError:
                 problem = f"corrupt header: sensor size {width}x{height} is not two whole numbers"
                 raise EventDataError(path, problem) from None
+            return sensor_size((height, width), path, "the header's sensor size")
     names = header.get("plugin_name", "").lower().split("_")
     names.append("gen" + header.get("sensor_generation", "").replace(".0", "").replace(".", ""))
     return next((_PROPHESEE_SENSORS[name] for name in names if name in _PROPHESEE_SENSORS), None)
@@ -355,7 +370,9 @@ class Evt3Decoder(_WordDecoder):
         base_x, base_before, polarity = _latest(
             every, (is_base, (family_words[is_base] & 0x7FF).astype(np.int64), self.vector_x),
             (is_base, before[is_base], 0), (is_base, ((family_words[is_base] >> 11) & 1).astype(np.int8), self.vector_p))
-        x = np.where(base_x < 0, -1, base_x + before - base_before)
+        # thousands of vector words after one VECT_BASE_X (a corrupt file) would take x past int16:
+        # held where it stays out of any sensor, and whole with a word's 12 bits added
+        x = np.where(base_x < 0, -1, np.minimum(base_x + before - base_before, _VECTOR_X_LIMIT))
         self.vector_x = None if base_x[-1] < 0 else int(x[-1] + width[-1])
         self.vector_p = None if polarity[-1] < 0 else int(polarity[-1])
         return x[~is_base], (polarity[~is_base] << 1) - 1

@@ -14,7 +14,8 @@ import struct
 import numpy as np
 
 from . import event_format
-from .common import BATCH, Columns, EventDataError, event_piece, is_file_with
+from .common import BATCH, Columns, EventDataError, event_piece, is_file_with, sensor_size
+from .images import size_problem
 
 ROS_EVENT = np.dtype([("x", "<u2"), ("y", "<u2"), ("sec", "<u4"), ("nsec", "<u4"), ("polarity", "u1")])
 EVENT_ARRAY_TYPE, IMAGE_TYPE = "dvs_msgs/msg/EventArray", "sensor_msgs/msg/Image"
@@ -22,6 +23,8 @@ BAG_FACTS = {"encoding": "dvs_msgs/EventArray", "time_unit": "ns"}
 # OpenCV names a Bayer pattern by the second row's second and third pixels: ROS rggb is BG
 _BAYER_TO_RGB = {"bayer_rggb8": "COLOR_BayerBG2RGB", "bayer_bggr8": "COLOR_BayerRG2RGB",
                  "bayer_gbrg8": "COLOR_BayerGR2RGB", "bayer_grbg8": "COLOR_BayerGB2RGB"}
+_PIXEL_BYTES = {"mono8": 1, "8UC1": 1, "mono16": 2, "16UC1": 2, "rgb8": 3, "bgr8": 3, "8UC3": 3, "rgba8": 4,
+                "bgra8": 4, **{encoding: 1 for encoding in _BAYER_TO_RGB}}
 
 
 # --- what ROS 1 and ROS 2 bags share ------------------------------------------------
@@ -44,9 +47,24 @@ def topic_connections(bag, topic, msgtypes, path, required=True):
     return connections
 
 
+def message_sensor(height, width, path, topic):
+    """The sensor (H, W) that an EventArray message states, checked; None when it states none (0)."""
+    if not (height and width):
+        return None
+    return sensor_size((height, width), path, f"the sensor size of the EventArray messages on {topic}")
+
+
 def image_pixels(rows, width, encoding, big_endian, path, topic):
-    """The [height, step] bytes of a sensor_msgs/Image -> uint8 gray [H, W] or RGB [H, W, 3]."""
+    """The [height, step] bytes of a sensor_msgs/Image -> uint8 gray [H, W] or RGB [H, W, 3]; its
+    size, and its row length (step) for its encoding, checked first."""
     import cv2
+    if encoding not in _PIXEL_BYTES:
+        raise EventDataError(path, f"image encoding {encoding!r} on {topic} is not supported")
+    if size_problem(width, len(rows)):
+        raise EventDataError(path, f"image on {topic} is {size_problem(width, len(rows))}")
+    if rows.shape[1] < width * _PIXEL_BYTES[encoding]:
+        raise EventDataError(path, f"image on {topic}: rows of {rows.shape[1]} bytes (step) cannot hold {width} "
+                                   f"px of {encoding}")
     if encoding in ("mono8", "8UC1"):
         image = rows[:, :width]
     elif encoding in ("mono16", "16UC1"):  # keep the 8 most significant bits
@@ -56,10 +74,12 @@ def image_pixels(rows, width, encoding, big_endian, path, topic):
         image = rows[:, :channels * width].reshape(len(rows), width, channels)[..., :3]
         if encoding.startswith("bgr") or encoding == "8UC3":  # 8UC3 follows OpenCV: BGR
             image = image[..., ::-1]
-    elif encoding in _BAYER_TO_RGB:
-        image = cv2.cvtColor(np.ascontiguousarray(rows[:, :width]), getattr(cv2, _BAYER_TO_RGB[encoding]))
-    else:
-        raise EventDataError(path, f"image encoding {encoding!r} on {topic} is not supported")
+    else:  # Bayer
+        try:
+            image = cv2.cvtColor(np.ascontiguousarray(rows[:, :width]), getattr(cv2, _BAYER_TO_RGB[encoding]))
+        except cv2.error as error:
+            problem = " ".join(str(error).split())[:120]
+            raise EventDataError(path, f"image on {topic} cannot be demosaiced as {encoding} ({problem})") from None
     return np.ascontiguousarray(image)
 
 
@@ -145,7 +165,7 @@ def _bag_columns(path, events_topic="/dvs/events", images_topic=None):
                 frames.append(("frame", "images", *_ros_image(raw, path, connection.topic)))
                 continue
             height, width, payload = _event_array(raw, path, events_topic)
-            sensor = sensor or ((int(height), int(width)) if height and width else None)
+            sensor = sensor or message_sensor(height, width, path, events_topic)
             stamps.append(stamp)
             counts.append(len(payload) // ROS_EVENT.itemsize)
     except errors as error:
@@ -204,7 +224,7 @@ def _bag_pieces(bag, topics, path, events_topic):
             continue
         height, width, payload = _event_array(raw, path, events_topic)
         if sensor is None and height and width:
-            sensor = (int(height), int(width))
+            sensor = message_sensor(height, width, path, events_topic)
             yield ("sensor", sensor)
         payloads.append(payload)
         pending += len(payload) // ROS_EVENT.itemsize

@@ -12,13 +12,14 @@ numpy, as the ROS 1 ones are, rather than into a Python object per event.
 import os
 import struct
 import sys
+from pathlib import PurePath
 
 import numpy as np
 
 from . import event_format
-from .common import BATCH, EventDataError, event_piece
+from .common import BATCH, EventDataError, event_piece, file_inside, read_file_inside
 from .prophesee import _RAW_BLOCK, Evt3Decoder
-from .rosbag1 import EVENT_ARRAY_TYPE, IMAGE_TYPE, image_pixels, topic_connections, topic_list
+from .rosbag1 import EVENT_ARRAY_TYPE, IMAGE_TYPE, image_pixels, message_sensor, topic_connections, topic_list
 
 ROS2_MESSAGE_DEFINITIONS = {
     "dvs_msgs/msg/Event": "uint16 x\nuint16 y\nbuiltin_interfaces/Time ts\nbool polarity\n",
@@ -43,6 +44,29 @@ def _is_ros2_bag(path):
     return path.endswith((".db3", ".mcap")) and os.path.isfile(path)
 
 
+def _check_storage_files(path):
+    """Check, before rosbags opens anything, that the storage files a bag folder's metadata.yaml
+    names are regular files inside the folder (see common.file_inside): SQLite retries an
+    interrupted open, so a FIFO named there would block forever, SIGTERM or not. rosbags
+    takes each name's last part, in the folder; so is it checked here."""
+    if not os.path.isdir(path):
+        return
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+    metadata_path = os.path.join(path, "metadata.yaml")
+    data = read_file_inside(metadata_path, path, metadata_path, 1 << 24)
+    if data is None:
+        return
+    try:
+        names = YAML(typ="safe").load(data)["rosbag2_bagfile_information"]["relative_file_paths"]
+    except (YAMLError, ValueError, TypeError, KeyError, IndexError, RecursionError):
+        return  # rosbags reads it again, and names the problem before it opens any file
+    for name in names if isinstance(names, list) else ():
+        if isinstance(name, str):
+            storage_path = os.path.join(path, PurePath(name).name)
+            file_inside(storage_path, path, storage_path)
+
+
 def ros2_typestore():
     """A ROS 2 type store that also knows the event message types."""
     from rosbags.typesys import Stores, get_typestore, get_types_from_msg
@@ -63,15 +87,21 @@ class _CdrEventArrays:
 
     def add(self, raw):
         """Keep one message's events; returns (height, width, number of events)."""
+        malformed = EventDataError(self.path, f"EventArray message on {self.topic} is truncated or malformed")
+        if len(raw) < 4:
+            raise malformed
         if raw[1] != 1:
             raise EventDataError(self.path, f"EventArray on {self.topic} is big-endian CDR; only little-endian is read")
         body = memoryview(raw)[4:]  # offsets and alignment count from after the 4-byte encapsulation header
-        frame_id_length = struct.unpack_from("<I", body, 8)[0]
-        offset = (12 + frame_id_length + 3) & ~3
-        height, width, count = struct.unpack_from("<3I", body, offset)
+        try:
+            frame_id_length = struct.unpack_from("<I", body, 8)[0]
+            offset = (12 + frame_id_length + 3) & ~3
+            height, width, count = struct.unpack_from("<3I", body, offset)
+        except struct.error:
+            raise malformed from None
         offset += 12
         if len(body) != offset + (0 if count == 0 else 16 * count - 3):
-            raise EventDataError(self.path, f"EventArray message on {self.topic} is truncated or malformed")
+            raise malformed
         if count:
             self.firsts.append(body[offset:offset + 13])
         if count > 1:
@@ -179,20 +209,32 @@ def _ros2_topics(bag, path, events_topic, images_topic, color_images_topic):
     return topics
 
 
+def _deserialize(bag, raw, connection, path):
+    """A message object from its CDR bytes; what rosbags raises for corrupt bytes is named."""
+    try:
+        return bag.deserialize(raw, connection.msgtype)
+    except (struct.error, IndexError, ValueError, TypeError, KeyError, AssertionError, AttributeError):
+        raise EventDataError(path, f"{connection.msgtype} message on {connection.topic} is truncated or "
+                                   "malformed") from None
+
+
 def _ros2_image(bag, raw, connection, path):
     """A sensor_msgs/Image message -> (header stamp in seconds, uint8 gray [H, W] or RGB [H, W, 3])."""
-    image = bag.deserialize(raw, connection.msgtype)
-    rows = np.asarray(image.data, np.uint8)[:image.height * image.step].reshape(image.height, image.step)
+    image = _deserialize(bag, raw, connection, path)
+    data = np.asarray(image.data, np.uint8)
+    if len(data) < image.height * image.step:
+        raise EventDataError(path, f"image message on {connection.topic} is truncated")
+    rows = data[:image.height * image.step].reshape(image.height, image.step)
     stamp = _seconds(image.header.stamp.sec * 1_000_000_000 + image.header.stamp.nanosec)
     return stamp, image_pixels(rows, image.width, image.encoding, image.is_bigendian, path, connection.topic)
 
 
-def _add_events(messages, bag, raw, connection):
+def _add_events(messages, bag, raw, connection, path):
     """Hand one events message to `messages` (_CdrEventArrays or _EventPackets); returns (height,
     width, number of events decoded now, the encoding's name)."""
     if isinstance(messages, _CdrEventArrays):
         return (*messages.add(raw), "dvs_msgs/EventArray")
-    message = bag.deserialize(raw, connection.msgtype)
+    message = _deserialize(bag, raw, connection, path)
     return (*messages.add(message), f"event_camera_msgs/EventPacket {message.encoding}")
 
 
@@ -208,12 +250,12 @@ def _ros2_pieces(bag, topics, path):
         if key != "events":
             yield ("frame", key, *_ros2_image(bag, raw, connection, path))
             continue
-        height, width, count, kind = _add_events(messages, bag, raw, connection)
+        height, width, count, kind = _add_events(messages, bag, raw, connection, path)
         if encoding is None:
             encoding = kind
             yield ("info", {"encoding": kind, "time_unit": "us" if kind.endswith("evt3") else "ns"})
         if sensor is None and height and width:
-            sensor = (int(height), int(width))
+            sensor = message_sensor(height, width, path, events_name)
             yield ("sensor", sensor)
         pending += count
         if pending >= BATCH:
@@ -238,6 +280,7 @@ def stream_ros2_bag(path, events_topic=None, images_topic=None, color_images_top
 
     from rosbags.highlevel import AnyReader, AnyReaderError
     from rosbags.rosbag2 import ReaderError
+    _check_storage_files(path)
     try:
         with AnyReader([Path(path)], default_typestore=ros2_typestore()) as bag:
             topics = _ros2_topics(bag, path, events_topic, images_topic, color_images_topic)
