@@ -404,7 +404,7 @@ class EventFile:
         print(f"note: {self.path}: events are not in time order; sorting them (stable)", file=sys.stderr)
         buffer = _ColumnBuffer(self.count)
         for start in range(0, self.count, BATCH):
-            buffer.append(*self._raw(start, start + BATCH))
+            buffer.append(*self._raw(start, min(start + BATCH, self.count)))
         t, x, y, p = buffer.arrays()
         order = np.argsort(t, kind="stable")
         t, x, y, p = t[order], x[order], y[order], p[order]

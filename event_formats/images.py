@@ -125,17 +125,21 @@ def check_frame_size(size, where, first=None):
 def decode_image(data, where, first=None):
     """Image file bytes -> uint8 (or uint16) gray [H, W] or RGB [H, W, 3], its size read from the
     header and checked (check_frame_size) before it is decoded."""
-    import cv2
     size = image_size(data, where) if data is not None else None
     if size is None:
         raise EventDataError(where, "missing or unreadable image")
     check_frame_size(size, where, first)
+    import cv2  # here: a refused image needs none of it
+    log_level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a corrupt image is said in one error line
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if image is not None and image.ndim == 3 and image.shape[2] in (3, 4):  # OpenCV decodes BGR; frames are RGB
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
     except cv2.error:
         image = None
+    finally:
+        cv2.utils.logging.setLogLevel(log_level)
     if image is None:
         raise EventDataError(where, "missing or unreadable image")
     if image.shape[1::-1] != tuple(size):
@@ -167,6 +171,9 @@ def image_list_pieces(list_path, data, load, key="images"):
             t = float(parts[0])
         except ValueError:
             raise EventDataError(list_path, f"line {line_number}: bad time {shown(parts[0])}") from None
+        if os.path.isabs(parts[1]) or ".." in parts[1].replace("\\", "/").split("/"):
+            raise EventDataError(list_path, f"line {line_number}: {shown(parts[1])} leads out of the sequence's "
+                                            "folder; frames are read from files inside it")
         where = os.path.join(os.path.dirname(list_path), parts[1])
         image = decode_image(load(parts[1], where), where, first)
         first = first or image.shape[1::-1]

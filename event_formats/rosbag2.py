@@ -211,9 +211,11 @@ def _ros2_topics(bag, path, events_topic, images_topic, color_images_topic):
 
 def _deserialize(bag, raw, connection, path):
     """A message object from its CDR bytes; what rosbags raises for corrupt bytes is named."""
+    from rosbags.highlevel import AnyReaderError
+    from rosbags.serde import SerdeError
     try:
         return bag.deserialize(raw, connection.msgtype)
-    except (struct.error, IndexError, ValueError, TypeError, KeyError, AssertionError, AttributeError):
+    except (AnyReaderError, SerdeError, struct.error, IndexError, ValueError, TypeError, KeyError, AssertionError):
         raise EventDataError(path, f"{connection.msgtype} message on {connection.topic} is truncated or "
                                    "malformed") from None
 
