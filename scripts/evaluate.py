@@ -166,6 +166,11 @@ def configurations(options):
     labels = [label for label, _ in found]
     if len(set(labels)) != len(labels):
         raise EvaluationError(f"--compare: a configuration is given twice ({labels})")
+    folders = {}
+    for label in labels:  # runs/FOLDER and EVREAL's method folder are named by slug(label)
+        if folders.setdefault(slug(label), label) != label:
+            raise EvaluationError(f"--compare: {folders[slug(label)]!r} and {label!r} would share the folder "
+                                  f"runs/{slug(label)}; write one of them otherwise")
     for label, flags in found:  # every flag's range, before anything is read or written
         try:
             Config(**flags).check()
@@ -343,7 +348,7 @@ def fit_and_score(sequence, events, config, histeq, folder):
         result = train.reconstruct(events, config, times=sequence.aps_t)
     except (EventDataError, UsageError) as error:
         raise EvaluationError(f"{sequence.name}: {error}") from None
-    with command.staged_folder(folder, replace=True) as work:
+    with command.staged_folder(folder) as work:  # a folder of its own: configurations' folders differ (configurations)
         experiment.write_experiment(work, result, events)
     seconds = time.perf_counter() - began
     try:
@@ -470,9 +475,15 @@ def write_outputs(out_dir, results, per_frame):
 
 
 def check_output_folder(out_dir, overwrite):
-    """Refuse, before any fit, an -o that holds earlier results (without --overwrite) or is a file."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise NotADirectoryError(errno.ENOTDIR, "a file is in the way of the output folder", out_dir)
+    """Refuse, before any fit, an -o that another run is writing, that holds earlier results
+    (without --overwrite), or that is a file or a symbolic link to nothing. (Another run may
+    still finish there first: its results are then kept, see evaluate.)"""
+    writer = command.folder_in_use(out_dir)
+    if writer is not None:
+        raise EvaluationError(f"{out_dir}: being written by another run (process {writer}); let it finish, or choose another -o")
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        what = "a symbolic link to nothing" if os.path.islink(out_dir) else "a file"
+        raise NotADirectoryError(errno.ENOTDIR, f"{what} is in the way of the output folder", out_dir)
     if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
         raise EvaluationError(f"{out_dir}: already holds results; pass --overwrite to replace them, or choose another -o")
 
@@ -505,8 +516,9 @@ def evaluate(options):
         load_lpips()  # before any fitting: missing weights must not cost a fit
 
     # Written into a hidden folder that becomes -o at the end; the paths recorded (in the runs'
-    # config.json and results.json) are the ones the files will have then.
-    with command.staged_folder(options.out_dir, replace=True) as work:
+    # config.json and results.json) are the ones the files will have then. Results another run
+    # finished there meanwhile are replaced only with --overwrite (an empty folder always).
+    with command.staged_folder(options.out_dir, replace=options.overwrite, replace_empty=True) as work:
         for folder in ("times", "previews"):
             os.makedirs(os.path.join(work, folder))
         fits = {label: {} for label, _ in configs}
@@ -594,7 +606,9 @@ def main(argv=None):
     at all."""
     command.prepare_command_line()
     options, _ = parse_given(get_parser(), sys.argv[1:] if argv is None else argv)
-    with command.exit_status((EvaluationError, EventDataError, UsageError), options.out_dir):
+    read = options.pair or options.paths
+    with command.exit_status((EvaluationError, EventDataError, UsageError), options.out_dir,
+                             source=", ".join(read) if read else None):
         if options.pair:
             print(json.dumps(score_pair(*options.pair, options.histeq, not options.no_lpips)))
             return

@@ -412,8 +412,8 @@ def test_evaluate_refuses_an_output_folder_another_run_is_writing(sequence, tmp_
 
 
 def test_evaluate_refuses_configurations_that_share_a_folder(sequence, tmp_path, capsys):
-    status = evaluate_call(sequence, tmp_path / "results", "--compare", "--seed 1", "--seed  1 ", "--seed=1")
-    assert_error(status, capsys.readouterr().err, 2, "--compare", "--seed=1", "--seed 1", "runs/seed_1")
+    status = evaluate_call(sequence, tmp_path / "results", "--compare", "--seed 1", "--seed=1")
+    assert_error(status, capsys.readouterr().err, 2, "--compare", "'--seed=1'", "'--seed 1'", "runs/seed_1")
     assert_nothing_left(tmp_path / "results")
 
 
