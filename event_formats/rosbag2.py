@@ -272,6 +272,20 @@ def _ros2_pieces(bag, topics, path):
         raise EventDataError(path, f"truncated: the EVT 3.0 data on {events_name} ends inside a 2-byte word")
 
 
+def _storage_errors():
+    """What rosbags' storage plugins raise for a corrupt file, besides its ReaderError: SQLite's
+    (through apsw or sqlite3) and the zstd decompressor's, where those are installed."""
+    import importlib
+    import sqlite3
+    errors = [sqlite3.Error]
+    for module, name in (("apsw", "Error"), ("compression.zstd", "ZstdError"), ("backports.zstd", "ZstdError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
 @event_format("ros2_bag", _is_ros2_bag, sort=True)
 def stream_ros2_bag(path, events_topic=None, images_topic=None, color_images_topic=None, **options):
     """ROS 2 bag (folder, .db3 or .mcap) with dvs_msgs/EventArray or event_camera_msgs/EventPacket
@@ -283,10 +297,12 @@ def stream_ros2_bag(path, events_topic=None, images_topic=None, color_images_top
     from rosbags.highlevel import AnyReader, AnyReaderError
     from rosbags.rosbag2 import ReaderError
     _check_storage_files(path)
+    errors = (AnyReaderError, ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError, KeyError,
+              *_storage_errors())
     try:
         with AnyReader([Path(path)], default_typestore=ros2_typestore()) as bag:
             topics = _ros2_topics(bag, path, events_topic, images_topic, color_images_topic)
             yield from _ros2_pieces(bag, topics, path)
-    except (AnyReaderError, ReaderError, OSError, EOFError, struct.error, ValueError, RuntimeError, KeyError) as error:
+    except errors as error:
         problem = " ".join(str(error).split()) or type(error).__name__
         raise EventDataError(path, f"unreadable or truncated bag ({problem})") from None

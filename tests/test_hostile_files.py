@@ -256,6 +256,7 @@ def test_an_images_txt_that_is_not_utf8_is_refused_in_a_folder(ecd_folder, capsy
     assert_refused(ecd_folder, "not UTF-8 text", capsys)
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
 def test_an_images_txt_that_is_not_utf8_is_refused_in_a_zip(tmp_path, recording, capsys):
     path = tmp_path / "seq.zip"
     formats.write_ecd_zip(str(path), recording)
