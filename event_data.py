@@ -130,10 +130,10 @@ LATEST_CLOCK = 4.1e9
 TIME_UNITS = ((1.0, "seconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
 
 
-def units_per_second(t, path, say=True):
+def units_per_second(t, path):
     """The divisor that takes time stamps `t` (sorted) to seconds (see SECONDS_SPAN_LIMIT)."""
     n = len(t)
-    return time_divisor(t[n // 100], t[n - 1 - n // 100], path, say) if n >= 2 else 1.0
+    return time_divisor(t[n // 100], t[n - 1 - n // 100], path) if n >= 2 else 1.0
 
 
 def time_divisor(first, last, path, say=True):
@@ -337,8 +337,10 @@ class EventFile:
     columns are read by position (a .npy's rows, an HDF5 dataset's slices), so memory holds the
     events asked for and every MARK_STRIDE-th time stamp (1 billion events: 2 MB), whatever
     the length. Opening one reads the file once, a batch at a time, to validate it as
-    load_events does and to keep those time stamps. It answers what the fit asks of Events:
-    len, positions, times_at and rows (the latter gives an in-memory Events)."""
+    load_events does and to keep those time stamps; the one outcome for a file, streamed or
+    whole, so a bag whose events come out of time order is sorted in memory, as loading it
+    sorts them. It answers what the fit asks of Events: len, positions, times_at and rows (the
+    latter gives an in-memory Events)."""
 
     def __init__(self, path, sensor=None):
         self.path = os.path.normpath(path)

@@ -5,6 +5,7 @@ what a file states that is no event: its sensor size, and the paths of other fil
 (nothing a file says is trusted).
 """
 
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -96,7 +97,6 @@ def is_folder_with(*names):
     return lambda path: os.path.isdir(path) and all(os.path.isfile(os.path.join(path, n)) for n in names)
 
 
-
 # --- what a file states: sizes, and the paths it names --------------------------------
 
 MAX_SIDE = np.iinfo(np.int16).max  # pixels a side at most: coordinates are int16
@@ -131,7 +131,8 @@ def file_inside(path, folder, where):
     images.txt) is a regular file inside `folder`, symbolic links followed. A FIFO would block
     the open forever (SQLite retries an interrupted open, so not even SIGTERM ends it), a device
     can be endless, and a path leading out of the folder reads what the recording does not hold.
-    Returns False when nothing is there."""
+    Returns False when nothing is there. An OSError other than a missing file or a loop of links
+    is the environment's (permissions), and is left to say so."""
     real, base = os.path.realpath(path), os.path.realpath(folder)
     if os.path.commonpath([real, base]) != base:
         raise EventDataError(where, "names a file outside its folder; only files inside it are read")
@@ -140,7 +141,9 @@ def file_inside(path, folder, where):
     except FileNotFoundError:
         return False
     except OSError as error:
-        raise EventDataError(where, f"cannot be examined ({error.strerror})") from None
+        if error.errno != errno.ELOOP:
+            raise
+        raise EventDataError(where, "is a loop of symbolic links") from None
     if not stat.S_ISREG(status.st_mode):
         raise EventDataError(where, "is not a regular file (a FIFO, device or folder); only regular files are read")
     return True
@@ -152,17 +155,16 @@ def read_file_inside(path, folder, where, limit):
     that a file swapped for a FIFO after the check cannot block either."""
     if not file_inside(path, folder, where):
         return None
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as error:
-        raise EventDataError(where, f"unreadable ({error.strerror})") from None
-    with os.fdopen(descriptor, "rb") as f:
-        status = os.fstat(descriptor)
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+        status = os.fstat(f.fileno())
         if not stat.S_ISREG(status.st_mode):
             raise EventDataError(where, "is not a regular file; only regular files are read")
         if status.st_size > limit:
             raise EventDataError(where, f"is {status.st_size} bytes, more than the {limit} read of such a file")
-        try:
-            return f.read(limit)
-        except OSError as error:
-            raise EventDataError(where, f"unreadable ({error.strerror})") from None
+        return f.read(limit)
+
+
+def read_regular_file(path, limit):
+    """The bytes of `path`, a file whose name the format gives (metadata.json, images.txt): it may
+    lie anywhere, but must be a regular file of at most `limit` bytes (see read_file_inside)."""
+    return read_file_inside(path, os.path.dirname(os.path.realpath(path)), path, limit)

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from .common import MAX_SIDE, EventDataError, read_file_inside, shown
+from .common import MAX_SIDE, EventDataError, read_file_inside, read_regular_file, shown
 
 MAX_PIXELS = 1 << 26  # pixels of a frame at most (8192 x 8192): far more than any event camera's
 MAX_IMAGE_BYTES = 1 << 28  # bytes of one image file at most
@@ -184,7 +184,7 @@ def folder_image_pieces(folder, list_name="images.txt", key="images"):
     """The frames that `folder`/`list_name` names, files relative to the folder: regular files
     inside it (see common.file_inside), of at most MAX_IMAGE_BYTES each."""
     list_path = os.path.join(folder, list_name)
-    data = read_file_inside(list_path, folder, list_path, MAX_LIST_BYTES)
+    data = read_regular_file(list_path, MAX_LIST_BYTES)
     if data is None:
         raise EventDataError(list_path, "missing")
     return image_list_pieces(list_path, data, lambda relative, where: read_file_inside(

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import event_format
 from .common import (BATCH, Columns, EventDataError, event_piece, file_inside, is_file_with, is_folder_with,
-                     read_file_inside, sensor_size)
+                     read_regular_file, sensor_size)
 from .images import check_frame_array, float_frame_scale, folder_image_pieces, frame_pixels
 
 ROWS_FACTS = {"encoding": "[N, 4] array (t, x, y, p)", "time_unit": "s"}
@@ -21,7 +21,7 @@ def _load_npy(path, what="numbers"):
     """A map of the .npy `path`, a regular file (a FIFO would block the open), whose values
     must be numbers (`what` names them for the message)."""
     if os.path.lexists(path):
-        file_inside(path, os.path.dirname(os.path.realpath(path)), path)
+        file_inside(path, os.path.dirname(os.path.realpath(path)), path)  # a regular file, wherever it lies
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -64,7 +64,7 @@ def _metadata_sensor(folder):
     if not os.path.isfile(metadata_path):
         return None
     try:
-        size = json.loads(read_file_inside(metadata_path, folder, metadata_path, 1 << 20))["sensor_resolution"]
+        size = json.loads(read_regular_file(metadata_path, 1 << 20))["sensor_resolution"]
     except (ValueError, KeyError, TypeError, RecursionError):
         raise EventDataError(metadata_path, "expected a JSON object with sensor_resolution [H, W]") from None
     return sensor_size(size, metadata_path)

@@ -17,7 +17,7 @@ from pathlib import PurePath
 import numpy as np
 
 from . import event_format
-from .common import BATCH, EventDataError, event_piece, file_inside, read_file_inside
+from .common import BATCH, EventDataError, event_piece, file_inside, read_regular_file
 from .prophesee import _RAW_BLOCK, Evt3Decoder
 from .rosbag1 import EVENT_ARRAY_TYPE, IMAGE_TYPE, image_pixels, message_sensor, topic_connections, topic_list
 
@@ -54,7 +54,7 @@ def _check_storage_files(path):
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
     metadata_path = os.path.join(path, "metadata.yaml")
-    data = read_file_inside(metadata_path, path, metadata_path, 1 << 24)
+    data = read_regular_file(metadata_path, 1 << 24)
     if data is None:
         return
     try:

@@ -234,6 +234,12 @@ def test_images_txt_names_only_regular_files_inside_the_folder(ecd_folder, tmp_p
     assert_refused(ecd_folder, words, capsys)
 
 
+def test_a_symlink_to_a_frame_inside_the_folder_is_read(ecd_folder, recording):
+    (ecd_folder / "images" / "link.png").symlink_to(ecd_folder / "images" / "frame_00000001.png")
+    name_in_image_list(ecd_folder, "images/link.png")
+    np.testing.assert_array_equal(load_events(str(ecd_folder))[0].aps_frames[0], recording["frames"][1])
+
+
 def test_frames_of_another_size_are_refused_as_they_come(ecd_folder, capsys):
     cv2.imwrite(str(ecd_folder / "images" / "frame_00000001.png"), np.zeros((5, 5), np.uint8))
     assert_refused(ecd_folder, "APS frames have different sizes", capsys)
@@ -556,6 +562,29 @@ def test_evreal_frame_times_are_mended_alike_whole_and_streamed(evreal_folder, r
     lazy = EventFile(str(evreal_folder))
     assert capsys.readouterr().err == whole_err and "is before the previous frame's" in whole_err
     np.testing.assert_array_equal(lazy.aps_t, whole.aps_t)
+
+
+@pytest.mark.parametrize("kind", ["zero", "reversed", "negative", "2-D", "text", "fifo"])
+def test_evreal_image_event_indices_are_never_trusted(evreal_folder, recording, capsys, kind):
+    """image_event_indices.npy is not read at all (frames are placed by their times): a wrong or
+    hostile one changes nothing, streamed or whole."""
+    expected = load_events(str(evreal_folder))[0]
+    indices = evreal_folder / "image_event_indices.npy"
+    if kind == "fifo":  # in a process of its own: were it opened, it would block for ever
+        indices.unlink()
+        os.mkfifo(indices)
+        result = subprocess.run([sys.executable, os.path.join(REPO, "event_data.py"), "--info", str(evreal_folder)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and json.loads(result.stdout)["num_frames"] == len(expected.aps_t), result.stderr
+        return
+        good = np.load(indices)
+        np.save(indices, {"zero": good * 0, "reversed": good[::-1], "negative": -good - 1,
+                          "2-D": np.stack([good, good], axis=1), "text": good.astype(str)}[kind])
+    for read in (lambda: load_events(str(evreal_folder))[0], lambda: EventFile(str(evreal_folder))):
+        events = read()
+        np.testing.assert_array_equal(events.positions(expected.aps_t), expected.positions(expected.aps_t))
+        np.testing.assert_array_equal(events.aps_t, expected.aps_t)
+    assert capsys.readouterr().err == ""
 
 
 def test_an_evreal_array_that_is_a_fifo_is_refused_before_opening_it(evreal_folder):
