@@ -12,22 +12,29 @@ accepted here and recorded) over its evaluation interval from scripts/datasets.p
 reconstructions at the APS time stamps are scored against the APS frames by utils'
 scorer (utils.score_reconstruction):
   - time is re-zeroed to the earlier of the first APS frame and the first event;
-  - frame 0 is never scored; a frame counts when its time lies in the interval and its
-    reconstruction was made within 1 ms of it; non-finite scores are dropped;
+  - every APS frame but the recording's last counts (EVREAL reconstructs frames 0 .. K-2) when
+    its time lies in the interval, both ends included, and its reconstruction was made within
+    1 ms of it; non-finite scores are dropped;
   - a dataset's score is the mean over all its scored frames, not the mean of sequence means.
 --dataset auto (the default) finds each sequence by name in the table and also applies that
 dataset's train.py flags (sensor size, colour, contrast threshold); a sequence the table does not
 know is scored whole; --dataset none scores every sequence whole, with no dataset flags.
 A span longer than 2.5 s is fitted in consecutive 2 s windows (train.py --window, the length
 the authors fit at once) unless --window is given; --window 0 fits the span in one piece.
+With --ray [ADDRESS] each (sequence, configuration) fit is a Ray task (fanout.py), on this
+machine or a cluster; the files written are the same as one after another.
 
 Writes under OUT_DIR: results.json, per_frame.csv, sequences.{md,csv,json}, datasets.{md,csv,json},
 table.{md,csv} (one row per configuration), previews/SEQUENCE.png, times/SEQUENCE.txt (the APS
 times that were reconstructed) and runs/CONFIGURATION/SEQUENCE/ (train.py's folder: frames/, ...).
-With --layout evreal, also EVREAL's tree, so that its tools compare EvINR with other methods:
-evreal/DATASET/SEQUENCE/METHOD/ holding frame_XXXXXXXXXX.png, timestamps.txt (`idx t`) and one
-`idx score` file per metric scored (mse.txt, ssim.txt, lpips.txt); METHOD is "EvINR" for the
-default configuration, else the configuration's label as a folder name.
+With --layout evreal, also EVREAL's tree as its eval.py writes it, so that its tools compare
+EvINR with other methods: outputs/std/DATASET/SEQUENCE/METHOD/ (DATASET as EVREAL names it: ECD,
+MVSEC, HQF) holding frame_XXXXXXXXXX.png, timestamps.txt (`idx t`, t on EVREAL's clock with 15
+decimals), event_rate.txt (`idx events-per-second`) and mse.txt, ssim.txt, lpips.txt (`idx score`
+with 5 decimals, over the scored frames; written even when empty); idx is the APS frame's index
+in the recording. METHOD is "EvINR" for the default configuration, else the configuration's
+label as a folder name. (EVREAL also reconstructs the 10 s before an interval, to warm up a
+recurrent network; EvINR needs no warm-up, so the tree holds the interval's frames.)
 """
 
 import argparse
@@ -56,7 +63,8 @@ import train  # noqa: E402
 import command  # noqa: E402
 import lpips  # noqa: E402
 import utils  # noqa: E402
-from datasets import DATASETS, WHOLE_SEQUENCE  # noqa: E402
+from datasets import DATASETS, WHOLE_SEQUENCE, dataset_named, find_sequence  # noqa: E402
+import fanout  # noqa: E402
 from event_data import EventDataError, detect_format, load_events  # noqa: E402
 
 DEFAULT_WINDOW = 2.0       # seconds per window for a long span: what the authors fit at once
@@ -69,7 +77,8 @@ RESERVED = {"data_path": "-d/--data_path", "exp_name": "-n/--exp_name",
             "t_start": "--t_start", "t_end": "--t_end", "frames_at": "--frames_at",
             "render_only": "--render_only"}
 # train.py options that do not change the reconstruction: left out of the method record
-NOT_METHOD = set(RESERVED) | {"overwrite", "log_interval", "tensorboard", "no_video"}
+NOT_METHOD = set(RESERVED) | {"overwrite", "log_interval", "tensorboard", "no_video", "ray", "gpus_per_fit"}
+EVREAL_CONFIG = "std"  # EVREAL's evaluation configuration whose rules (and tree) these are
 
 
 class EvaluationError(Exception):
@@ -117,7 +126,7 @@ def options_parser(description):
                         help="histogram equalisation of both images before scoring")
     parser.add_argument("--no_lpips", action="store_true", help="score MSE and SSIM only (no LPIPS weights needed)")
     parser.add_argument("--layout", choices=["evinr", "evreal"], default="evinr",
-                        help="evreal: also write EVREAL's output tree (evreal/DATASET/SEQUENCE/METHOD/)")
+                        help="evreal: also write EVREAL's output tree (outputs/std/DATASET/SEQUENCE/METHOD/)")
     train_flags_parser(parser.add_argument_group("train.py's flags (for every sequence)"))
     return parser
 
@@ -125,7 +134,8 @@ def options_parser(description):
 def get_parser():
     parser = options_parser(__doc__)
     parser.add_argument("paths", nargs="*", metavar="PATH", help="a sequence, or a folder of sequences")
-    parser.add_argument("--dataset", default="auto", choices=["auto", *DATASETS, "none"],
+    parser.add_argument("--dataset", default="auto", type=lambda name: dataset_named(name) or name,
+                        choices=["auto", *DATASETS, "none"],
                         help="whose evaluation intervals and train.py flags to use (auto: by sequence name)")
     parser.add_argument("--pair", nargs=2, metavar=("PRED", "REF"), help="score one image pair and print it as JSON")
     return parser
@@ -226,11 +236,12 @@ def evaluation_interval(name, dataset):
     if dataset == "none":
         return "other", WHOLE_SEQUENCE
     if dataset == "auto":
-        owners = [key for key, facts in DATASETS.items() if name in facts["sequences"]]
+        owners = [key for key in DATASETS if find_sequence(key, name)]
         if not owners:
             return "other", WHOLE_SEQUENCE
         dataset = owners[0]
-    return dataset, DATASETS[dataset]["sequences"].get(name, WHOLE_SEQUENCE)
+    known = find_sequence(dataset, name)  # under EVREAL's name or the other one (MVSEC's _data)
+    return dataset, DATASETS[dataset]["sequences"][known] if known else WHOLE_SEQUENCE
 
 
 def dataset_flags(dataset, preset=None):
@@ -245,11 +256,12 @@ def dataset_flags(dataset, preset=None):
 
 def frames_in_interval(aps_t, t_first_event, interval):
     """EVREAL's choice of APS frames: time is re-zeroed to the earlier of the first frame and the
-    first event, frame 0 is never scored. Returns (t_zero, indices of the frames in the interval)."""
+    first event, and every frame but the last counts (utils.scored_aps). Returns (t_zero, indices
+    of the frames in the interval, both ends included)."""
     t_zero = min(float(aps_t[0]), float(t_first_event))
     relative = np.asarray(aps_t, dtype=np.float64) - t_zero
     index = np.flatnonzero((relative >= interval[0]) & (relative <= interval[1]))
-    return t_zero, index[index >= 1]
+    return t_zero, index[index < len(aps_t) - 1]
 
 
 @dataclass
@@ -366,20 +378,114 @@ def evreal_method(label):
     return "EvINR" if label == "default" else slug(label)
 
 
-def write_evreal(folder, result, rows, aps_t, t_zero):
-    """One sequence and method in EVREAL's output layout: the frames, timestamps.txt (`idx t`,
-    seconds after re-zeroing) and, for each metric scored, METRIC.txt (`idx score`) over the
-    scored frames. idx is the frame's index in this folder."""
-    utils.write_frames(folder, result.frames)
+def evreal_folder(sequence, label):
+    """outputs/std/DATASET/SEQUENCE/METHOD, the folder EVREAL's eval.py writes one method's
+    reconstruction of one sequence to, with the dataset as EVREAL names it."""
+    dataset = DATASETS[sequence.dataset]["evreal_name"] if sequence.dataset in DATASETS else sequence.dataset
+    return os.path.join("outputs", EVREAL_CONFIG, dataset, sequence.name, evreal_method(label))
+
+
+def event_rates(events_t, aps_t, indices):
+    """EVREAL's event_rate.txt values of APS frames `indices`: the events EVREAL hands a method
+    with frame i, [iei[i - 1], iei[i]) where iei is the last event at or before each frame (none
+    for frame 0), per second of their own span; 0 for one event or none."""
+    ends = np.clip(np.searchsorted(events_t, aps_t, side="right") - 1, 0, len(events_t) - 1)
+    rates = []
+    for i in indices:
+        first, last = ends[i - 1] if i else ends[0], ends[i]
+        span = events_t[last - 1] - events_t[first] if last > first else 0.0
+        rates.append((last - first) / span if last - first > 1 and span > 0 else 0.0)
+    return rates
+
+
+def write_evreal(folder, result, rows, events, t_zero, use_lpips):
+    """One sequence and method in EVREAL's output layout (see the module's docstring): the
+    frames, timestamps.txt and event_rate.txt for the frames reconstructed, and one file per
+    metric over the scored frames with a finite score, idx being the APS frame's index."""
+    indices = utils.nearest_aps(result.times, events.aps_t)  # rendered at the APS frames' times
+    utils.write_frames(folder, result.frames, start_index=int(indices[0]))
     with open(os.path.join(folder, "timestamps.txt"), "w") as f:
-        f.writelines(f"{idx} {t - t_zero:.15f}\n" for idx, t in enumerate(result.times))
-    # the frames score_reconstruction scored, in the order of its rows: within 1 ms of an APS frame, not frame 0
-    scored = np.flatnonzero(utils.nearest_aps(result.times, aps_t) >= 1)
-    for metric in utils.METRICS:
-        lines = [f"{idx} {row[metric]:.5f}\n" for idx, row in zip(scored, rows) if row[metric] is not None]
-        if lines:  # a metric not scored (LPIPS off, SSIM on tiny frames) gets no file
-            with open(os.path.join(folder, f"{metric}.txt"), "w") as f:
-                f.writelines(lines)
+        f.writelines(f"{idx} {t - t_zero:.15f}\n" for idx, t in zip(indices, result.times))
+    with open(os.path.join(folder, "event_rate.txt"), "w") as f:
+        f.writelines(f"{idx} {rate:.5f}\n" for idx, rate in zip(indices, event_rates(events.t, events.aps_t, indices)))
+    for metric in [name for name in utils.METRICS if name != "lpips" or use_lpips]:
+        with open(os.path.join(folder, f"{metric}.txt"), "w") as f:
+            f.writelines(f"{row['aps_index']} {row[metric]:.5f}\n" for row in rows
+                         if row[metric] is not None and math.isfinite(row[metric]))
+
+
+def run_job(sequence, label, overrides, options, common, root, events=None):
+    """Fit and score one configuration on one sequence: its run folder (and EVREAL's tree) are
+    written under `root` as they will be under -o. Returns the fit's record for the tables and
+    the frames of its preview. `events`: the sequence, when the caller has read it already."""
+    if events is None:
+        events, _ = read_sequence(sequence.path, sequence.dataset, common)
+    run = os.path.join("runs", slug(label))
+    config = sequence_config(sequence, overrides, os.path.join(options.out_dir, run),
+                             os.path.join(options.out_dir, "times", f"{sequence.name}.txt"))
+    result, rows, seconds = fit_and_score(sequence, events, config, options.histeq,
+                                          os.path.join(root, run, sequence.name))
+    if options.layout == "evreal":
+        write_evreal(os.path.join(root, evreal_folder(sequence, label)), result, rows, events, sequence.t_zero,
+                     sequence.use_lpips)
+    record = {"dataset": sequence.dataset, "rows": rows, "fit_seconds": seconds,
+              "seconds_fitted": sequence.span[1] - sequence.span[0],
+              "interval": [bound if math.isfinite(bound) else None for bound in sequence.interval],  # None: no end
+              "window": config.window,
+              "method": {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_METHOD},
+              "timings": result.timings, "run": os.path.join(options.out_dir, run, sequence.name)}
+    picks = utils.preview_picks(len(sequence.aps_index))
+    return record, {"frames": [result.frames[k] for k in picks],
+                    "aps": [events.aps_frames[sequence.aps_index[k]] for k in picks]}
+
+
+def remote_job(sequence, label, overrides, options, common):
+    """run_job as a Ray task: written under a folder of the task's own, then returned as files
+    ({path under -o: bytes}) for the caller to write, so that no file system is shared."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as root:
+        record, preview = run_job(sequence, label, overrides, options, common, root)
+        files = {}
+        for folder, _, names in os.walk(root):
+            for name in names:
+                path = os.path.join(folder, name)
+                with open(path, "rb") as f:
+                    files[os.path.relpath(path, root)] = f.read()
+    return record, preview, files
+
+
+def run_jobs(plans, configs, options, common, work):
+    """{(sequence name, label): (record, preview) or JobFailed} of every job: one after another
+    here, or as Ray tasks with --ray (their files written under `work` as they come). A job that
+    fails for a reason in its data is reported, and the others go on, either way."""
+    jobs = [(sequence, label, overrides) for sequence in plans for label, overrides in configs]
+    if getattr(options, "ray", None) is None:
+        results, events = {}, {}
+        for sequence, label, overrides in jobs:
+            print(f"{label}: {sequence.name} ({sequence.dataset}, {len(sequence.aps_index)} APS frames, "
+                  f"{sequence.span[1] - sequence.span[0]:.2f} s)", file=sys.stderr)
+            try:
+                if sequence.name not in events:  # read once for all configurations
+                    events = {sequence.name: read_sequence(sequence.path, sequence.dataset, common)[0]}
+                results[sequence.name, label] = run_job(sequence, label, overrides, options, common, work,
+                                                        events[sequence.name])
+            except (EvaluationError, EventDataError, UsageError) as error:
+                print(f"note: {label}: {sequence.name}: failed: {error}", file=sys.stderr)
+                results[sequence.name, label] = fanout.JobFailed(error)
+        return results
+    done = fanout.run_jobs(remote_job, [(*job, options, common) for job in jobs], options.ray,
+                           common.get("gpus_per_fit", 1.0), describe=lambda job: f"{job[1]}: {job[0].name}")
+    results = {}
+    for (sequence, label, _), result in zip(jobs, done):
+        if not isinstance(result, fanout.JobFailed):
+            record, preview, files = result
+            for path, content in files.items():
+                os.makedirs(os.path.dirname(os.path.join(work, path)), exist_ok=True)
+                with open(os.path.join(work, path), "wb") as f:
+                    f.write(content)
+            result = (record, preview)
+        results[sequence.name, label] = result
+    return results
 
 
 def summarise(fits):
@@ -521,45 +627,36 @@ def evaluate(options):
     with command.staged_folder(options.out_dir, replace=options.overwrite, replace_empty=True) as work:
         for folder in ("times", "previews"):
             os.makedirs(os.path.join(work, folder))
-        fits = {label: {} for label, _ in configs}
-        per_frame = []
+        for sequence in plans:  # exact: train.py --frames_at renders exactly these
+            np.savetxt(os.path.join(work, "times", f"{sequence.name}.txt"), sequence.aps_t, fmt="%.17g")
+        done = run_jobs(plans, configs, options, common, work)
+        failed = {f"{label}: {name}": str(result.error) for (name, label), result in done.items()
+                  if isinstance(result, fanout.JobFailed)}
+        if len(failed) == len(done):
+            raise EvaluationError("; ".join(failed.values()))
+        fits, per_frame = {label: {} for label, _ in configs}, []
         for sequence in plans:
-            times_file = os.path.join("times", f"{sequence.name}.txt")
-            np.savetxt(os.path.join(work, times_file), sequence.aps_t, fmt="%.17g")  # exact: train.py --frames_at renders exactly these
-            events, _ = read_sequence(sequence.path, sequence.dataset, common)  # once for all configurations
-            picks = utils.preview_picks(len(sequence.aps_index))
             columns = []
-            for label, overrides in configs:
-                print(f"{label}: {sequence.name} ({sequence.dataset}, {len(sequence.aps_index)} APS frames, "
-                      f"{sequence.span[1] - sequence.span[0]:.2f} s)", file=sys.stderr)
-                run = os.path.join("runs", slug(label))
-                config = sequence_config(sequence, overrides, os.path.join(options.out_dir, run),
-                                         os.path.join(options.out_dir, times_file))
-                result, rows, seconds = fit_and_score(sequence, events, config, options.histeq,
-                                                      os.path.join(work, run, sequence.name))
-                if options.layout == "evreal":
-                    write_evreal(os.path.join(work, "evreal", sequence.dataset, sequence.name, evreal_method(label)),
-                                 result, rows, events.aps_t, sequence.t_zero)
-                fits[label][sequence.name] = {
-                    "dataset": sequence.dataset, "rows": rows, "fit_seconds": seconds,
-                    "seconds_fitted": sequence.span[1] - sequence.span[0],
-                    "interval": [bound if math.isfinite(bound) else None for bound in sequence.interval],  # None: no end
-                    "window": config.window,
-                    "method": {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_METHOD},
-                    "timings": result.timings, "run": os.path.join(options.out_dir, run, sequence.name)}
-                per_frame += [{"configuration": label, "dataset": sequence.dataset, "sequence": sequence.name, **row} for row in rows]
-                columns.append((label, [result.frames[k] for k in picks]))
-            columns.append(("APS", [events.aps_frames[sequence.aps_index[k]] for k in picks]))
-            utils.write_preview(os.path.join(work, "previews", f"{sequence.name}.png"),
-                                sequence.aps_t[picks] - sequence.t_zero, columns)
-
+            for label, _ in configs:
+                if isinstance(done[sequence.name, label], fanout.JobFailed):
+                    continue
+                record, preview = done[sequence.name, label]
+                fits[label][sequence.name] = record
+                per_frame += [{"configuration": label, "dataset": sequence.dataset, "sequence": sequence.name, **row}
+                              for row in record["rows"]]
+                columns.append((label, preview["frames"]))
+            if columns:
+                columns.append(("APS", preview["aps"]))
+                picks = utils.preview_picks(len(sequence.aps_index))
+                utils.write_preview(os.path.join(work, "previews", f"{sequence.name}.png"),
+                                    sequence.aps_t[picks] - sequence.t_zero, columns)
         results = {"configurations": {label: {"flags": overrides, **summarise(fits[label])} for label, overrides in configs}}
         first = next(iter(results["configurations"].values()))
         results = {"sequences": first["sequences"], "datasets": first["datasets"], **results,
                    "evaluation": {"dataset": options.dataset, "histeq": options.histeq, "lpips": use_lpips,
                                   "time_tolerance_s": utils.TIME_TOLERANCE, "default_window_s": DEFAULT_WINDOW,
                                   "longest_single_fit_s": LONGEST_SINGLE_FIT},
-                   "skipped": skipped}
+                   "skipped": skipped, "failed": failed}
         write_outputs(work, results, per_frame)
     return results
 
@@ -617,6 +714,11 @@ def main(argv=None):
         results = evaluate(options)
     print(markdown(*paper_table(results["configurations"])), end="")
     print(f"tables, previews and frames in {options.out_dir}")
+    if results["failed"]:  # the others' results are written; the exit status says not all are
+        first = next(iter(results["failed"].items()))
+        print(f"error: {len(results['failed'])} fits failed, their sequences are left out of the tables "
+              f"(results.json, failed): {first[0]}: {first[1]}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -65,14 +65,14 @@ def read_csv(path):
 # the protocol, piece by piece
 
 
-def test_frames_in_interval_rezeroes_and_never_scores_frame_zero():
+def test_frames_in_interval_rezeroes_and_never_scores_the_last_frame():
     aps_t = 10.0 + np.arange(8) * 0.5  # 10.0 ... 13.5 on the recording's clock
     t_zero, index = evaluate.frames_in_interval(aps_t, 10.2, (1.0, 2.5))
     assert t_zero == 10.0 and list(index) == [2, 3, 4, 5]  # 11.0 ... 12.5, both ends included
     t_zero, index = evaluate.frames_in_interval(aps_t, 9.0, (1.0, 2.5))  # events start first
-    assert t_zero == 9.0 and list(index) == [1, 2, 3]  # frame 0, at 1.0 s, is in the interval but not scored
+    assert t_zero == 9.0 and list(index) == [0, 1, 2, 3]  # frame 0, at 1.0 s, is in the interval: scored
     _, index = evaluate.frames_in_interval(aps_t, 10.2, evaluate.WHOLE_SEQUENCE)
-    assert list(index) == [1, 2, 3, 4, 5, 6, 7]
+    assert list(index) == [0, 1, 2, 3, 4, 5, 6]  # EVREAL never reconstructs the last frame
 
 
 def test_evaluation_interval_comes_from_the_dataset_table():
@@ -164,18 +164,22 @@ def test_dataset_folder_end_to_end(dataset, tmp_path):
         assert {(out / f"{table}.{ext}").exists() for ext in ("md", "csv", "json")} == {True}
     assert "| default |" in (out / "table.md").read_text() and "| default |" in result.stdout
 
-    # EVREAL's tree: the same frames and scores, named and formatted as EVREAL's tools read them
-    evreal = out / "evreal" / "IJRR" / "slider_depth" / "EvINR"
+    # EVREAL's tree (eval.py's): the same frames and scores, named and formatted as EVREAL writes
+    # them: outputs/CONFIG/DATASET/SEQUENCE/METHOD, the dataset as EVREAL names it, idx the APS frame
+    evreal = out / "outputs" / "std" / "ECD" / "slider_depth" / "EvINR"
     metrics = ["mse.txt", "ssim.txt"] + ([] if lpips else ["lpips.txt"])
-    assert sorted(os.listdir(evreal)) == sorted([f"frame_{i:010d}.png" for i in range(16)] + ["timestamps.txt"] + metrics)
-    assert os.listdir(out / "evreal") == ["IJRR"] and os.listdir(out / "evreal" / "IJRR") == ["slider_depth"]
+    assert sorted(os.listdir(evreal)) == sorted([f"frame_{i:010d}.png" for i in scored]
+                                                + ["timestamps.txt", "event_rate.txt"] + metrics)
+    assert os.listdir(out / "outputs" / "std") == ["ECD"] and os.listdir(out / "outputs" / "std" / "ECD") == ["slider_depth"]
     stamps = [line.split() for line in (evreal / "timestamps.txt").read_text().splitlines()]
-    assert [int(idx) for idx, _ in stamps] == list(range(16))
+    assert [int(idx) for idx, _ in stamps] == scored
     assert all(len(t.split(".")[1]) == 15 for _, t in stamps)
     np.testing.assert_allclose([float(t) for _, t in stamps], [float(row["t_reconstruction"]) for row in rows], atol=1e-9)
+    rates = [line.split() for line in (evreal / "event_rate.txt").read_text().splitlines()]
+    assert [int(idx) for idx, _ in rates] == scored and all(float(rate) > 0 for _, rate in rates)
     for name in metrics:
         lines = [line.split() for line in (evreal / name).read_text().splitlines()]
-        assert [int(idx) for idx, _ in lines] == list(range(16)) and all(len(v.split(".")[1]) == 5 for _, v in lines)
+        assert [int(idx) for idx, _ in lines] == scored and all(len(v.split(".")[1]) == 5 for _, v in lines)
         np.testing.assert_allclose([float(v) for _, v in lines], [float(row[name[:-4]]) for row in rows], atol=5e-6)
 
 
@@ -192,7 +196,7 @@ def test_compare_gives_one_row_per_configuration(dataset, tmp_path):
     assert results["configurations"]["--align midpoint"]["sequences"]["slider_depth"]["method"]["align"] == "midpoint"
     assert results["sequences"] == results["configurations"]["default"]["sequences"]
     assert {row["configuration"] for row in read_csv(out / "per_frame.csv")} == {"default", "--align midpoint"}
-    assert not (out / "evreal").exists()  # EVREAL's tree only when asked for
+    assert not (out / "outputs").exists()  # EVREAL's tree only when asked for
 
 
 @pytest.mark.slow
