@@ -146,8 +146,9 @@ def decode_image(data, where, first=None):
         raise EventDataError(where, f"image decodes to {image.shape[1]}x{image.shape[0]} px, not the "
                                     f"{size[0]}x{size[1]} px its header states")
     if image.dtype.kind not in "u" or (image.ndim == 3 and image.shape[2] != 3):
-        raise EventDataError(where, f"image of {image.dtype} values in {image.shape[2:] or 1} channels; APS frames "
-                                    "are 8 or 16-bit gray or RGB")
+        channels = image.shape[2] if image.ndim == 3 else 1
+        raise EventDataError(where, f"image of {image.dtype} values in {channels} channels; APS frames are 8 or "
+                                    "16-bit gray or RGB")
     return image
 
 
