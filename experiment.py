@@ -34,22 +34,33 @@ DEMO_NAME = "slider_depth_demo.h5"
 def load_checkpoint(path):
     """(saved settings as a dict, one state dict per window, the spans or None, the exposure of
     --event_thresh auto or None) of a model.pt. A model.pt is data, never instructions: every
-    part is checked before anything is built from it (the settings against the flags' types and
-    bounds, each network against the shapes those settings describe, the spans and the exposure
-    for what they must be), and a file that fails is bad input, EventDataError naming it.
-    The networks are read when used: from the file's map, or from networks/ beside it (checked
-    then). A model.pt written before the networks' key was "networks" holds them under "windows"."""
-    content = read_checkpoint(path)
-    saved, states = content["config"], content["networks"] if "networks" in content else content["windows"]
-    config = saved_config(path, saved)[0]
-    check_network_list(path, states)
-    spans = checked_spans(path, content.get("spans"), len(states))
-    exposure = checked_exposure(path, content.get("exposure"))
+    part is checked before anything is built from it (see checked_checkpoint; and each network
+    against the shapes its settings describe), and a file that fails is bad input,
+    EventDataError naming it. The networks are read when used: from the file's map, or from
+    networks/ beside it (checked again then). A model.pt written before the networks' key was
+    "networks" holds them under "windows"."""
+    content, states, config, _, spans, exposure = checked_checkpoint(path)
     networks = SavedNetworks(path, states, network_shapes(config))
     for k, state in enumerate(states):
         if isinstance(state, dict):
             check_network(path, k, state, networks.shapes)
-    return saved, networks, spans, exposure
+    return content["config"], networks, spans, exposure
+
+
+def checked_checkpoint(path):
+    """(a model.pt's content, its networks, the Config of its settings, the settings this
+    version does not know, its spans, its exposure), each checked but the networks' tensors:
+    the networks a list of state dicts or of files in networks/ that are there, the settings
+    against the flags' types and bounds, the spans and the exposure for what they must be."""
+    content = read_checkpoint(path)
+    states = content["networks"] if "networks" in content else content["windows"]
+    check_network_list(path, states)
+    for k, state in enumerate(states):
+        if isinstance(state, str):
+            network_file(os.path.dirname(path), state, k)  # there, and a regular file: before any work
+    config, unknown = saved_config(path, content["config"])
+    spans = checked_spans(path, content.get("spans"), len(states))
+    return content, states, config, unknown, spans, checked_exposure(path, content.get("exposure"))
 
 
 def not_written_by_train(path, why):
@@ -222,10 +233,10 @@ def network_file(folder, name, k):
 
 def config_for_render(checkpoint, given):
     """The settings of a saved fit with the command line's flags (`given`) on top. Flags that would
-    change the fitted networks or their time axis are refused rather than ignored. The saved
-    settings are checked as flags are (load_checkpoint); a saved recording must be a regular
-    file or a folder."""
-    config, unknown = saved_config(checkpoint, read_checkpoint(checkpoint)["config"])
+    change the fitted networks or their time axis are refused rather than ignored. The checkpoint
+    is checked first (checked_checkpoint: its settings as flags are); a saved recording must be
+    a regular file or a folder."""
+    config, unknown = checked_checkpoint(checkpoint)[2:4]
     if unknown:
         listed = ", ".join(SHORT.repr(name) for name in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         print(f"note: {checkpoint}: saved settings this version does not know are ignored: {listed}", file=sys.stderr)
@@ -249,14 +260,16 @@ def demo_data():
 
 
 def experiment_path(config, data_path):
-    """OUTPUT_DIR/EXP_NAME. A name taken by a finished run (or by anything: a file, a symbolic
-    link, dangling or not) is refused without --overwrite, and one another run is writing is
-    refused with it too; with no -n, the data's name is numbered (name-2, name-3, ...) instead."""
+    """OUTPUT_DIR/EXP_NAME. Without --overwrite, a name taken by a finished run (or by anything:
+    a file, a symbolic link, dangling or not) is refused, and so is one another run is writing,
+    at once rather than at the end (with --overwrite, the run to finish last replaces the other's
+    result, as asked); with no -n, the data's name is numbered (name-2, name-3, ...) instead."""
     if config.exp_name is not None:
         final = os.path.join(config.output_dir, config.exp_name)
         writer = command.folder_in_use(final)
-        if writer is not None:
-            raise UsageError(f"{final}: being written by another run (process {writer}); let it finish, or choose another -n")
+        if writer is not None and not config.overwrite:
+            raise UsageError(f"{final}: being written by another run (process {writer}); let it finish, "
+                             f"choose another -n, or pass --overwrite to replace its result")
         if os.path.lexists(final) and not config.overwrite:
             what = "already exists as a symbolic link" if os.path.islink(final) else "experiment folder already exists"
             raise UsageError(f"{final}: {what}; pass --overwrite to replace it, or choose another -n")
