@@ -52,9 +52,12 @@ def remove_stale_work_folders(parent):
         if not match or match["host"] != HOST or not is_real_folder(path) or process_alive(int(match["pid"])):
             continue
         old = os.path.join(path, match["name"])
-        if match["kind"] == "replaced" and is_real_folder(old) and not os.path.lexists(final):
-            os.rename(old, final)
-            print(f"note: {final}: put back from {path}, left by process {match['pid']} which is gone", file=sys.stderr)
+        if match["kind"] == "replaced" and is_real_folder(old):
+            if not os.path.lexists(final):
+                os.rename(old, final)
+                print(f"note: {final}: put back from {path}, left by process {match['pid']} which is gone", file=sys.stderr)
+            elif not is_real_folder(final):
+                continue  # not the result that replaced it: the old one is kept where it is
         shutil.rmtree(path, ignore_errors=True)
         print(f"note: {path}: removed, left by process {match['pid']} which is gone", file=sys.stderr)
 
@@ -88,6 +91,8 @@ def make_folders(path):
     can take them away again."""
     missing, folder = [], os.path.abspath(path)
     while not os.path.exists(folder):
+        if os.path.islink(folder):
+            raise NotADirectoryError(errno.ENOTDIR, "a symbolic link to nothing is in the way of the output folder", folder)
         missing.append(folder)
         folder = os.path.dirname(folder)
     if not os.path.isdir(folder):

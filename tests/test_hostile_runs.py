@@ -321,6 +321,24 @@ def test_a_planted_link_inside_a_replaced_folder_is_not_put_back(tmp_path):
     assert outside.is_dir() and not (parent / "run").exists() and os.listdir(parent) == []
 
 
+def test_a_replaced_result_is_kept_when_a_symlink_took_its_name(tmp_path):
+    parent = tmp_path / "out"
+    trash = parent / f".run.replaced-{command.HOST}-{dead_pid()}-x"
+    (trash / "run").mkdir(parents=True)
+    (trash / "run" / "model.pt").write_text("the only copy")
+    (parent / "run").symlink_to(tmp_path / "nowhere")
+    command.remove_stale_work_folders(str(parent))
+    assert (trash / "run" / "model.pt").read_text() == "the only copy"
+
+
+def test_an_output_folder_that_is_a_dangling_symlink_is_named(fitted, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "nowhere")
+    status = call(train.main, "-d", fitted[0], "-o", str(out), "-n", "run", *SENSOR, *TINY)
+    assert_error(status, capsys.readouterr().err, 1, f"error: {out}: ", "a symbolic link to nothing")
+    assert os.listdir(tmp_path) == ["out"] and os.path.islink(out) and not (tmp_path / "nowhere").exists()
+
+
 def test_a_planted_work_folder_with_an_impossible_process_id(fitted, tmp_path, capsys):
     out = tmp_path / "out"
     (out / f".run.partial-{command.HOST}-{'9' * 30}-x").mkdir(parents=True)
