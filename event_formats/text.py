@@ -204,15 +204,25 @@ def _zip_member(archive, name):
     return nested[0] if len(nested) == 1 else None
 
 
+# what reading a corrupt member raises: a bad CRC or header, a broken deflate stream, an end
+# too early, a compression or an encryption that zipfile does not read (an OSError is the
+# environment's, as for any file)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
 def _is_ecd_zip(path):
-    """A zip with an events.txt of `t x y p` lines (an E2VID zip's txt starts with `W H`)."""
+    """A zip with an events.txt of `t x y p` lines (an E2VID zip's txt starts with `W H`); one
+    whose events.txt cannot be read is taken as ECD's, whose reader names the problem."""
     try:
         with zipfile.ZipFile(path) as archive:
             member = _zip_member(archive, "events.txt")
             if member is None:
                 return False
-            with archive.open(member) as f:
-                return len(f.readline(4096).split()) != 2
+            try:
+                with archive.open(member) as f:
+                    return len(f.readline(4096).split()) != 2
+            except _ZIP_ERRORS:
+                return True
     except (OSError, zipfile.BadZipFile):
         return False
 
@@ -222,12 +232,6 @@ def _open_zip(path):
         return zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as error:
         raise EventDataError(path, f"not a readable zip file ({error})") from None
-
-
-# what reading a corrupt member raises: a bad CRC or header, a broken deflate stream, an end
-# too early, a compression or an encryption that zipfile does not read (an OSError is the
-# environment's, as for any file)
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 
 def _zip_error(path, error):
