@@ -271,12 +271,15 @@ def test_an_images_txt_that_is_not_utf8_is_refused_in_a_zip(tmp_path, recording,
     assert_refused(path, "not UTF-8 text", capsys)
 
 
-def test_a_corrupt_zip_member_is_one_line(tmp_path, recording, capsys):
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_a_corrupt_zip_member_is_one_line(tmp_path, recording, capsys, compression):
+    """A flipped byte: a CRC that no longer matches, or a deflate stream broken at its start
+    (which detection reads too)."""
     path = tmp_path / "seq.zip"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+    with zipfile.ZipFile(path, "w", compression) as archive:
         archive.writestr("events.txt", "".join(chunk.decode() for chunk in formats._event_lines(recording)))
     data = bytearray(path.read_bytes())
-    data[200] ^= 0x01  # a digit of an event: its CRC no longer matches
+    data[200 if compression == zipfile.ZIP_STORED else 45] ^= 0x5A
     path.write_bytes(bytes(data))
     assert_refused(path, "unreadable or corrupt zip file", capsys)
 
