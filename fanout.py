@@ -27,13 +27,19 @@ class JobFailed:
         self.error = error
 
 
-def connect(address):
-    """The ray module, connected: to `address` ("auto", "ray://HOST:PORT"), or to RAY_ADDRESS,
-    or to a Ray started here for this process ("local" or None without RAY_ADDRESS)."""
+def require_ray():
+    """The ray module; a run asking for it without it installed is refused before any work."""
     try:
         import ray
     except ImportError:
         raise UsageError(f"--ray needs the ray package: {RAY_INSTALL}") from None
+    return ray
+
+
+def connect(address):
+    """The ray module, connected: to `address` ("auto", "ray://HOST:PORT"), or to RAY_ADDRESS,
+    or to a Ray started here for this process ("local" or None without RAY_ADDRESS)."""
+    ray = require_ray()
     if ray.is_initialized():
         return ray
     address = None if address in (None, "local") else address
@@ -58,15 +64,26 @@ def task_resources(ray, gpus_per_fit):
     return {"num_cpus": 1}
 
 
+def with_threads(threads, function, *job):
+    """function(*job) computed with `threads` CPU threads: torch's sums over many threads are
+    rounded otherwise than over few, so a task computes with the caller's count (however many
+    CPUs it reserved), and gives the frames that the caller would have computed itself."""
+    import torch
+    torch.set_num_threads(threads)
+    return function(*job)
+
+
 def run_jobs(function, jobs, address=None, gpus_per_fit=1.0, describe=str):
     """[function(*job) for job in jobs], each job a Ray task, in the order of `jobs`. A job whose
     function raises gives JobFailed(error) in its place (not retried: its data will fail again);
     a job whose worker dies is retried up to RETRIES times."""
+    import torch
     from tqdm import tqdm
     ray = connect(address)
     remote = ray.remote(max_retries=RETRIES, retry_exceptions=False,
-                        **task_resources(ray, gpus_per_fit))(function)
-    pending = {remote.remote(*job): k for k, job in enumerate(jobs)}
+                        **task_resources(ray, gpus_per_fit))(with_threads)
+    threads = torch.get_num_threads()
+    pending = {remote.remote(threads, function, *job): k for k, job in enumerate(jobs)}
     results = [None] * len(jobs)
     with tqdm(total=len(jobs), desc="jobs", unit="job", disable=None, leave=False) as bar:
         while pending:
@@ -78,6 +95,8 @@ def run_jobs(function, jobs, address=None, gpus_per_fit=1.0, describe=str):
                 results[k] = JobFailed(error.cause if error.cause is not None else error)
             except ray.exceptions.WorkerCrashedError as error:  # died on every retry
                 results[k] = JobFailed(OSError(f"its worker died {RETRIES + 1} times ({error})"))
+            except ray.exceptions.RayError as error:  # an error that could not be sent back, a lost node
+                results[k] = JobFailed(error)
             if isinstance(results[k], JobFailed):
                 print(f"note: {describe(jobs[k])}: failed: {results[k].error}", file=sys.stderr)
             bar.update(1)

@@ -476,6 +476,8 @@ def run(config):
     config = config.resolved()
     data_path = config.data_path or demo_data()
     checkpoint = load_checkpoint(config.render_only) if config.render_only else None
+    if config.ray is not None:
+        fanout.require_ray()
     if not config.no_video and not utils.video_available():
         print("note: video.mp4 skipped: writing it needs the imageio-ffmpeg package "
               "(pip install imageio-ffmpeg)", file=sys.stderr)

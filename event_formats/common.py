@@ -23,6 +23,9 @@ class EventDataError(Exception):
         self.path = path
         self.problem = problem
 
+    def __reduce__(self):  # pickled as made (a Ray task's error reaches its caller so)
+        return type(self), (self.path, self.problem)
+
 
 @dataclass
 class Columns:

@@ -595,29 +595,39 @@ def check_output_folder(out_dir, overwrite):
 
 
 def sequences_to_score(paths, dataset, common, use_lpips):
-    """(the plans of the sequences under `paths` that can be scored, why each other one cannot);
-    refuses a run where none can."""
-    plans, skipped = [], []
+    """(the plans of the sequences under `paths` that can be scored, why each of the others is
+    not, {sequence: why its data cannot be scored}); refuses a run where none can be. A sequence
+    whose data is bad is reported and left out, and the others are scored."""
+    plans, skipped, failed = [], [], {}
     for path in find_sequences(paths):
-        sequence, why = plan_sequence(path, dataset, common, use_lpips)
+        try:
+            sequence, why = plan_sequence(path, dataset, common, use_lpips)
+        except (EvaluationError, EventDataError) as error:
+            failed[sequence_name(path)] = str(error)
+            print(f"note: {sequence_name(path)}: left out: {error}", file=sys.stderr)
+            continue
         if sequence is None:
             skipped.append(why)
             print(f"note: {why}", file=sys.stderr)
         else:
             plans.append(sequence)
+    if not plans and failed:
+        raise EvaluationError("; ".join(failed.values()))
     if not plans:
         raise NothingToScore("nothing to score: " + "; ".join(skipped))
-    return plans, skipped
+    return plans, skipped, failed
 
 
 def evaluate(options):
     """Evaluate every sequence under options.paths with every configuration; writes the outputs
     under options.out_dir, all or nothing, and returns results.json's content."""
     configs = configurations(options)
+    if getattr(options, "ray", None) is not None:
+        fanout.require_ray()
     check_output_folder(options.out_dir, options.overwrite)
     use_lpips = not options.no_lpips
     common = configs[0][1]  # the sensor flags of the first configuration choose how frames are read
-    plans, skipped = sequences_to_score(options.paths, options.dataset, common, use_lpips)
+    plans, skipped, failed = sequences_to_score(options.paths, options.dataset, common, use_lpips)
     if any(sequence.use_lpips for sequence in plans):
         load_lpips()  # before any fitting: missing weights must not cost a fit
 
@@ -630,9 +640,9 @@ def evaluate(options):
         for sequence in plans:  # exact: train.py --frames_at renders exactly these
             np.savetxt(os.path.join(work, "times", f"{sequence.name}.txt"), sequence.aps_t, fmt="%.17g")
         done = run_jobs(plans, configs, options, common, work)
-        failed = {f"{label}: {name}": str(result.error) for (name, label), result in done.items()
-                  if isinstance(result, fanout.JobFailed)}
-        if len(failed) == len(done):
+        failed.update({f"{label}: {name}": str(result.error) for (name, label), result in done.items()
+                       if isinstance(result, fanout.JobFailed)})
+        if all(isinstance(result, fanout.JobFailed) for result in done.values()):
             raise EvaluationError("; ".join(failed.values()))
         fits, per_frame = {label: {} for label, _ in configs}, []
         for sequence in plans:
@@ -650,7 +660,8 @@ def evaluate(options):
                 picks = utils.preview_picks(len(sequence.aps_index))
                 utils.write_preview(os.path.join(work, "previews", f"{sequence.name}.png"),
                                     sequence.aps_t[picks] - sequence.t_zero, columns)
-        results = {"configurations": {label: {"flags": overrides, **summarise(fits[label])} for label, overrides in configs}}
+        results = {"configurations": {label: {"flags": {k: v for k, v in overrides.items() if k not in ("ray", "gpus_per_fit")},
+                                              **summarise(fits[label])} for label, overrides in configs}}
         first = next(iter(results["configurations"].values()))
         results = {"sequences": first["sequences"], "datasets": first["datasets"], **results,
                    "evaluation": {"dataset": options.dataset, "histeq": options.histeq, "lpips": use_lpips,
@@ -716,8 +727,8 @@ def main(argv=None):
     print(f"tables, previews and frames in {options.out_dir}")
     if results["failed"]:  # the others' results are written; the exit status says not all are
         first = next(iter(results["failed"].items()))
-        print(f"error: {len(results['failed'])} fits failed, their sequences are left out of the tables "
-              f"(results.json, failed): {first[0]}: {first[1]}", file=sys.stderr)
+        print(f"error: {len(results['failed'])} left out of the tables, as results.json's \"failed\" says; "
+              f"{first[0]}: {first[1]}", file=sys.stderr)
         sys.exit(2)
 
 
