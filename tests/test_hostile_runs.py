@@ -161,6 +161,16 @@ def test_unknown_settings_are_ignored_with_a_note(fitted, tmp_path, capsys):
     assert len(os.listdir(tmp_path / "out" / "render" / "frames")) == 50
 
 
+def test_an_older_checkpoint_with_windows_renders(fitted, tmp_path, capsys):
+    """Written before the networks' key was "networks", and before spans and the exposure were saved."""
+    def older(content):
+        content["windows"] = content.pop("networks")
+        del content["spans"], content["exposure"]
+        return content
+    checkpoint = tampered(fitted, tmp_path, older)
+    assert render_only(checkpoint, fitted[0], tmp_path / "out", "-n", "r") == 0, capsys.readouterr().err
+
+
 def test_a_checkpoint_renders_as_before(fitted, tmp_path, capsys):
     """The checks change nothing for a good checkpoint: the frames of the fit, byte for byte."""
     assert render_only(fitted[1], fitted[0], tmp_path, "-n", "again") == 0, capsys.readouterr().err
