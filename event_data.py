@@ -563,7 +563,7 @@ def main(argv=None):
     command.prepare_command_line()  # SIGTERM and SIGHUP stop it like Ctrl-C; it writes nothing
     topics = {name: value for name, value in (("events_topic", args.events_topic),
                                               ("images_topic", args.images_topic)) if value is not None}
-    with command.exit_status((EventDataError,), path, interrupted="interrupted"):
+    with command.exit_status((EventDataError,), path, interrupted="interrupted", source=path):
         print(json.dumps(info(path, sensor=(args.H, args.W), time_range=args.time_range, **topics)))
 
 

@@ -527,7 +527,8 @@ def main(argv=None):
     command.prepare_command_line()
     parser = get_parser(suppress_defaults=True, prog=command.program_name())
     given = vars(parser.parse_args(argv))
-    with command.exit_status((EventDataError, UsageError), given.get("output_dir", "runs"),
+    source = given.get("data_path") or given.get("render_only") or demo_data()
+    with command.exit_status((EventDataError, UsageError), given.get("output_dir", "runs"), source=source,
                              memory_hint="; lower --net_width, --train_resolution or --window"):
         render_only = given.get("render_only")
         run(config_for_render(render_only, given) if render_only else Config(**given))

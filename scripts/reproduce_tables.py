@@ -101,7 +101,7 @@ def main(argv=None):
     command.prepare_command_line()
     options, _ = evaluate.parse_given(get_parser(), sys.argv[1:] if argv is None else argv)
     with command.exit_status((evaluate.EvaluationError, EventDataError, UsageError), options.out_dir,
-                           interrupted="interrupted: no table was written"):
+                             interrupted="interrupted: no table was written", source=options.data_root):
         if not options.out_dir:
             raise evaluate.EvaluationError("give -o OUT_DIR")
         if not options.compare:

@@ -69,7 +69,7 @@ def test_text_blocks_and_odd_lines(tmp_path, monkeypatch):
     one (CRLF, tabs, signs, exponents, blank lines, long times) all read as Python reads them."""
     monkeypatch.setattr(event_formats.text, "_TXT_BLOCK", 64)
     lines = ["0.000001000 1 2 0", "1e-3 5 6 -1", "", "0.002000000 7 8 1\r", "0.5\t3 4 1",
-             "3 11 12 1", "4.25 13 14 0", "1234567.123456789 9 10 0"]
+             "3 11 12 1", "4.25 13 14 0", "86399.12345678901 9 10 0"]
     path = tmp_path / "events.txt"
     path.write_text("\n".join(lines))  # no final newline
     events, _ = load_events(str(path), sensor=(20, 20))
