@@ -277,6 +277,8 @@ class Config:
                 need(holds(meta["valid"], value), spec.name, meta["why"])
         need(self.t_end is None or (math.isfinite(self.t_end) and self.t_end > self.t_start), "t_end",
              f"must be a number of seconds after --t_start ({self.t_start:g})")
+        need(self.align != "midpoint" or self.train_resolution >= 2, "train_resolution",
+             "--align midpoint compares the midpoints of consecutive event frames: give at least 2")
         if (self.H is None) != (self.W is None):
             raise UsageError("--H and --W go together: give both, or neither to take the size from the data")
         if self.exp_name is not None and not (isinstance(self.exp_name, str) and is_plain_name(self.exp_name)):

@@ -111,6 +111,7 @@ def dead_pid():
     (["--frames_at", "1e7"], ["--frames_at 1e7", "2e+07 frames", "1000000"]),
     (["--frames_at", "-3"], ["--frames_at -3"]),
     (["--seed", "-1"], ["--seed -1"]),
+    (["--align", "midpoint", "--train_resolution", "1"], ["--train_resolution 1", "midpoint"]),
     (["--output_kernel", "triton", "--device", "cpu"], ["--output_kernel triton"]),
     (["--loss_kernel", "triton", "--device", "cpu"], ["--loss_kernel triton"]),
     (["-n", "a/b"], ["-n 'a/b'", "without '/'"]),
