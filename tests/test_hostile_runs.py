@@ -21,11 +21,10 @@ import torch
 
 import command
 import evaluate
-import experiment
 import train
 from conftest import REPO
-from simulate import moving_texture, simulate_events, write_sequence
-from test_bad_input import SENSOR, TINY, assert_error, assert_nothing_left, call, dead_pid, recording, save
+from test_bad_input import (SENSOR, TINY, assert_error, assert_nothing_left, call, dead_pid, recording, save,
+                            sequence)  # noqa: F401  (sequence: a fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -374,14 +373,6 @@ def test_a_run_in_progress_holds_its_name(fitted, tmp_path, capsys):
 
 # -----------------------------------------------------------------------------
 # evaluate.py: -o is one run's at a time
-
-@pytest.fixture(scope="module")
-def sequence(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("data") / "sim")
-    render = moving_texture(20, 24, 0.6, "pan", seed=1, speed=25.0)
-    write_sequence(folder, render, simulate_events(render, 0.6, threshold=0.2), np.linspace(0.05, 0.55, 6))
-    return folder
-
 
 def evaluate_call(sequence, out, *flags):
     return call(evaluate.main, sequence, "-o", str(out), "--dataset", "none", "--no_lpips", *TINY, *flags)
