@@ -379,23 +379,26 @@ def fit_run(data_path, config, spans):
     """One Ray task of --window --ray: open the recording where the task runs and fit these
     consecutive windows, the first from a fresh network (nothing to warm-start from or tie to)
     and the others as fit_batches chains them. Returns (their states, the timings)."""
-    events = open_events(data_path, sensor=(config.H, config.W), whole=False, **config.reader_options())
+    events = open_events(data_path, sensor=(config.H, config.W), whole=False,
+                         **config.reader_options())
     torch.manual_seed(config.seed)
     timings = {}
     with float32_matmul_precision(config.matmul_precision):
-        states = [state for _, fitted in fit_batches(events, config, spans, timings) for state in fitted]
+        batches = fit_batches(events, config, spans, timings)
+        states = [state for _, fitted in batches for state in fitted]
     return states, timings
 
 
 def ray_batches(data_path, config, spans, timings):
     """fit_batches' yield, from runs of windows fitted in parallel as Ray tasks (fanout.py): a
     run starts untied, where fitting one after another ties every window to the one before."""
-    ray = fanout.connect(config.ray)
-    resources = ray.cluster_resources()
-    runs = window_runs(len(spans), int(resources.get("GPU", 0) / config.gpus_per_fit or resources["CPU"]))
+    data_path = os.path.abspath(data_path)  # where a worker finds it, whatever its folder
+    resources = fanout.connect(config.ray).cluster_resources()
+    workers = resources.get("GPU", 0) / config.gpus_per_fit or resources["CPU"]
+    runs = window_runs(len(spans), int(workers))
     jobs = [(data_path, config, spans[first:end]) for first, end in runs]
-    results = fanout.run_jobs(fit_run, jobs, config.ray, config.gpus_per_fit,
-                              describe=lambda job: f"{data_path}, windows starting at {job[2][0][0]:.3f} s")
+    describe = lambda job: f"{data_path}, the windows from {job[2][0][0]:.3f} s"  # noqa: E731
+    results = fanout.run_jobs(fit_run, jobs, config.ray, config.gpus_per_fit, describe)
     timings.update(read_s=0.0, event_frames_s=0.0, train_s=0.0)
     for (first, end), result in zip(runs, results):
         if isinstance(result, fanout.JobFailed):
@@ -528,8 +531,9 @@ def main(argv=None):
     parser = get_parser(suppress_defaults=True, prog=command.program_name())
     given = vars(parser.parse_args(argv))
     source = given.get("data_path") or given.get("render_only") or demo_data()
-    with command.exit_status((EventDataError, UsageError), given.get("output_dir", "runs"), source=source,
-                             memory_hint="; lower --net_width, --train_resolution or --window"):
+    hint = "; lower --net_width, --train_resolution or --window"
+    with command.exit_status((EventDataError, UsageError), given.get("output_dir", "runs"),
+                             source=source, memory_hint=hint):
         render_only = given.get("render_only")
         run(config_for_render(render_only, given) if render_only else Config(**given))
 
