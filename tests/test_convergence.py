@@ -71,17 +71,38 @@ def test_a_fit_that_ends_in_noise_warns_in_one_line_naming_the_flag(sequence, ca
     assert len(lines) == 1 and "window 1 did not converge" in lines[0] and "--retry" in lines[0]
 
 
+def curve(temporal, energies):
+    """A record of one window from its data terms and event-frame energies, one per log point."""
+    return [{"window": 1, "iteration": 10 * (k + 1), "total": value, "temporal": value, "spatial": 0.0,
+             "brightness": 0.0, "events_energy": energy} for k, (value, energy) in enumerate(zip(temporal, energies))]
+
+
+def test_a_fit_caught_in_a_loss_spike_at_its_end_is_not_converged():
+    """The seed-0 failure's shape: the data term falls, drops again at the coarse-to-fine switch
+    (the event frames change, and with them the term's scale), then rises in a spike at the end.
+    The rise is measured from the lowest of the last stage, so the switch alone never warns, and
+    a spike that has passed does not either."""
+    energies = [1.0] * 4 + [0.4] * 4
+    spiked = convergence.verdict(curve([0.9, 0.5, 0.3, 0.28, 0.2, 0.19, 0.19, 0.25], energies), 1)
+    assert not spiked["converged"] and spiked["rise"] > convergence.SPIKE_RISE
+    recovered = convergence.verdict(curve([0.9, 0.5, 0.3, 0.28, 0.2, 0.27, 0.19, 0.19], energies), 1)
+    assert recovered["converged"] and recovered["rise"] == 1.0
+    assert convergence.verdict(curve([0.9, 0.5, 0.3, 0.28, 0.2, 0.19, 0.19, 0.19], energies), 1)["converged"]
+    assert convergence.verdict([], 1) is None
+
+
 @pytest.mark.parametrize("precision", ["highest", "medium"])
 def test_over_seeds_every_fit_in_noise_warns_and_no_converged_fit_does(sequence, precision, capsys):
     """A seed sweep, with fits cut short so that some end in noise: a fit warns exactly when its
-    frames lost the scene (SSIM under half of the converged fits')."""
+    frames lost the scene (SSIM under half of the converged fits'). 'medium' asks for bfloat16
+    products: on a CPU without AMX torch still runs most of them in float32 (docs/convergence.md).""""
     results = {}
-    for seed in range(4):
-        for iters in (3, 150):
+    for seed in range(3):
+        for iters in (3, 120):
             result, ssim = fitted(sequence, "--iters", str(iters), "--seed", str(seed), "--log_interval", "50",
                                   "--matmul_precision", precision)
             results[(seed, iters)] = (ssim, result.fit["windows"][0]["converged"])
-    reference = np.median([ssim for (_, iters), (ssim, _) in results.items() if iters == 150])
+    reference = np.median([ssim for (_, iters), (ssim, _) in results.items() if iters == 120])
     for key, (ssim, converged) in results.items():
         assert converged == (ssim > 0.5 * reference), (key, ssim, reference)
 
@@ -89,8 +110,8 @@ def test_over_seeds_every_fit_in_noise_warns_and_no_converged_fit_does(sequence,
 def test_retry_keeps_the_refit_of_lower_loss_and_only_when_one_window_did_not_converge(sequence, capsys):
     """--retry refits a window that did not converge from another seed, keeps the fit of the
     lower loss, and leaves a converged fit alone (the same frames as without --retry)."""
-    converged, _ = fitted(sequence, "--iters", "150", "--log_interval", "50")
-    again, _ = fitted(sequence, "--iters", "150", "--log_interval", "50", "--retry", "2")
+    converged, _ = fitted(sequence, "--iters", "120", "--log_interval", "40")
+    again, _ = fitted(sequence, "--iters", "120", "--log_interval", "40", "--retry", "2")
     np.testing.assert_array_equal(converged.frames, again.frames)
     short, _ = fitted(sequence, "--iters", "2", "--log_interval", "1", "--retry", "1")
     alone, _ = fitted(sequence, "--iters", "2", "--log_interval", "1")
