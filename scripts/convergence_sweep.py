@@ -33,7 +33,7 @@ from simulate import image_texture, moving_texture, simulate_events, write_seque
 NOISE_FRACTION = 0.7  # an SSIM below this fraction of its group's median: the structure is gone
 # name: (texture: a scikit-image photograph, or None for simulate's synthetic one; pan speed in
 # pixels per second; contrast threshold)
-SEQUENCES = {"coffee": ("coffee", 40.0, 0.15), "synthetic": (None, 30.0, 0.2)}
+SEQUENCES = {"coffee": ("coffee", 150.0, 0.15), "synthetic": (None, 600.0, 0.2)}
 DURATION, APS_RATE = 0.5, 25.0
 
 

@@ -95,7 +95,9 @@ def test_a_fit_caught_in_a_loss_spike_at_its_end_is_not_converged():
 def test_over_seeds_every_fit_in_noise_warns_and_no_converged_fit_does(sequence, precision, capsys):
     """A seed sweep, with fits cut short so that some end in noise: a fit warns exactly when its
     frames lost the scene (SSIM under half of the converged fits'). 'medium' asks for bfloat16
-    products: on a CPU without AMX torch still runs most of them in float32 (docs/convergence.md)."""
+    products: torch gives them on CPUs with AMX; on others it picks oneDNN's kernels, which still
+    multiply in float32 (docs/convergence.md), and the sweep then checks float32 with another
+    rounding."""
     results = {}
     for seed in range(3):
         for iters in (3, 120):
