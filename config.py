@@ -198,6 +198,9 @@ class Config:
                                       "holds)", "performance", type=int, valid=at_least(1), why="must be at least 1")
     seed: int = option(0, "random seed: the same seed gives the same frames", "fitting",
                        valid=lambda seed: 0 <= seed < 2 ** 63, why="must be 0 to 2**63 - 1")
+    retry: int = option(0, "refit a window whose fit did not converge (judged from its events alone: "
+                           "docs/convergence.md) up to this many times, from --seed + 1000 k, keeping the fit of "
+                           "the lowest loss", "fitting", valid=between(0, 100), why="must be 0 to 100")
     overwrite: bool = option(False, "replace an existing experiment folder", "output")
     tensorboard: bool = option(False, "also log losses to TensorBoard (needs the tensorboard package)", "output")
     render_only: str = option(None, "render from a saved model.pt without training; its settings, with the flags "

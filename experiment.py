@@ -290,7 +290,7 @@ def write_experiment(folder, reconstruction, events, started=None):
     with ExperimentWriter(folder, reconstruction.config, events, reconstruction.times, reconstruction.spans) as writer:
         writer.exposure = reconstruction.exposure
         writer.add(np.arange(len(reconstruction.times)), reconstruction.frames, reconstruction.states)
-        return writer.finish(reconstruction.timings, started)
+        return writer.finish(reconstruction.timings, started, fit=reconstruction.fit)
 
 
 # Networks a run holds for model.pt: beyond this, every network is written to networks/ as it
@@ -354,8 +354,10 @@ class ExperimentWriter:
                 save_checkpoint(os.path.join(self.folder, self.states[k]), state)
         self.held_bytes, self.spilled = 0, True
 
-    def finish(self, timings, started=None):
-        """Write the rest; returns config.json's content (see write_experiment)."""
+    def finish(self, timings, started=None, fit=None):
+        """Write the rest; returns config.json's content (see write_experiment). `fit`: the fit's
+        record (train.fit_batches: its loss curve and each window's convergence), or None for a
+        render of a saved fit."""
         began = time.perf_counter()
         config, events, times = self.config, self.events, self.times
         self.frame_writer.close()
@@ -381,7 +383,8 @@ class ExperimentWriter:
                                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else utils.cpu_name(),
                                    "threads": torch.get_num_threads()},
                    "timings": {**timings, "write_s": self.write_s + time.perf_counter() - began},
-                   "metrics": {k: v for k, v in metrics.items() if k != "per_frame"} if metrics else None}
+                   "metrics": {k: v for k, v in metrics.items() if k != "per_frame"} if metrics else None,
+                   "fit": fit or None}
         if started is not None:
             summary["timings"]["total_s"] = time.perf_counter() - started
         with open(os.path.join(self.folder, "config.json"), "w") as f:

@@ -499,7 +499,7 @@ def use_triton_loss(log_frames, kernel):
 
 
 def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", weights=None, fused=True,
-               kernel="auto"):
+               kernel="auto", per_network=False):
     """The EvINR objective for one iteration, for an EvINR (frames [n, C, H, W]) or a
     StackedEvINR (frames [K, n, C, H, W], query times with a leading K).
 
@@ -513,7 +513,8 @@ def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", 
     `fused` selects the hand-written gradient for the diff loss (same values, faster), and
     `kernel` its implementation (see `use_triton_loss`): two Triton kernels or torch operations.
     Returns (total, parts, log_frames): total summed over networks, parts a dict of detached
-    terms averaged over networks, and the network's log frames at the query times (the chunk
+    terms averaged over networks (with `per_network`, each network's, [K]: a fit records them
+    per window), and the network's log frames at the query times (the chunk
     centres for autograd), [K, T, C, H, W]."""
     w = {"temporal": 1.0, "spatial": 0.05, "brightness": 0.1, **(weights or {})}
     as_networks = lambda frames: frames.reshape(-1, *frames.shape[-4:])  # a view: [K, T, C, H, W]
@@ -534,8 +535,9 @@ def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", 
     else:
         raise ValueError(f"unknown loss {loss!r}")
     total, temporal, spatial, brightness = terms
-    return total, {"temporal": temporal.detach().mean(), "spatial": spatial.detach().mean(),
-                   "brightness": brightness.detach().mean()}, as_networks(log_frames)
+    reduce = (lambda term: term.detach()) if per_network else (lambda term: term.detach().mean())
+    return total, {"temporal": reduce(temporal), "spatial": reduce(spatial),
+                   "brightness": reduce(brightness)}, as_networks(log_frames)
 
 
 def query_times(boundaries, chunk_midpoints, loss="diff", align="boundary"):

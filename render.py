@@ -27,6 +27,7 @@ class Reconstruction:
     timings: dict
     log_frames: np.ndarray = None  # float32 [N, C, H, W] log intensity, when asked for
     exposure: tuple = None        # --event_thresh auto: (C, offset) applied to the fitted log frames
+    fit: dict = None              # the fit's record: loss curve ("losses") and convergence ("windows")
 
 
 # --event_thresh auto. The events fix log intensity up to a scale (C) and an offset (the exposure,

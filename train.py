@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 import command
+import convergence
 import fanout
 import utils
 from config import (Config, UsageError, float32_matmul_precision, get_parser, matmul_precision,
@@ -109,7 +110,8 @@ def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windo
 
     def step():
         loss, parts, log_frames = evinr_loss(model, queries, frames, config.loss, config.align,
-                                             fused=not config.plain, kernel=config.loss_kernel)
+                                             fused=not config.plain, kernel=config.loss_kernel,
+                                             per_network=True)
         if tied:
             edges = window_edges(model, log_frames, config, edge_times)
             loss = loss + config.window_tie * seam_loss(*edges, tie_frame)
@@ -118,6 +120,27 @@ def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windo
         optimizer.step()
         return loss.detach(), parts
     return step
+
+
+def data_energy(frames, config):
+    """Each window's mean squared event frame over the frames its data term compares, [K]: the
+    data (temporal) term of a network that predicts no change at all, against which
+    convergence.py judges a fit's."""
+    frames = frames.reshape(-1, *frames.shape[-4:])
+    if config.loss == "diff" and config.align == "midpoint":
+        frames = frames[:, :-1]
+    return frames.float().square().flatten(1).mean(1)
+
+
+def stage_step(model, optimizer, windows, n_chunks, config, tie_frame, graphs):
+    """(the step of one coarse-to-fine stage of `n_chunks` event frames, graphed when asked,
+    each window's data_energy at that stage as a list)."""
+    frames, boundaries, midpoints = stage_frames(windows, n_chunks, isinstance(model, StackedEvINR))
+    queries = query_times(boundaries, midpoints, config.loss, config.align)
+    step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows))
+    if graphs:
+        step = GraphedStep(step, fallback=config.cuda_graph == "auto")
+    return step, data_energy(frames, config).tolist()
 
 
 class GraphedStep:
@@ -182,8 +205,9 @@ def check_loss(total, config, when):
 def fit(model, windows, config, tie_frame=None, log=None, label=""):
     """Run the optimisation on a list of windows: one window for an EvINR, one per network for a
     StackedEvINR. `tie_frame`, the previous window's last log frame, pins the first window's
-    first frame so brightness is continuous across windows. Returns the timings."""
-    stacked = isinstance(model, StackedEvINR)
+    first frame so brightness is continuous across windows. At each log point it calls
+    `log(iteration, total, parts, energies)`: the loss, its terms per window (lists) and each
+    window's event-frame energy at the current stage (data_energy). Returns the timings."""
     graphs = use_cuda_graph(config, windows[0].device)
     optimizer = make_optimizer(model, config)
     rates = learning_rates(config)
@@ -200,13 +224,8 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
             for iteration in bar:
                 if iteration in stages:
                     began = time.perf_counter()
-                    frames, boundaries, midpoints = stage_frames(windows, stages[iteration],
-                                                                 stacked)
-                    queries = query_times(boundaries, midpoints, config.loss, config.align)
-                    step = make_step(model, optimizer, frames, queries, config, tie_frame,
-                                     len(windows))
-                    if graphs:
-                        step = GraphedStep(step, fallback=config.cuda_graph == "auto")
+                    step, energies = stage_step(model, optimizer, windows, stages[iteration],
+                                                config, tie_frame, graphs)
                     timings["event_frames_s"] += time.perf_counter() - began
                 if rates is not None:
                     optimizer.param_groups[0]["lr"].fill_(rates[iteration])
@@ -218,7 +237,8 @@ def fit(model, windows, config, tie_frame=None, log=None, label=""):
                     log_points.append((iteration + 1, time.perf_counter()))
                     bar.set_postfix(loss=f"{total:.4g}")
                     if log is not None:
-                        log(iteration, total, {name: float(value) for name, value in parts.items()})
+                        log(iteration, total, {name: value.reshape(-1).tolist()
+                                               for name, value in parts.items()}, energies)
     finally:
         release_optimizer(model)
     timings["train_s"] = time.perf_counter() - start - timings["event_frames_s"]
@@ -280,15 +300,65 @@ def tensorboard_log(folder):
     return log, writer
 
 
-def fit_batches(events, config, spans, timings, tensorboard_dir=None):
+def fresh_network(model, n_windows, config, seed, device):
+    """A network of `model`'s shape (stacked for a batch of windows) drawn from `seed`, torch's
+    random state left as it was: what --retry refits a window from."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = make_model((model.height, model.width), config)
+    return (network if n_windows == 1 else StackedEvINR([network] * n_windows)).to(device)
+
+
+def fit_windows(trained, windows, numbers, config, tie_frame, log, label):
+    """Fit one batch of windows (numbered from 1: `numbers`) from `trained`, and with --retry N,
+    while a window has not converged (convergence.verdict), again from fresh networks of seeds
+    seed + 1000 k, k = 1..N, keeping the fit of the lowest final loss. Returns (the kept states,
+    the timings of all attempts, the kept fit's loss record, its verdicts, its seed or None)."""
+    best, spent_all, seeds = None, {}, [None] + [config.seed + 1000 * k for k in range(1, config.retry + 1)]
+    for seed in seeds:
+        if seed is not None:
+            trained = fresh_network(trained, len(numbers), config, seed, windows[0].device)
+        entries = []
+
+        def record(iteration, total, parts, energies):
+            entries.extend(convergence.loss_entries(numbers, iteration + 1, total, parts, energies))
+            if log is not None:
+                log(iteration, total, {name: float(np.mean(values)) for name, values in parts.items()})
+        for part, value in fit(trained, windows, config, tie_frame, record, label).items():
+            spent_all[part] = spent_all.get(part, 0.0 if part != "steady_ms_per_iter" else []) + value
+        verdicts = [convergence.verdict(entries, number) for number in numbers]
+        loss = convergence.final_loss(entries, numbers[0]) if entries else 0.0
+        states = trained.unstacked() if len(numbers) > 1 else [trained.state_dict()]
+        if best is None or loss < best[0]:
+            best = (loss, states, entries, verdicts, seed)
+        if all(result is None or result["converged"] for result in verdicts):
+            break
+    return best[1], spent_all, best[2], best[3], best[4]
+
+
+def report_windows(record, verdicts, seed, events, config):
+    """Add a batch's verdicts to the fit record, and warn (one line each) of those that did not converge."""
+    for result in filter(None, verdicts):
+        record["windows"].append({**result, "seed": config.seed if seed is None else seed})
+        if not result["converged"]:
+            convergence.warn(events.path or "events", result, config.retry)
+        elif seed is not None:
+            print(f"note: {events.path or 'events'}: window {result['window']} converged when refitted from "
+                  f"--seed {seed}", file=sys.stderr)
+
+
+def fit_batches(events, config, spans, timings, tensorboard_dir=None, record=None):
     """Fit the windows in order, config.windows_batch at a time, each batch starting from copies
     of the network fitted last (or of a fresh one), the first frame of each tied to the last of
     the window before. Yields (the batch's window indices, their state dicts on the CPU), so a
     caller can render and write each batch and let it go; fills `timings` as it goes, and with
-    the costs per iteration once the last batch is done."""
+    the costs per iteration once the last batch is done, and `record` (a dict, config.json's
+    "fit") with the loss curve ("losses") and each window's convergence ("windows")."""
     device = torch.device(config.device)
     log, writer = tensorboard_log(tensorboard_dir) if tensorboard_dir else (None, None)
     timings.update(read_s=0.0, event_frames_s=0.0, train_s=0.0)
+    record = {} if record is None else record
+    record.update(losses=[], windows=[])
     steady_ms, tie_frame, model = [], None, make_model(events.sensor, config).to(device)
     batch_size, n_spans = config.windows_batch, len(spans)
     with tqdm(total=n_spans, desc="windows", unit="window", disable=True if n_spans == 1 else None,
@@ -301,13 +371,15 @@ def fit_batches(events, config, spans, timings, tensorboard_dir=None):
             windows = [Window(events, *spans[k], events.sensor, config, device) for k in batch]
             timings["read_s"] += sum(window.read_s for window in windows)
             window_log = log and (lambda *logged, name=name: log(name, *logged))
-            spent = fit(trained, windows, config, tie_frame, window_log,
-                        label=f" {name}/{n_spans}" if n_spans > 1 else "")
+            fitted, spent, entries, verdicts, seed = fit_windows(
+                trained, windows, [k + 1 for k in batch], config, tie_frame, window_log,
+                label=f" {name}/{n_spans}" if n_spans > 1 else "")
             del windows
+            record["losses"] += entries
+            report_windows(record, verdicts, seed, events, config)
             steady_ms += spent.pop("steady_ms_per_iter")
             for part, value in spent.items():
                 timings[part] += value
-            fitted = trained.unstacked() if len(batch) > 1 else [model.state_dict()]
             model.load_state_dict(fitted[-1])
             if n_spans > 1:
                 with torch.no_grad():
@@ -317,9 +389,14 @@ def fit_batches(events, config, spans, timings, tensorboard_dir=None):
             progress.update(len(batch))
     if writer is not None:
         writer.close()
-    # An iteration is one optimisation step; with stacked windows it advances every window of
-    # its batch, so the cost per window and iteration is reported too.
-    n_fits = -(-n_spans // batch_size)
+    finish_timings(timings, config, n_spans, steady_ms)
+
+
+def finish_timings(timings, config, n_spans, steady_ms):
+    """The costs per iteration, once every batch is fitted. An iteration is one optimisation
+    step; with stacked windows it advances every window of its batch, so the cost per window and
+    iteration is reported too."""
+    n_fits = -(-n_spans // config.windows_batch)
     timings["ms_per_iter"] = 1000.0 * timings["train_s"] / (config.iters * n_fits)
     timings["ms_per_window_iter"] = 1000.0 * timings["train_s"] / (config.iters * n_spans)
     timings["ms_per_iter_median"] = float(np.median(steady_ms)) if steady_ms else None
@@ -352,12 +429,12 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
     with float32_matmul_precision(config.matmul_precision):
         config, spans, times = plan(events, config, times)
         check_memory(events, config, spans, len(times))
-        timings, states, exposure = {}, [], None
+        timings, states, exposure, record = {}, [], None, {}
         color = (3,) if config.color_event else ()
         frames = np.zeros((len(times), config.H, config.W) + color, np.uint8)
         logs = np.zeros((len(times), channels(config), config.H, config.W), np.float32) \
             if log_frames else None
-        batches = fit_batches(events, config, spans, timings, tensorboard_dir)
+        batches = fit_batches(events, config, spans, timings, tensorboard_dir, record)
         for mine, part, fitted in fitted_frames(batches, config, spans, times, timings,
                                                 log_frames=log_frames):
             states, exposure = states + fitted, part.exposure
@@ -366,7 +443,7 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
             if mine.size and log_frames:
                 logs[mine] = part.log_frames
         return Reconstruction(frames=frames, times=times, states=states, spans=spans, config=config,
-                              timings=timings, log_frames=logs, exposure=exposure)
+                              timings=timings, log_frames=logs, exposure=exposure, fit=record)
 
 
 def window_runs(n_spans, n_workers):
@@ -378,18 +455,19 @@ def window_runs(n_spans, n_workers):
 def fit_run(data_path, config, spans):
     """One Ray task of --window --ray: open the recording where the task runs and fit these
     consecutive windows, the first from a fresh network (nothing to warm-start from or tie to)
-    and the others as fit_batches chains them. Returns (their states, the timings)."""
+    and the others as fit_batches chains them. Returns (their states, the timings, the fit
+    record: fit_batches')."""
     events = open_events(data_path, sensor=(config.H, config.W), whole=False,
                          **config.reader_options())
     torch.manual_seed(config.seed)
-    timings = {}
+    timings, record = {}, {}
     with float32_matmul_precision(config.matmul_precision):
-        batches = fit_batches(events, config, spans, timings)
+        batches = fit_batches(events, config, spans, timings, record=record)
         states = [state for _, fitted in batches for state in fitted]
-    return states, timings
+    return states, timings, record
 
 
-def ray_batches(data_path, config, spans, timings):
+def ray_batches(data_path, config, spans, timings, record):
     """fit_batches' yield, from runs of windows fitted in parallel as Ray tasks (fanout.py): a
     run starts untied, where fitting one after another ties every window to the one before."""
     data_path = os.path.abspath(data_path)  # where a worker finds it, whatever its folder
@@ -403,7 +481,10 @@ def ray_batches(data_path, config, spans, timings):
     for (first, end), result in zip(runs, results):
         if isinstance(result, fanout.JobFailed):
             raise result.error
-        states, part = result
+        states, part, run_record = result
+        for key in ("losses", "windows"):  # numbered within the run: renumbered in the recording
+            record.setdefault(key, []).extend({**entry, "window": entry["window"] + first}
+                                              for entry in run_record[key])
         for name in ("read_s", "event_frames_s", "train_s"):
             timings[name] += part[name]
         yield range(first, end), states
@@ -502,19 +583,20 @@ def run(config):
             config, spans, times = plan(events, config)
         print(f"plan: {check_resources(events, config, spans, times, final)}", file=sys.stderr)
         try:
+            record = {}  # the loss curve and convergence, filled as the windows are fitted
             with command.staged_folder(final, replace=config.overwrite) as work:
                 if not checkpoint and config.ray and len(spans) > 1:
-                    batches = ray_batches(data_path, config, spans, timings)
+                    batches = ray_batches(data_path, config, spans, timings, record)
                 elif not checkpoint:
                     board = os.path.join(work, "tensorboard") if config.tensorboard else None
-                    batches = fit_batches(events, config, spans, timings, board)
+                    batches = fit_batches(events, config, spans, timings, board, record)
                 with ExperimentWriter(work, config, events, times, spans) as writer:
                     exposure = checkpoint[3] if checkpoint else None
                     for mine, part, fitted in fitted_frames(batches, config, spans, times, timings,
                                                             exposure):
                         writer.exposure = part.exposure
                         writer.add(mine, part.frames, fitted)
-                    summary = writer.finish(timings, started=wall_start)
+                    summary = writer.finish(timings, started=wall_start, fit=record)
         except OSError as error:
             if error.filename is None:  # a failed write() names no file
                 error.filename = final
