@@ -44,13 +44,16 @@ def connect(address):
         return ray
     address = None if address in (None, "local") else address
     # the workers import this project's modules as the driver does: the checkout's folders (or
-    # nothing to add, where the package is installed)
+    # nothing to add, where the package is installed); their OpenMP threads sleep when idle
+    # instead of spinning, since tasks that share a node's cores each keep the caller's thread
+    # count (with_threads), and spinning threads would take the cores from each other
     paths = [HERE, os.path.join(HERE, "scripts")] if not __package__ else []
     python_path = os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)
     try:
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
                  logging_level="ERROR", log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": python_path}} if python_path else None)
+                 runtime_env={"env_vars": {**({"PYTHONPATH": python_path} if python_path else {}),
+                                           "OMP_WAIT_POLICY": "PASSIVE"}})
     except ConnectionError as error:
         raise UsageError(f"--ray {address}: no Ray cluster answers there ({error})") from None
     return ray
