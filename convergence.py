@@ -71,4 +71,5 @@ def warn(source, result, retries):
     why = (f"its data term is still {result['data_ratio']:.2f} of its event frames' energy"
            if result["data_ratio"] >= NOT_STARTED_RATIO else
            f"it ended in a loss spike, its data term {result['rise']:.2f}x its lowest")
-    print(f"warning: {source}: window {result['window']} did not converge ({why}); {hint}", file=sys.stderr)
+    shown = source.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # bytes of a path
+    print(f"warning: {shown}: window {result['window']} did not converge ({why}); {hint}", file=sys.stderr)
