@@ -29,6 +29,7 @@ MAX_NET_LAYERS = 64
 MAX_SMOOTH = 10.0          # --smooth in pixels; beyond it a frame is a blur, not a reconstruction
 MAX_FRAMES = 1_000_000     # frames rendered by one run (9 hours at 30 frames per second)
 MAX_WINDOWS = 100_000      # windows of one run (55 hours of 2 s windows)
+MAX_NOISE_FILTER_MS = 1000.0  # --noise_filter: beyond a second, any event has a neighbour's before it
 DEFAULT_T_END = 2.0        # --t_end without --window: the authors' default window, seconds
 
 # The sections of --help, in order.
@@ -110,8 +111,10 @@ def contrast_threshold(text):
 
 # What --preset gives the flags left unset (None); docs/threshold.md has the measurements behind
 # "recommended".
-PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "cosine", "smooth": 0.5},
-           "authors": {"event_thresh": 1.0, "lr_schedule": "constant", "smooth": 0.0}}
+PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "cosine", "smooth": 0.5, "hot_pixels": "off",
+                           "noise_filter": 0.0},
+           "authors": {"event_thresh": 1.0, "lr_schedule": "constant", "smooth": 0.0, "hot_pixels": "off",
+                       "noise_filter": 0.0}}
 
 
 @dataclass
@@ -168,6 +171,15 @@ class Config:
                                      "event topic of a ROS 2 bag)", "data", type=str)
     images_topic: str = option(None, "ROS bags: the APS frames' topic; '' for none (default: /dvs/image_raw when "
                                      "the bag has it)", "data", type=str)
+    hot_pixels: str = option(None, "auto: find each fitted window's hot pixels (those firing far more than its "
+                                   "typical pixel and than their neighbours; denoise.py) and leave out their "
+                                   "events; off: keep them (default: the --preset's)", "data",
+                             choices=("auto", "off"), type=str)
+    noise_filter: float = option(None, "leave out each event that none of its 8 neighbouring pixels fired in the MS "
+                                       "milliseconds before (background activity; denoise.py); 0: off (default: the "
+                                       "--preset's)", "data", type=float, metavar="MS",
+                                 valid=between(0, MAX_NOISE_FILTER_MS),
+                                 why=f"must be 0 to {MAX_NOISE_FILTER_MS:g} milliseconds")
     frames_at: str = option("auto", "when to render: 'aps' (every APS frame in the window), 'uniform' "
                                     "(--val_resolution frames), a number (frames per second), or a text file of "
                                     "times in seconds on the recording's clock; 'auto' is aps when the recording "

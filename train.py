@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 import command
 import convergence
+import denoise
 import fanout
 import utils
 from config import (Config, UsageError, float32_matmul_precision, get_parser, matmul_precision,
@@ -63,6 +64,8 @@ class Window:
         began = time.perf_counter()
         part = events.rows(first, last)
         self.read_s = time.perf_counter() - began
+        kept = denoise.filtered(part, sensor, config)  # without the events of sensor noise
+        self.noise_events, part = len(part) - len(kept), kept
         self.t = part.t
         # moved as stored (int16, int8): a quarter of the bytes of int64 to copy to a GPU, and
         # no copy at all on the CPU; event_frames widens the indices where it needs them
@@ -370,6 +373,9 @@ def fit_batches(events, config, spans, timings, tensorboard_dir=None, record=Non
             trained = model if len(batch) == 1 else StackedEvINR([model] * len(batch)).to(device)
             windows = [Window(events, *spans[k], events.sensor, config, device) for k in batch]
             timings["read_s"] += sum(window.read_s for window in windows)
+            if denoise.noise_filters_on(config):  # config.json's "fit" says how many were noise
+                noise = sum(window.noise_events for window in windows)
+                record["noise_events"] = record.get("noise_events", 0) + noise
             window_log = log and (lambda *logged, name=name: log(name, *logged))
             fitted, spent, entries, verdicts, seed = fit_windows(
                 trained, windows, [k + 1 for k in batch], config, tie_frame, window_log,
@@ -485,6 +491,8 @@ def ray_batches(data_path, config, spans, timings, record):
         for key in ("losses", "windows"):  # numbered within the run: renumbered in the recording
             record.setdefault(key, []).extend({**entry, "window": entry["window"] + first}
                                               for entry in run_record[key])
+        if "noise_events" in run_record:
+            record["noise_events"] = record.get("noise_events", 0) + run_record["noise_events"]
         for name in ("read_s", "event_frames_s", "train_s"):
             timings[name] += part[name]
         yield range(first, end), states
