@@ -441,3 +441,39 @@ def mean_scores(rows):
         summary[metric] = float(values.mean()) if values.size else None
     summary["n_frames"] = len(rows)
     return summary
+
+
+# A measure that needs no APS frame, for recordings that have none (Prophesee cameras, most
+# event-only files): do the frame's edges lie where the events fire? Events fire where a moving
+# edge crosses a pixel, so over a short time the event count of a pixel grows with the
+# brightness gradient there. A frame that shows the scene has strong gradients where the count
+# is high; a flat or noisy frame does not.
+AGREEMENT_SIGMA = 1.0  # pixels; both maps are blurred alike, so a one-pixel offset between them costs little
+
+
+def event_agreement(image, x, y):
+    """The Pearson correlation, over pixels, of the frame's gradient magnitude with the count of
+    the events (columns `x`, rows `y`) near its time, both blurred by AGREEMENT_SIGMA: near 0 for
+    a flat or noisy frame, higher the more of the structure the events show the frame shows.
+    `image`: uint8 gray or RGB. NaN when either map is constant."""
+    gray = gray_float(image).astype(np.float32)
+    height, width = gray.shape
+    count = np.bincount(np.asarray(y, np.int64) * width + np.asarray(x, np.int64),
+                        minlength=height * width).astype(np.float32).reshape(height, width)
+    blur = lambda plane: cv2.GaussianBlur(plane, (0, 0), AGREEMENT_SIGMA)
+    smoothed = blur(gray)
+    gradient = np.hypot(cv2.Sobel(smoothed, cv2.CV_32F, 1, 0), cv2.Sobel(smoothed, cv2.CV_32F, 0, 1))
+    density = blur(count)
+    if gradient.std() == 0 or density.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(gradient.ravel(), density.ravel())[0, 1])
+
+
+def agreement_events(times, t, frame_index):
+    """[first, last) positions in the sorted event times `t` of the events that frame
+    `frame_index` (of frames at `times`) is judged against: those from halfway to the frame before
+    to halfway to the frame after (a lone frame: all of them)."""
+    times = np.asarray(times, dtype=np.float64)
+    begin = -np.inf if frame_index == 0 else 0.5 * (times[frame_index - 1] + times[frame_index])
+    end = np.inf if frame_index == len(times) - 1 else 0.5 * (times[frame_index] + times[frame_index + 1])
+    return int(np.searchsorted(t, begin, side="left")), int(np.searchsorted(t, end, side="left"))

@@ -4,6 +4,7 @@ exposure does what auto_exposure promises and travels with the saved networks.""
 import json
 import os
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -187,7 +188,7 @@ def test_tune_auto_scores_every_target_and_cap_on_the_saved_fits(sequence, tmp_p
     fit = train.reconstruct(events, parse_config([*TINY, "--preset", "authors", "--frames_at", "aps"]))
     torch.save({"config": fit.config, "states": fit.states, "spans": fit.spans, "times": fit.times},
                out / "fits" / "seq-authors-40.pt")
-    table = threshold_study.tune_auto(str(folder), str(out), [("seq",)], 40, (None, 0.3), (0.1,), (0.01, 1.0), (0.0, 1.0))
+    table = threshold_study.tune_auto(str(folder), str(out), [threshold_study.Sequence("seq", "synthetic", "pan", 40, 0.2)], 40, (None, 0.3), (0.1,), (0.01, 1.0), (0.0, 1.0))
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
     assert [(row[0], row[2], row[3]) for row in rows] == [(mean, cap, sigma) for mean in ("| fit", "| 0.3")
                                                           for cap in ("0.01", "1") for sigma in ("0", "1")]
@@ -243,3 +244,21 @@ def test_per_pixel_thresholds_spread_the_event_counts():
     even = simulate_events(render, 0.5, 0.2)
     spread = simulate_events(render, 0.5, 0.2, seed=3, threshold_spread=0.3)
     assert len(spread["t"]) != len(even["t"]) and (np.diff(spread["t"]) >= 0).all()
+
+
+def test_camera_samples_judges_each_configuration_and_writes_a_preview(sequence, tmp_path, capsys):
+    """scripts/camera_samples.py: one row per configuration with the frames' event agreement,
+    mean and spread, a preview of the event count beside each configuration's frames, and a bad
+    flag as one error line."""
+    import camera_samples
+    out = tmp_path / "samples"
+    camera_samples.main([sequence, "-o", str(out), *TINY, "--compare", "--preset authors", "--preset recommended"])
+    table = (out / "table.md").read_text().splitlines()
+    assert len(table) == 4 and "`--preset authors`" in table[2] and "`--preset recommended`" in table[3]
+    agreement = [float(line.split(" | ")[2]) for line in table[2:]]
+    assert all(-1 <= value <= 1 for value in agreement)
+    preview = cv2.imread(str(out / f"{os.path.basename(sequence)}.png"))
+    assert preview.shape[1] == 3 * 48  # the events and two configurations, side by side
+    with pytest.raises(SystemExit) as ended:
+        camera_samples.main([sequence, "-o", str(out), "--iters", "many"])
+    assert ended.value.code == 2 and "--iters" in capsys.readouterr().err

@@ -217,3 +217,26 @@ def test_lpips_offline_without_cache_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("EVINR_LPIPS_WEIGHTS", str(tmp_path / "missing.npz"))
     with pytest.raises(lpips.LPIPSWeightsUnavailable, match="missing.npz"):
         utils.lpips(np.zeros((64, 64)), np.zeros((64, 64)))
+
+
+def test_event_agreement_is_high_where_the_frame_has_edges_where_the_events_fire():
+    """utils.event_agreement: a frame with a bright square whose border the events trace agrees
+    with them; the same frame shifted away from the events, a flat frame and noise do not."""
+    frame = np.full((60, 80), 40, np.uint8)
+    frame[20:40, 30:50] = 200
+    border_y, border_x = np.nonzero(np.abs(np.diff(frame.astype(int), axis=0, prepend=40)) + np.abs(np.diff(frame.astype(int), axis=1, prepend=40)))
+    y, x = np.repeat(border_y, 5), np.repeat(border_x, 5)
+    assert utils.event_agreement(frame, x, y) > 0.6
+    assert utils.event_agreement(np.roll(frame, 25, axis=1), x, y) < 0.2
+    assert np.isnan(utils.event_agreement(np.full((60, 80), 90, np.uint8), x, y))
+    noise = np.random.default_rng(0).integers(0, 255, (60, 80)).astype(np.uint8)
+    assert abs(utils.event_agreement(noise, x, y)) < 0.2
+
+
+def test_agreement_events_are_the_events_between_the_midpoints_to_the_neighbouring_frames():
+    t = np.arange(10) / 10.0          # events at 0.0, 0.1, ..., 0.9
+    times = np.array([0.2, 0.4, 0.8])
+    assert utils.agreement_events(times, t, 0) == (0, 4)    # up to 0.3
+    assert utils.agreement_events(times, t, 1) == (4, 7)    # 0.3 to 0.6
+    assert utils.agreement_events(times, t, 2) == (7, 10)   # from 0.6 on
+    assert utils.agreement_events(times[:1], t, 0) == (0, 10)
