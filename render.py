@@ -4,7 +4,6 @@ shown with the exposure (--event_thresh auto chooses C and the offset from the v
 and tone-mapped to 8 bits.
 """
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -32,19 +31,20 @@ class Reconstruction:
 
 # --event_thresh auto. The events fix log intensity up to a scale (C) and an offset (the exposure,
 # which no event tells). Fitted with C = 1, the video's log frames L are shown as
-# tone_map(C * L + offset), with C and offset chosen so that the frames' intensity has the mean
-# and spread of a typical camera frame: the mean of a camera metered to 18% grey, as light meters
-# are calibrated (a DAVIS frame is linear; slider_depth's average 0.22), and the spread that the
-# tuning half of scripts/threshold_study.py's family, simulated with such a camera, scored best
-# (docs/threshold.md). A run takes them from its first window: run_exposure.
-AUTO_MEAN, AUTO_STD = 0.18, 0.1
+# tone_map(C * L + offset): C gives the frames the log-intensity span of a typical scene, the
+# offset the brightness of a typical camera frame. Both are priors, chosen on the tuning half of
+# scripts/threshold_study.py's camera family (docs/threshold.md); a run takes them from its first
+# window (run_exposure).
+AUTO_MEAN = 0.22        # the frames' mean intensity: DAVIS frames average 0.2-0.3 (slider_depth 0.22)
+AUTO_SPAN = 2.0         # log intensity from the frames' AUTO_QUANTILE to their 1 - AUTO_QUANTILE
+AUTO_QUANTILE = 0.01    # percentiles, not the extremes: hot pixels and noise do not set the span
 
 
-# ... but never a C above 0.5, the top of the range real DAVIS sensors are set to (0.1-0.5): a
-# scene of little contrast (grass, the moon) would otherwise have its faint texture, and the
-# detail a longer fit adds to it, stretched to the spread of a typical frame. With the authors'
-# 1 as the cap, such a scene's frames got more contrasty with every iteration (docs/threshold.md).
-AUTO_MAX_C = 0.5
+# C stays within the range real sensors are set to (0.1-0.5, most near 0.2-0.3), whatever the
+# span: a scene of little contrast (grass, the moon) or a short clip that settled little would
+# otherwise have its faint texture and its noise stretched to a typical span (the cap); a scene
+# of high contrast would be squeezed flat (the floor).
+AUTO_MIN_C, AUTO_MAX_C = 0.2, 0.5
 
 
 AUTO_TIMES = 16          # log frames per window sampled to choose them
@@ -59,40 +59,36 @@ def fit_threshold(config):
 
 
 @torch.no_grad()
-def auto_exposure(states, config, mean="default", std=None, max_c=None):
+def auto_exposure(states, config, mean="default", span=None, min_c=None, max_c=None):
     """(C, offset) for --event_thresh auto, from the log frames of fitted networks (one state per
-    window) at AUTO_TIMES times each: those that give tone-mapped frames of mean `mean` and
-    standard deviation `std` (default AUTO_MEAN, AUTO_STD; a mean of None keeps the fit's own
-    brightness: offset 0), with C at most `max_c` (default AUTO_MAX_C; and then
-    a smaller spread). For a fixed C the mean grows with the offset, and for the matching offset
-    the spread grows with C: two nested bisections."""
+    window) at AUTO_TIMES times each, smoothed as they are shown (--smooth): C such that the span
+    between their AUTO_QUANTILE and 1 - AUTO_QUANTILE quantiles is `span` (default AUTO_SPAN),
+    kept within [min_c, max_c] (AUTO_MIN_C, AUTO_MAX_C); then the offset that gives the
+    tone-mapped frames the mean `mean` (default AUTO_MEAN; None keeps the fit's own brightness:
+    offset 0). For a fixed C the mean grows with the offset: one bisection."""
     mean = AUTO_MEAN if mean == "default" else mean
-    std = AUTO_STD if std is None else std
+    span = AUTO_SPAN if span is None else span
+    min_c = AUTO_MIN_C if min_c is None else min_c
     max_c = AUTO_MAX_C if max_c is None else max_c
     device = resolve_device(config.device)
     model = empty_model((config.H, config.W), config, device)
+    sigma = config.setting("smooth")
     samples = []
     for state in states:
         model.load_state_dict(state)
-        samples.append(model(torch.linspace(-1.0, 1.0, AUTO_TIMES, device=device)).flatten().float().cpu())
+        log_frames = smooth(model(torch.linspace(-1.0, 1.0, AUTO_TIMES, device=device)), sigma)
+        samples.append(log_frames.flatten().float().cpu())
     values = torch.cat(samples)
     values = values[::max(1, len(values) // AUTO_SAMPLES)]
-
-    def offset_for(scale):
-        if mean is None:
-            return 0.0
-        low, high = -30.0, 30.0
-        for _ in range(30):
-            middle = 0.5 * (low + high)
-            low, high = (middle, high) if tone_map(scale * values + middle).mean() < mean else (low, middle)
-        return 0.5 * (low + high)
-    low, high = math.log(1e-3), math.log(max_c)  # bisected in log C
-    for _ in range(25):
+    low, high = torch.quantile(values, torch.tensor([AUTO_QUANTILE, 1.0 - AUTO_QUANTILE])).tolist()
+    scale = min(max(span / max(high - low, 1e-6), min_c), max_c)
+    if mean is None:
+        return scale, 0.0
+    low, high = -30.0, 30.0
+    for _ in range(30):
         middle = 0.5 * (low + high)
-        scale = math.exp(middle)
-        low, high = (middle, high) if tone_map(scale * values + offset_for(scale)).std() < std else (low, middle)
-    scale = math.exp(0.5 * (low + high))
-    return scale, offset_for(scale)
+        low, high = (middle, high) if tone_map(scale * values + middle).mean() < mean else (low, middle)
+    return scale, 0.5 * (low + high)
 
 
 def run_exposure(states, config):

@@ -102,7 +102,6 @@ def moving_texture(height, width, duration, path="pan", seed=0, speed=40.0, text
     make the video a staircase in time). render.offset(times) -> (offset_x, offset_y) is the known
     path: the view shows texture[y + offset_y, x + offset_x], wrapped."""
     texture = textured_image(2 * height, 2 * width, seed) if texture is None else texture
-    texture_height, texture_width = texture.shape
     # padded by wrapping, so every view window, wherever the path puts it, is a plain slice
     padded = np.pad(texture, ((0, height + 1), (0, width + 1)), mode="wrap")
 
@@ -122,19 +121,60 @@ def moving_texture(height, width, duration, path="pan", seed=0, speed=40.0, text
         offset_x, offset_y = offset(np.atleast_1d(times))
         frames = np.empty((len(offset_x), height, width))
         for frame, shift_x, shift_y in zip(frames, offset_x, offset_y):
-            column, row = int(np.floor(shift_x)), int(np.floor(shift_y))
-            frac_x, frac_y = shift_x - column, shift_y - row
-            row, column = row % texture_height, column % texture_width
-            window = padded[row:row + height + 1, column:column + width + 1]
-            np.multiply(window[:-1, :-1], (1 - frac_y) * (1 - frac_x), out=frame)
-            frame += (1 - frac_y) * frac_x * window[:-1, 1:]
-            frame += frac_y * (1 - frac_x) * window[1:, :-1]
-            frame += frac_y * frac_x * window[1:, 1:]
+            _view(padded, texture.shape, shift_x, shift_y, frame)
         return frames
 
     render.offset = offset
     render.texture = texture
     return render
+
+
+def _view(padded, texture_shape, shift_x, shift_y, out):
+    """out[y, x] = texture[y + shift_y, x + shift_x], wrapped and bilinearly interpolated, from
+    the texture `padded` by wrapping with out's size + 1 (so every view is a plain slice)."""
+    height, width = out.shape
+    column, row = int(np.floor(shift_x)), int(np.floor(shift_y))
+    frac_x, frac_y = shift_x - column, shift_y - row
+    row, column = row % texture_shape[0], column % texture_shape[1]
+    window = padded[row:row + height + 1, column:column + width + 1]
+    np.multiply(window[:-1, :-1], (1 - frac_y) * (1 - frac_x), out=out)
+    out += (1 - frac_y) * frac_x * window[:-1, 1:]
+    out += frac_y * (1 - frac_x) * window[1:, :-1]
+    out += frac_y * frac_x * window[1:, 1:]
+    return out
+
+
+def moving_object(background, texture, speed, radius_fraction=0.3):
+    """A still camera over a still scene (`background`, log intensity [H, W]) crossed by one
+    object: a disk of radius `radius_fraction` * H carrying `texture` (log intensity, periodic,
+    at least H x W), moving left to right at `speed` pixels/s from a quarter of the width, its
+    edge anti-aliased over one pixel. Only the object fires events, as a parked camera over a
+    street sees cars and not the street. Returns render(times) -> float64 [len(times), H, W]."""
+    height, width = background.shape
+    radius = radius_fraction * height
+    padded = np.pad(texture, ((0, height + 1), (0, width + 1)), mode="wrap")
+    rows, columns = np.arange(height)[:, None], np.arange(width)[None, :]
+
+    def render(times):
+        times = np.atleast_1d(np.asarray(times, dtype=np.float64))
+        frames = np.empty((len(times), height, width))
+        carried = np.empty((height, width))
+        for frame, t in zip(frames, times):
+            center_x, center_y = 0.25 * width + speed * t, 0.5 * height
+            inside = np.clip(radius - np.hypot(columns - center_x, rows - center_y) + 0.5, 0.0, 1.0)
+            _view(padded, texture.shape, -(center_x - 0.25 * width), 0.0, carried)  # the texture moves with it
+            np.multiply(1.0 - inside, background, out=frame)
+            frame += inside * carried
+        return frames
+
+    return render
+
+
+def with_contrast(log_texture, gain):
+    """The log texture with its contrast scaled by `gain` about its mean (gain 2: a scene of twice
+    the log contrast, whose brightest parts a metered camera clips)."""
+    mean = log_texture.mean()
+    return mean + gain * (log_texture - mean)
 
 
 # -----------------------------------------------------------------------------

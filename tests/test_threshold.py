@@ -98,46 +98,51 @@ def test_every_step_of_the_fit_uses_its_scheduled_rate(sequence, monkeypatch):
     np.testing.assert_allclose(seen, optim.learning_rates(config.resolved()), rtol=1e-6)
 
 
-def test_auto_exposure_gives_frames_of_the_target_mean_and_spread(sequence):
+def shown_log_frames(result, events):
+    """The first window's log frames at auto_exposure's sample times, smoothed as shown."""
+    from model import smooth
+    model = make_model(events.sensor, result.config)
+    model.load_state_dict(result.states[0])
+    with torch.no_grad():
+        return smooth(model(torch.linspace(-1, 1, render.AUTO_TIMES)), result.config.setting("smooth"))
+
+
+def log_span(log):
+    low, high = torch.quantile(log.flatten(), torch.tensor([render.AUTO_QUANTILE, 1 - render.AUTO_QUANTILE])).tolist()
+    return high - low
+
+
+def test_auto_exposure_gives_frames_of_the_target_mean_and_span(sequence):
     from event_data import load_events
     events, _ = load_events(sequence)
     result = train.reconstruct(events, parse_config([*TINY, "--event_thresh", "auto"]), log_frames=True)
     scale, offset = result.exposure
-    assert scale > 0 and np.isfinite(offset)
-    model = make_model(events.sensor, result.config)
-    model.load_state_dict(result.states[0])
-    with torch.no_grad():
-        shown = tone_map(scale * model(torch.linspace(-1, 1, render.AUTO_TIMES)) + offset)
-    assert float(shown.mean()) == pytest.approx(render.AUTO_MEAN, abs=2e-3)
-    if scale < 0.999 * render.AUTO_MAX_C:
-        assert float(shown.std()) == pytest.approx(render.AUTO_STD, abs=2e-3)
-    else:  # capped: the most contrast C may give, short of the target spread
-        assert scale == pytest.approx(render.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < render.AUTO_STD
+    assert render.AUTO_MIN_C <= scale <= render.AUTO_MAX_C and np.isfinite(offset)
+    log = shown_log_frames(result, events)
+    assert float(tone_map(scale * log + offset).mean()) == pytest.approx(render.AUTO_MEAN, abs=2e-3)
+    if render.AUTO_MIN_C < scale < render.AUTO_MAX_C:
+        assert scale * log_span(log) == pytest.approx(render.AUTO_SPAN, rel=1e-3)
     # the log frames returned are the scaled ones, and the frames their tone mapping
     expected = render.to_images(tone_map(torch.from_numpy(result.log_frames)))
     np.testing.assert_array_equal(result.frames, expected)
 
 
-def test_auto_meets_both_targets_when_the_cap_allows_and_caps_c_otherwise(sequence):
+def test_auto_meets_the_span_within_its_bounds_on_c_and_stops_at_them_otherwise(sequence):
     from event_data import load_events
     events, _ = load_events(sequence)
     result = train.reconstruct(events, parse_config([*TINY, "--event_thresh", "auto"]))
-    model = make_model(events.sensor, result.config)
-    model.load_state_dict(result.states[0])
-    with torch.no_grad():
-        log = model(torch.linspace(-1, 1, render.AUTO_TIMES))
-    scale, offset = render.auto_exposure(result.states, result.config, None, 0.02)  # the fit's own brightness
-    assert offset == 0.0 and float(tone_map(scale * log).std()) == pytest.approx(0.02, abs=2e-3)
-    for wanted_std in (0.02, 0.6):  # a faint target is met; a strong one would need C above the cap
-        scale, offset = render.auto_exposure(result.states, result.config, 0.4, wanted_std)
-        shown = tone_map(scale * log + offset)
-        assert float(shown.mean()) == pytest.approx(0.4, abs=2e-3)
-        if wanted_std == 0.02:
-            assert float(shown.std()) == pytest.approx(0.02, abs=2e-3) and scale < render.AUTO_MAX_C
-        else:
-            assert scale == pytest.approx(render.AUTO_MAX_C, rel=1e-3) and float(shown.std()) < 0.6
-    scale, offset = render.auto_exposure(result.states, result.config, 0.4, 0.6, max_c=0.05)  # a cap of one's own
-    assert scale == pytest.approx(0.05, rel=1e-3) and float(tone_map(scale * log + offset).mean()) == pytest.approx(0.4, abs=2e-3)
+    log = shown_log_frames(result, events)
+    span = log_span(log)
+    free = dict(min_c=1e-3, max_c=1e3)
+    scale, offset = render.auto_exposure(result.states, result.config, None, 0.5, **free)  # the fit's own brightness
+    assert offset == 0.0 and scale == pytest.approx(0.5 / span, rel=1e-3)
+    for wanted in (0.5, 5.0):
+        scale, offset = render.auto_exposure(result.states, result.config, 0.4, wanted, **free)
+        assert scale == pytest.approx(wanted / span, rel=1e-3)
+        assert float(tone_map(scale * log + offset).mean()) == pytest.approx(0.4, abs=2e-3)
+    low, high = 0.5 * 2.0 / span, 2.0 * 2.0 / span  # bounds on either side of what a span of 2 wants
+    assert render.auto_exposure(result.states, result.config, 0.4, 2.0, min_c=high, max_c=10 * high)[0] == pytest.approx(high)
+    assert render.auto_exposure(result.states, result.config, 0.4, 2.0, min_c=low / 10, max_c=low)[0] == pytest.approx(low)
 
 
 def test_smooth_blurs_each_frame_as_opencv_does():
@@ -159,9 +164,12 @@ def test_smooth_shows_the_same_fit_smoothed_and_an_older_checkpoint_as_it_was(se
     events, _ = load_events(sequence)
     fit = train.reconstruct(events, parse_config([*TINY, "--smooth", "0"]), log_frames=True)
     assert fit.config.smooth == 0.0 and fit.exposure is not None
-    smoothed = render.render(fit.states, fit.spans, dataclasses.replace(fit.config, smooth=0.5), fit.times, log_frames=True)
-    assert smoothed.exposure == fit.exposure  # the exposure is chosen on the fit, not on its smoothed frames
-    np.testing.assert_allclose(smoothed.log_frames, smooth(torch.from_numpy(fit.log_frames), 0.5).numpy(), atol=1e-5)
+    shown = dataclasses.replace(fit.config, smooth=0.5)
+    smoothed = render.render(fit.states, fit.spans, shown, fit.times, log_frames=True)
+    assert smoothed.exposure == render.auto_exposure(fit.states[:1], shown)  # chosen on the frames as shown
+    (scale, offset), (fit_scale, fit_offset) = smoothed.exposure, fit.exposure
+    fitted = (torch.from_numpy(fit.log_frames) - fit_offset) / fit_scale  # the fit's own log frames
+    np.testing.assert_allclose(smoothed.log_frames, (scale * smooth(fitted, 0.5) + offset).numpy(), atol=1e-4)
     np.testing.assert_array_equal(smoothed.frames, render.to_images(tone_map(torch.from_numpy(smoothed.log_frames))))
     assert not np.array_equal(smoothed.frames, fit.frames)
     # a model.pt written before --smooth existed is shown as it was then, unsmoothed
@@ -175,9 +183,10 @@ def test_smooth_shows_the_same_fit_smoothed_and_an_older_checkpoint_as_it_was(se
     assert experiment.config_for_render(os.path.join(out, "fit", "model.pt"), {"smooth": 1.0}).smooth == 1.0
 
 
-def test_tune_auto_scores_every_target_and_cap_on_the_saved_fits(sequence, tmp_path):
-    """threshold_study.py --tune_auto: one row per (mean, spread, cap), scored from the saved
-    authors' fit; a cap below the C the targets want shows the frames with less contrast."""
+def test_tune_auto_scores_every_target_and_bound_on_the_saved_fits(sequence, tmp_path):
+    """threshold_study.py --tune_auto: one row per (mean, span, floor, cap, smooth), scored from the
+    saved recommended fit against the authors' results; a cap below the C the span wants shows
+    the frames with less contrast, and smoothing changes them."""
     import shutil
     import threshold_study
     from event_data import load_events
@@ -185,16 +194,20 @@ def test_tune_auto_scores_every_target_and_cap_on_the_saved_fits(sequence, tmp_p
     shutil.copytree(sequence, folder / "seq")
     os.makedirs(out / "fits")
     events, _ = load_events(sequence)
-    fit = train.reconstruct(events, parse_config([*TINY, "--preset", "authors", "--frames_at", "aps"]))
+    fit = train.reconstruct(events, parse_config([*TINY, "--frames_at", "aps"]))
     torch.save({"config": fit.config, "states": fit.states, "spans": fit.spans, "times": fit.times},
-               out / "fits" / "seq-authors-40.pt")
-    table = threshold_study.tune_auto(str(folder), str(out), [threshold_study.Sequence("seq", "synthetic", "pan", 40, 0.2)], 40, (None, 0.3), (0.1,), (0.01, 1.0), (0.0, 1.0))
+               out / "fits" / "seq-recommended-40.pt")
+    (out / "results.jsonl").write_text(json.dumps({"sequence": "seq", "configuration": "authors", "iters": 40, "mse": 0.05,
+                                                   "ssim": 0.5, "lpips": 0.4}) + "\n")
+    spec = threshold_study.Sequence("seq", "synthetic", "pan", 30, 0.2)
+    table = threshold_study.tune_auto(str(folder), str(out), [spec], 40, (None, 0.3), (2.0,), (1e-3,), (0.01, 10.0), (0.0, 1.0))
     rows = [line.split(" | ") for line in table.splitlines()[2:]]
-    assert [(row[0], row[2], row[3]) for row in rows] == [(mean, cap, sigma) for mean in ("| fit", "| 0.3")
-                                                          for cap in ("0.01", "1") for sigma in ("0", "1")]
-    ssim_gain = {(row[0], row[2], row[3]): float(row[8]) for row in rows}
-    assert ssim_gain[("| 0.3", "0.01", "0")] != ssim_gain[("| 0.3", "1", "0")]
-    assert ssim_gain[("| 0.3", "1", "0")] != ssim_gain[("| 0.3", "1", "1")]
+    assert [(row[0], row[3], row[4]) for row in rows] == [(mean, cap, sigma) for mean in ("| fit", "| 0.3")
+                                                          for cap in ("0.01", "10") for sigma in ("0", "1")]
+    ssim_gain = {(row[0], row[3], row[4]): float(row[10]) for row in rows}
+    assert ssim_gain[("| 0.3", "0.01", "0")] != ssim_gain[("| 0.3", "10", "0")]
+    assert ssim_gain[("| 0.3", "10", "0")] != ssim_gain[("| 0.3", "10", "1")]
+    assert all(row[8] in ("0", "1") for row in rows)
 
 
 def test_an_auto_run_records_its_threshold_and_renders_again_the_same(sequence, tmp_path):
