@@ -111,7 +111,7 @@ def contrast_threshold(text):
 
 # What --preset gives the flags left unset (None); docs/threshold.md has the measurements behind
 # "recommended".
-PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "cosine", "smooth": 0.5, "hot_pixels": "off",
+PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "cosine", "smooth": 0.5, "hot_pixels": "auto",
                            "noise_filter": 0.0},
            "authors": {"event_thresh": 1.0, "lr_schedule": "constant", "smooth": 0.0, "hot_pixels": "off",
                        "noise_filter": 0.0}}

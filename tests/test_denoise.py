@@ -173,15 +173,20 @@ def noisy_recording(seed=0):
     return Events(t=t, x=x, y=y, p=p, sensor=sensor, path="noisy"), source
 
 
-@pytest.mark.parametrize("preset", ["recommended", "authors"])
-def test_the_filters_are_off_by_default_and_the_authors_preset_is_unchanged(preset):
-    config = parse_config(["--preset", preset]).resolved()
-    assert (config.hot_pixels, config.noise_filter) == ("off", 0.0)
-    events, _ = noisy_recording()
-    assert denoise.filtered(events, events.sensor, config) is events
-    assert not denoise.noise_filters_on(parse_config(["--preset", preset]))
-    if preset == "authors":
-        assert (config.event_thresh, config.lr_schedule, config.smooth) == (1.0, "constant", 0.0)
+def test_the_recommended_preset_drops_hot_pixels_only_and_the_authors_preset_keeps_every_event():
+    events, source = noisy_recording()
+    recommended = parse_config([]).resolved()
+    assert (recommended.hot_pixels, recommended.noise_filter) == ("auto", 0.0)
+    assert denoise.noise_filters_on(parse_config([]))
+    kept = denoise.filtered(events, events.sensor, recommended)
+    hot = np.unique(events.y[source == 1].astype(int) * 32 + events.x[source == 1])
+    at_hot = np.isin(events.y.astype(int) * 32 + events.x, hot)
+    assert len(kept.t) == np.count_nonzero(~at_hot)  # the hot pixels' events go, the edge's and the noise stay
+    authors = parse_config(["--preset", "authors"]).resolved()
+    assert (authors.hot_pixels, authors.noise_filter) == ("off", 0.0)
+    assert denoise.filtered(events, events.sensor, authors) is events
+    assert not denoise.noise_filters_on(parse_config(["--preset", "authors"]))
+    assert (authors.event_thresh, authors.lr_schedule, authors.smooth) == (1.0, "constant", 0.0)
 
 
 def test_filtered_takes_out_the_hot_pixels_and_the_noise():
@@ -218,7 +223,7 @@ def test_a_fit_with_both_filters_runs_and_counts_what_they_took():
     result = train.reconstruct(events, parse_config([*FIT, "--hot_pixels", "auto", "--noise_filter", "5"]))
     assert result.frames.shape[1:] == (24, 32) and len(result.frames) > 0
     assert (source != 0).sum() - 20 <= result.fit["noise_events"] <= (source != 0).sum() + 0.05 * (source == 0).sum()
-    assert "noise_events" not in train.reconstruct(events, parse_config(FIT)).fit
+    assert "noise_events" not in train.reconstruct(events, parse_config([*FIT, "--hot_pixels", "off"])).fit
 
 
 def test_a_window_of_noise_alone_is_refused_as_empty():
@@ -226,4 +231,4 @@ def test_a_window_of_noise_alone_is_refused_as_empty():
     x, y = (np.arange(30) * 7 % 32).astype(np.int16), (np.arange(30) * 5 % 24).astype(np.int16)
     events = Events(t=t, x=x, y=y, p=np.ones(30, np.int8), sensor=(24, 32), path="sparse")
     with pytest.raises(EventDataError, match="no events between .* noise filters"):
-        train.reconstruct(events, parse_config([*FIT, "--noise_filter", "1"]))
+        train.reconstruct(events, parse_config([*FIT, "--hot_pixels", "off", "--noise_filter", "1"]))
