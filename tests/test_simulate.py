@@ -141,3 +141,34 @@ def test_aps_metering_peak_and_grey():
     grey = aps_frames(render, times, grey=METERED_GREY)
     assert abs(grey.mean() / 255 - METERED_GREY) < 0.01
     assert grey.mean() < peak.mean()
+
+
+def test_a_still_camera_sees_only_the_object_that_crosses_it():
+    """simulate.moving_object: the background stays as it is where the disk has not been, the
+    disk carries its texture along, and only pixels the disk crosses fire events."""
+    from simulate import moving_object
+    height, width = 30, 40
+    background = textured_image(height, width, seed=1)
+    texture = textured_image(2 * height, 2 * width, seed=2)
+    render = moving_object(background, texture, speed=20.0)
+    frames = render(np.array([0.0, 0.5]))
+    radius = 0.3 * height
+    columns = np.arange(width)
+    untouched = columns > 0.25 * width + 10 + radius + 1  # right of where the disk ends up by 0.5 s
+    np.testing.assert_array_equal(frames[0][:, untouched], background[:, untouched])
+    np.testing.assert_array_equal(frames[1][:, untouched], background[:, untouched])
+    centre_row = height // 2
+    # the disk's middle shows the texture, moved 10 px by 0.5 s
+    np.testing.assert_allclose(frames[1][centre_row, 20], texture[centre_row, 10], atol=1e-12)
+    events = simulate_events(render, 0.5, 0.2)
+    assert len(events["t"]) > 100
+    assert events["x"].max() <= 0.25 * width + 10 + radius + 1 and events["x"].min() >= 0.25 * width - radius - 1
+
+
+def test_with_contrast_scales_the_log_texture_about_its_mean():
+    from simulate import with_contrast
+    texture = textured_image(20, 30, seed=4)
+    doubled = with_contrast(texture, 2.0)
+    assert doubled.mean() == pytest.approx(texture.mean())
+    assert doubled.std() == pytest.approx(2 * texture.std())
+    np.testing.assert_allclose(with_contrast(texture, 1.0), texture, atol=1e-12)
