@@ -275,3 +275,23 @@ def test_camera_samples_judges_each_configuration_and_writes_a_preview(sequence,
     with pytest.raises(SystemExit) as ended:
         camera_samples.main([sequence, "-o", str(out), "--iters", "many"])
     assert ended.value.code == 2 and "--iters" in capsys.readouterr().err
+
+
+def test_the_camera_family_is_twenty_or_more_seeded_sequences_in_two_halves(tmp_path):
+    """threshold_study.CAMERA: at least 20 sequences, each with its own name and seed, the
+    tuning and held-out halves of one size; a sequence of each kind writes its events and APS
+    frames at the metering it names."""
+    import threshold_study
+    from event_data import load_events
+    family = threshold_study.CAMERA
+    assert len(family) >= 20
+    assert len({spec.name for spec in family}) == len({spec.seed for spec in family}) == len(family)
+    halves = threshold_study.splits(family)
+    assert len(halves["tune"]) == len(halves["held-out"]) and not set(halves["tune"]) & set(halves["held-out"])
+    small = [threshold_study.dataclasses.replace(spec, size=(24, 32), duration=0.2, speed=spec.speed / 4)
+             for spec in family if spec.name in ("street-object", "camera-high-contrast", "synthetic-vga")]
+    threshold_study.write_family(str(tmp_path), small)
+    for spec in small:
+        events, _ = load_events(str(tmp_path / spec.name))
+        assert events.sensor == (24, 32) and len(events.t) > 0
+        assert float(events.aps_frames.mean()) / 255 == pytest.approx(spec.grey, abs=0.02)
