@@ -30,6 +30,7 @@ MAX_SMOOTH = 10.0          # --smooth in pixels; beyond it a frame is a blur, no
 MAX_FRAMES = 1_000_000     # frames rendered by one run (9 hours at 30 frames per second)
 MAX_WINDOWS = 100_000      # windows of one run (55 hours of 2 s windows)
 MAX_NOISE_FILTER_MS = 1000.0  # --noise_filter: beyond a second, any event has a neighbour's before it
+SPATIAL_WEIGHT = 0.05         # the authors' weight of the spatial regulariser (model.evinr_loss's default)
 DEFAULT_T_END = 2.0        # --t_end without --window: the authors' default window, seconds
 
 # The sections of --help, in order.
@@ -99,8 +100,8 @@ def is_plain_name(name):
         separator and separator in name for separator in (os.sep, os.altsep))
 
 
-def contrast_threshold(text):
-    """--event_thresh's value: a number, or auto."""
+def number_or_auto(text):
+    """--event_thresh's and --spatial_weight's value: a number, or auto."""
     if text == "auto":
         return text
     try:
@@ -112,9 +113,9 @@ def contrast_threshold(text):
 # What --preset gives the flags left unset (None); docs/threshold.md has the measurements behind
 # "recommended".
 PRESETS = {"recommended": {"event_thresh": "auto", "lr_schedule": "cosine", "smooth": 0.5, "hot_pixels": "auto",
-                           "noise_filter": 0.0},
+                           "noise_filter": 0.0, "spatial_weight": "auto"},
            "authors": {"event_thresh": 1.0, "lr_schedule": "constant", "smooth": 0.0, "hot_pixels": "off",
-                       "noise_filter": 0.0}}
+                       "noise_filter": 0.0, "spatial_weight": SPATIAL_WEIGHT}}
 
 
 @dataclass
@@ -138,9 +139,16 @@ class Config:
     event_thresh: object = option(None, "contrast threshold C: an event is a log-intensity change of C; auto: fit "
                                         "with C = 1, then choose C and the exposure from the video itself "
                                         "(docs/threshold.md) (default: the --preset's)", "fitting",
-                                  type=contrast_threshold, metavar="C|auto",
+                                  type=number_or_auto, metavar="C|auto",
                                   valid=lambda c: c == "auto" or positive(c),
                                   why="the contrast threshold must be a positive number, or auto")
+    spatial_weight: object = option(None, f"weight of the spatial regulariser (the authors' {SPATIAL_WEIGHT:g}); "
+                                          "auto: theirs times the share of the sensor's pixels that have events "
+                                          "in the fitted window (docs/threshold.md) (default: the --preset's)",
+                                    "fitting", type=number_or_auto, metavar="W|auto",
+                                    valid=lambda w: w == "auto" or (isinstance(w, (int, float)) and math.isfinite(w)
+                                                                    and w >= 0),
+                                    why="the spatial weight must be 0 or more, or auto")
     train_resolution: int = option(50, "number of event frames (doubled half-way unless --no_c2f)", "fitting",
                                    valid=at_least(1), why="must be at least 1")
     val_resolution: int = option(50, "frames on the uniform grid of --frames_at uniform", "output",

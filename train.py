@@ -36,8 +36,8 @@ import convergence
 import denoise
 import fanout
 import utils
-from config import (Config, UsageError, float32_matmul_precision, get_parser, matmul_precision,
-                    resolve_device)
+from config import (SPATIAL_WEIGHT, Config, UsageError, float32_matmul_precision, get_parser,
+                    matmul_precision, resolve_device)
 from event_data import EventDataError, chunk_boundaries, event_frames, open_events, validate
 from experiment import (ExperimentWriter, config_for_render, demo_data, experiment_path,
                         load_checkpoint, networks_held)
@@ -67,6 +67,9 @@ class Window:
         kept = denoise.filtered(part, sensor, config)  # without the events of sensor noise
         self.noise_events, part = len(part) - len(kept), kept
         self.t = part.t
+        height, width = sensor
+        fired = np.bincount(part.y.astype(np.int64) * width + part.x, minlength=height * width)
+        self.active_share = np.count_nonzero(fired) / (height * width)  # for --spatial_weight auto
         # moved as stored (int16, int8): a quarter of the bytes of int64 to copy to a GPU, and
         # no copy at all on the CPU; event_frames widens the indices where it needs them
         self.x, self.y, self.p = (torch.from_numpy(column).to(device)
@@ -101,7 +104,19 @@ def stage_frames(windows, n_chunks, stacked):
     return per_window[0] if not stacked else [torch.stack(parts) for parts in zip(*per_window)]
 
 
-def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windows=1):
+def spatial_weight(config, windows):
+    """The spatial regulariser's weight a fit uses: --spatial_weight as given (or the preset's), or
+    for auto the authors' times the share of the sensor's pixels with events in `windows` (their
+    mean). The regulariser acts on every pixel and the events on those that fired: on a large
+    sensor where few pixels fire, the authors' weight flattens what the events say
+    (docs/threshold.md)."""
+    weight = config.setting("spatial_weight")
+    if weight != "auto":
+        return float(weight)
+    return SPATIAL_WEIGHT * float(np.mean([window.active_share for window in windows]))
+
+
+def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windows=1, spatial=SPATIAL_WEIGHT):
     """One optimisation step on fixed inputs, as a function of nothing: every tensor it reads
     (event frames, query times, the tie frame, the parameters and the optimizer's state) stays
     at one address, so the step can be captured once as a CUDA graph and replayed. The gradients
@@ -113,8 +128,8 @@ def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windo
 
     def step():
         loss, parts, log_frames = evinr_loss(model, queries, frames, config.loss, config.align,
-                                             fused=not config.plain, kernel=config.loss_kernel,
-                                             per_network=True)
+                                             weights={"spatial": spatial}, fused=not config.plain,
+                                             kernel=config.loss_kernel, per_network=True)
         if tied:
             edges = window_edges(model, log_frames, config, edge_times)
             loss = loss + config.window_tie * seam_loss(*edges, tie_frame)
@@ -140,7 +155,8 @@ def stage_step(model, optimizer, windows, n_chunks, config, tie_frame, graphs):
     each window's data_energy at that stage as a list)."""
     frames, boundaries, midpoints = stage_frames(windows, n_chunks, isinstance(model, StackedEvINR))
     queries = query_times(boundaries, midpoints, config.loss, config.align)
-    step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows))
+    step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows),
+                     spatial_weight(config, windows))
     if graphs:
         step = GraphedStep(step, fallback=config.cuda_graph == "auto")
     return step, data_energy(frames, config).tolist()
