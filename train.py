@@ -67,9 +67,6 @@ class Window:
         kept = denoise.filtered(part, sensor, config)  # without the events of sensor noise
         self.noise_events, part = len(part) - len(kept), kept
         self.t = part.t
-        height, width = sensor
-        fired = np.bincount(part.y.astype(np.int64) * width + part.x, minlength=height * width)
-        self.active_share = np.count_nonzero(fired) / (height * width)  # for --spatial_weight auto
         # moved as stored (int16, int8): a quarter of the bytes of int64 to copy to a GPU, and
         # no copy at all on the CPU; event_frames widens the indices where it needs them
         self.x, self.y, self.p = (torch.from_numpy(column).to(device)
@@ -104,19 +101,30 @@ def stage_frames(windows, n_chunks, stacked):
     return per_window[0] if not stacked else [torch.stack(parts) for parts in zip(*per_window)]
 
 
-def spatial_weight(config, windows):
-    """The spatial regulariser's weight a fit uses: --spatial_weight as given (or the preset's), or
-    for auto the authors' times the share of the sensor's pixels with events in `windows` (their
-    mean). The regulariser acts on every pixel and the events on those that fired: on a large
-    sensor where few pixels fire, the authors' weight flattens what the events say
-    (docs/threshold.md)."""
+def with_spatial_weight(config, events, spans):
+    """`config` with --spatial_weight auto made a number, the one every window of the run is fitted
+    with: the authors' weight times the share of the sensor's pixels with events in the first
+    span (one number, so that --windows_batch and --ray fit each window as a lone fit would). The
+    regulariser acts on every pixel and the events on those that fired: on a large sensor where
+    few pixels fire, the authors' weight flattens what the events say (docs/threshold.md)."""
+    if config.setting("spatial_weight") != "auto":
+        return config
+    (begin, end), (height, width) = spans[0], (config.H, config.W)
+    part = events.rows(events.positions(begin, side="left"), events.positions(end, side="right"))
+    part = denoise.filtered(part, (height, width), config)  # the events the window is fitted to
+    fired = np.bincount(part.y.astype(np.int64) * width + part.x, minlength=height * width)
+    share = int(np.count_nonzero(fired)) / (height * width)
+    return dataclasses.replace(config, spatial_weight=SPATIAL_WEIGHT * share)
+
+
+def spatial_weight(config):
+    """The weight a step uses: the run's (with_spatial_weight), or the authors' where a step is
+    made outside a run with auto left unresolved."""
     weight = config.setting("spatial_weight")
-    if weight != "auto":
-        return float(weight)
-    return SPATIAL_WEIGHT * float(np.mean([window.active_share for window in windows]))
+    return SPATIAL_WEIGHT if weight == "auto" else float(weight)
 
 
-def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windows=1, spatial=SPATIAL_WEIGHT):
+def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windows=1):
     """One optimisation step on fixed inputs, as a function of nothing: every tensor it reads
     (event frames, query times, the tie frame, the parameters and the optimizer's state) stays
     at one address, so the step can be captured once as a CUDA graph and replayed. The gradients
@@ -124,6 +132,7 @@ def make_step(model, optimizer, frames, queries, config, tie_frame=None, n_windo
     graph's memory (see FusedAdamW). Returns (loss, parts) as device tensors; reading them is the
     only host synchronisation."""
     edge_times = torch.tensor([-1.0, 1.0], device=frames.device)
+    spatial = spatial_weight(config)
     tied = config.window_tie != 0 and (tie_frame is not None or n_windows > 1)
 
     def step():
@@ -155,8 +164,7 @@ def stage_step(model, optimizer, windows, n_chunks, config, tie_frame, graphs):
     each window's data_energy at that stage as a list)."""
     frames, boundaries, midpoints = stage_frames(windows, n_chunks, isinstance(model, StackedEvINR))
     queries = query_times(boundaries, midpoints, config.loss, config.align)
-    step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows),
-                     spatial_weight(config, windows))
+    step = make_step(model, optimizer, frames, queries, config, tie_frame, len(windows))
     if graphs:
         step = GraphedStep(step, fallback=config.cuda_graph == "auto")
     return step, data_energy(frames, config).tolist()
@@ -450,6 +458,7 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
     config = prepare(config.resolved(), events)
     with float32_matmul_precision(config.matmul_precision):
         config, spans, times = plan(events, config, times)
+        config = with_spatial_weight(config, events, spans)
         check_memory(events, config, spans, len(times))
         timings, states, exposure, record = {}, [], None, {}
         color = (3,) if config.color_event else ()
@@ -605,6 +614,7 @@ def run(config):
             config, spans, times, batches = saved_batches(config, events, checkpoint)
         else:
             config, spans, times = plan(events, config)
+            config = with_spatial_weight(config, events, spans)
         print(f"plan: {check_resources(events, config, spans, times, final)}", file=sys.stderr)
         try:
             record = {}  # the loss curve and convergence, filled as the windows are fitted

@@ -1,6 +1,7 @@
 """--event_thresh auto, --lr_schedule and --preset: what they resolve to, and that an auto fit's
 exposure does what auto_exposure promises and travels with the saved networks."""
 
+import dataclasses
 import json
 import os
 
@@ -298,30 +299,32 @@ def test_the_camera_family_is_twenty_or_more_seeded_sequences_in_two_halves(tmp_
 
 
 def test_auto_spatial_weight_is_the_authors_times_the_share_of_pixels_that_fired(monkeypatch):
-    """--spatial_weight auto (the recommended preset's) scales the authors' 0.05 by the share of
-    the sensor's pixels with events in the fitted window; a number is used as given, and the
-    authors' preset keeps 0.05."""
+    """--spatial_weight auto (the recommended preset's) is the authors' 0.05 times the share of the
+    sensor's pixels with events in the first span, one number for the run (recorded in its
+    config); a number is used as given, and the authors' preset keeps 0.05."""
     from config import SPATIAL_WEIGHT
-    sensor = (10, 20)
     x = np.array([0, 1, 1, 5, 19], np.int16)  # 4 distinct pixels of 200, one of them twice
     y = np.array([0, 0, 0, 3, 9], np.int16)
-    events = Events(t=np.linspace(0.0, 0.1, 5), x=x, y=y, p=np.ones(5, np.int8), sensor=sensor, path="few")
-    config = parse_config(["--hot_pixels", "off"]).resolved()
-    window = train.Window(events, 0.0, 0.1, sensor, config, torch.device("cpu"))
-    assert window.active_share == pytest.approx(4 / 200)
-    assert parse_config([]).resolved().spatial_weight == "auto"
-    assert train.spatial_weight(parse_config([]), [window]) == pytest.approx(SPATIAL_WEIGHT * 4 / 200)
-    assert train.spatial_weight(parse_config(["--spatial_weight", "0.02"]), [window]) == 0.02
-    assert train.spatial_weight(parse_config(["--preset", "authors"]), [window]) == SPATIAL_WEIGHT
+    events = Events(t=np.linspace(0.0, 0.1, 5), x=x, y=y, p=np.ones(5, np.int8), sensor=(10, 20), path="few")
+    config = dataclasses.replace(parse_config([]).resolved(), H=10, W=20)
+    assert config.spatial_weight == "auto"
+    assert train.with_spatial_weight(config, events, [(0.0, 0.1)]).spatial_weight == pytest.approx(SPATIAL_WEIGHT * 4 / 200)
+    assert train.with_spatial_weight(config, events, [(0.05, 0.1)]).spatial_weight == pytest.approx(SPATIAL_WEIGHT * 3 / 200)
+    given = dataclasses.replace(config, spatial_weight=0.02)
+    assert train.with_spatial_weight(given, events, [(0.0, 0.1)]) is given and train.spatial_weight(given) == 0.02
+    assert train.spatial_weight(parse_config(["--preset", "authors"])) == SPATIAL_WEIGHT
     seen = []
-    real = train.make_step
-    monkeypatch.setattr(train, "make_step", lambda *args: seen.append(args[-1]) or real(*args))
+    real = train.evinr_loss
+    monkeypatch.setattr(train, "evinr_loss", lambda *args, weights=None, **kwargs: seen.append(weights["spatial"])
+                        or real(*args, weights=weights, **kwargs))
     dense = moving_texture(12, 16, 0.2, "pan", seed=1, speed=40.0)
     recording = simulate_events(dense, 0.2, 0.2)
-    train.reconstruct(Events(t=recording["t"], x=recording["x"], y=recording["y"], p=recording["p"], sensor=(12, 16),
-                             path="dense"), parse_config([*TINY, "--no_c2f"]))
-    share = np.count_nonzero(np.bincount(recording["y"].astype(int) * 16 + recording["x"], minlength=192)) / 192
-    assert seen and all(weight == pytest.approx(SPATIAL_WEIGHT * share) for weight in seen)
+    result = train.reconstruct(Events(t=recording["t"], x=recording["x"], y=recording["y"], p=recording["p"],
+                                      sensor=(12, 16), path="dense"), parse_config([*TINY, "--no_c2f", "--window", "0.1"]))
+    share = np.count_nonzero(np.bincount(recording["y"][recording["t"] <= result.spans[0][1]].astype(int) * 16
+                                         + recording["x"][recording["t"] <= result.spans[0][1]], minlength=192)) / 192
+    assert result.config.spatial_weight == pytest.approx(SPATIAL_WEIGHT * share)
+    assert len(result.spans) == 2 and seen and set(seen) == {result.config.spatial_weight}
 
 
 @pytest.mark.parametrize("value, words", [("lots", ["--spatial_weight", "lots"]), ("-0.1", ["--spatial_weight -0.1", "0 or more"]),
