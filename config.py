@@ -144,7 +144,8 @@ class Config:
                                   why="the contrast threshold must be a positive number, or auto")
     spatial_weight: object = option(None, f"weight of the spatial regulariser (the authors' {SPATIAL_WEIGHT:g}); "
                                           "auto: theirs times the share of the sensor's pixels that have events "
-                                          "in the fitted window (docs/threshold.md) (default: the --preset's)",
+                                          "in the first fitted window, one number for the run (docs/threshold.md) "
+                                          "(default: the --preset's)",
                                     "fitting", type=number_or_auto, metavar="W|auto",
                                     valid=lambda w: w == "auto" or (isinstance(w, (int, float)) and math.isfinite(w)
                                                                     and w >= 0),
