@@ -112,8 +112,8 @@ def with_spatial_weight(config, events, spans):
     (begin, end), (height, width) = spans[0], (config.H, config.W)
     part = events.rows(events.positions(begin, side="left"), events.positions(end, side="right"))
     part = denoise.filtered(part, (height, width), config)  # the events the window is fitted to
-    fired = np.bincount(part.y.astype(np.int64) * width + part.x, minlength=height * width)
-    share = int(np.count_nonzero(fired)) / (height * width)
+    fired = np.unique(part.y.astype(np.int64) * width + part.x)  # memory as the events', not the sensor's
+    share = len(fired) / (height * width)
     return dataclasses.replace(config, spatial_weight=SPATIAL_WEIGHT * share)
 
 
@@ -458,8 +458,8 @@ def reconstruct(events, config=None, times=None, log_frames=False, tensorboard_d
     config = prepare(config.resolved(), events)
     with float32_matmul_precision(config.matmul_precision):
         config, spans, times = plan(events, config, times)
-        config = with_spatial_weight(config, events, spans)
         check_memory(events, config, spans, len(times))
+        config = with_spatial_weight(config, events, spans)
         timings, states, exposure, record = {}, [], None, {}
         color = (3,) if config.color_event else ()
         frames = np.zeros((len(times), config.H, config.W) + color, np.uint8)
@@ -614,8 +614,9 @@ def run(config):
             config, spans, times, batches = saved_batches(config, events, checkpoint)
         else:
             config, spans, times = plan(events, config)
-            config = with_spatial_weight(config, events, spans)
         print(f"plan: {check_resources(events, config, spans, times, final)}", file=sys.stderr)
+        if not checkpoint:  # after the plan is checked: it reads the first window
+            config = with_spatial_weight(config, events, spans)
         try:
             record = {}  # the loss curve and convergence, filled as the windows are fitted
             with command.staged_folder(final, replace=config.overwrite) as work:
