@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 import command
+from model import SPATIAL_WEIGHT
 
 
 class UsageError(Exception):
@@ -30,7 +31,6 @@ MAX_SMOOTH = 10.0          # --smooth in pixels; beyond it a frame is a blur, no
 MAX_FRAMES = 1_000_000     # frames rendered by one run (9 hours at 30 frames per second)
 MAX_WINDOWS = 100_000      # windows of one run (55 hours of 2 s windows)
 MAX_NOISE_FILTER_MS = 1000.0  # --noise_filter: beyond a second, any event has a neighbour's before it
-SPATIAL_WEIGHT = 0.05         # the authors' weight of the spatial regulariser (model.evinr_loss's default)
 DEFAULT_T_END = 2.0        # --t_end without --window: the authors' default window, seconds
 
 # The sections of --help, in order.

@@ -498,6 +498,9 @@ def use_triton_loss(log_frames, kernel):
     return kernel == "triton"
 
 
+SPATIAL_WEIGHT = 0.05  # the authors' weight of the spatial regulariser (--spatial_weight scales it)
+
+
 def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", weights=None, fused=True,
                kernel="auto", per_network=False):
     """The EvINR objective for one iteration, for an EvINR (frames [n, C, H, W]) or a
@@ -516,7 +519,7 @@ def evinr_loss(model, query_times, event_frames, loss="diff", align="boundary", 
     terms averaged over networks (with `per_network`, each network's, [K]: a fit records them
     per window), and the network's log frames at the query times (the chunk
     centres for autograd), [K, T, C, H, W]."""
-    w = {"temporal": 1.0, "spatial": 0.05, "brightness": 0.1, **(weights or {})}
+    w = {"temporal": 1.0, "spatial": SPATIAL_WEIGHT, "brightness": 0.1, **(weights or {})}
     as_networks = lambda frames: frames.reshape(-1, *frames.shape[-4:])  # a view: [K, T, C, H, W]
     event_frames = as_networks(event_frames)
     if loss == "diff":

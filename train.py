@@ -36,13 +36,13 @@ import convergence
 import denoise
 import fanout
 import utils
-from config import (SPATIAL_WEIGHT, Config, UsageError, float32_matmul_precision, get_parser,
-                    matmul_precision, resolve_device)
+from config import (Config, UsageError, float32_matmul_precision, get_parser, matmul_precision,
+                    resolve_device)
 from event_data import EventDataError, chunk_boundaries, event_frames, open_events, validate
 from experiment import (ExperimentWriter, config_for_render, demo_data, experiment_path,
                         load_checkpoint, networks_held)
-from model import (StackedEvINR, channels, evinr_loss, make_model, query_times, seam_loss,
-                   triton_available, window_edges)
+from model import (SPATIAL_WEIGHT, StackedEvINR, channels, evinr_loss, make_model, query_times,
+                   seam_loss, triton_available, window_edges)
 from optim import learning_rates, make_optimizer, release_optimizer
 from plan import (check_disk, check_memory, estimate, fit_spans, human_bytes, normalised,
                   parameter_count, plan, render_times, span_of)
@@ -112,7 +112,8 @@ def with_spatial_weight(config, events, spans):
     (begin, end), (height, width) = spans[0], (config.H, config.W)
     part = events.rows(events.positions(begin, side="left"), events.positions(end, side="right"))
     part = denoise.filtered(part, (height, width), config)  # the events the window is fitted to
-    fired = np.unique(part.y.astype(np.int64) * width + part.x)  # memory as the events', not the sensor's
+    # np.unique, not a sensor-sized count: memory in proportion to the events
+    fired = np.unique(part.y.astype(np.int64) * width + part.x)
     share = len(fired) / (height * width)
     return dataclasses.replace(config, spatial_weight=SPATIAL_WEIGHT * share)
 

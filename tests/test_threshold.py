@@ -302,7 +302,7 @@ def test_auto_spatial_weight_is_the_authors_times_the_share_of_pixels_that_fired
     """--spatial_weight auto (the recommended preset's) is the authors' 0.05 times the share of the
     sensor's pixels with events in the first span, one number for the run (recorded in its
     config); a number is used as given, and the authors' preset keeps 0.05."""
-    from config import SPATIAL_WEIGHT
+    from model import SPATIAL_WEIGHT
     x = np.array([0, 1, 1, 5, 19], np.int16)  # 4 distinct pixels of 200, one of them twice
     y = np.array([0, 0, 0, 3, 9], np.int16)
     events = Events(t=np.linspace(0.0, 0.1, 5), x=x, y=y, p=np.ones(5, np.int8), sensor=(10, 20), path="few")
