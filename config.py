@@ -60,6 +60,10 @@ def positive(value):
     return not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
+def non_negative(value):
+    return math.isfinite(value) and value >= 0
+
+
 # What a value of each annotated type must be (a checkpoint's settings are read without
 # argparse's types): numpy's numbers are numbers, True is not one.
 KINDS = {int: ((numbers.Integral,), "must be a whole number"), float: ((numbers.Real,), "must be a number"),
@@ -127,7 +131,7 @@ class Config:
                             short="-d", type=str)
     output_dir: str = option("runs", "where the experiment folder goes", "output", short="-o")
     t_start: float = option(0.0, "window start, seconds after the first event", "data",
-                            valid=lambda t: math.isfinite(t) and t >= 0,
+                            valid=non_negative,
                             why="must be 0 or more seconds after the first event")
     t_end: float = option(None, "window end, seconds after the first event (default: 2, or the whole recording "
                                 "with --window)", "data", type=float)
@@ -147,8 +151,7 @@ class Config:
                                           "in the first fitted window, one number for the run (docs/threshold.md) "
                                           "(default: the --preset's)",
                                     "fitting", type=number_or_auto, metavar="W|auto",
-                                    valid=lambda w: w == "auto" or (isinstance(w, (int, float)) and math.isfinite(w)
-                                                                    and w >= 0),
+                                    valid=lambda w: w == "auto" or non_negative(w),
                                     why="the spatial weight must be 0 or more, or auto")
     train_resolution: int = option(50, "number of event frames (doubled half-way unless --no_c2f)", "fitting",
                                    valid=at_least(1), why="must be at least 1")
@@ -208,10 +211,10 @@ class Config:
     window: float = option(None, "fit a whole recording as consecutive windows of about this many seconds "
                                  "(equal windows, 0.67-1.5x this long), each warm-started from the previous one "
                                  "and tied to its last frame", "data", type=float,
-                           valid=lambda seconds: math.isfinite(seconds) and seconds >= 0,
+                           valid=non_negative,
                            why="must be a positive number of seconds (or 0: one piece)")
     window_tie: float = option(1.0, "weight of the boundary-frame tie between windows", "fitting",
-                               valid=lambda weight: math.isfinite(weight) and weight >= 0, why="must be 0 or more")
+                               valid=non_negative, why="must be 0 or more")
     windows_batch: int = option(None, "with --window: fit this many consecutive windows at once, one network each "
                                       "with their weights stacked (batched matrix products); each batch starts "
                                       "from the previous batch's last network, and each window is tied to the one "
