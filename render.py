@@ -32,11 +32,11 @@ class Reconstruction:
 # --event_thresh auto. The events fix log intensity up to a scale (C) and an offset (the exposure,
 # which no event tells). Fitted with C = 1, the video's log frames L are shown as
 # tone_map(C * L + offset): C gives the frames the log-intensity span of a typical scene, the
-# offset the brightness of a typical camera frame. Both are priors, chosen on the tuning half of
-# scripts/threshold_study.py's camera family (docs/threshold.md); a run takes them from its first
+# offset the brightness of a typical camera frame. Both are priors, chosen on the tuning halves of
+# scripts/threshold_study.py's two camera families (docs/threshold.md); a run takes them from its first
 # window (run_exposure).
 AUTO_MEAN = 0.22        # the frames' mean intensity: DAVIS frames average 0.2-0.3 (slider_depth 0.22)
-AUTO_SPAN = 2.0         # log intensity from the frames' AUTO_QUANTILE to their 1 - AUTO_QUANTILE
+AUTO_SPAN = 2.5         # log intensity from the frames' AUTO_QUANTILE to their 1 - AUTO_QUANTILE
 AUTO_QUANTILE = 0.01    # percentiles, not the extremes: hot pixels and noise do not set the span
 
 
@@ -46,7 +46,7 @@ AUTO_QUANTILE = 0.01    # percentiles, not the extremes: hot pixels and noise do
 # Real sensors are set to 0.1-0.5; the cap sits above that because a fit keeps less of its
 # events' contrast than they say (the slower the motion, the less), and a fine texture that
 # moves slowly shows more of its structure with the higher C.
-AUTO_MIN_C, AUTO_MAX_C = 0.2, 0.7
+AUTO_MIN_C, AUTO_MAX_C = 0.25, 0.6
 
 
 AUTO_TIMES = 16          # log frames per window sampled to choose them

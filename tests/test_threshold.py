@@ -278,19 +278,26 @@ def test_camera_samples_judges_each_configuration_and_writes_a_preview(sequence,
     assert ended.value.code == 2 and "--iters" in capsys.readouterr().err
 
 
-def test_the_camera_family_is_twenty_or_more_seeded_sequences_in_two_halves(tmp_path):
-    """threshold_study.CAMERA: at least 20 sequences, each with its own name and seed, the
-    tuning and held-out halves of one size; a sequence of each kind writes its events and APS
-    frames at the metering it names."""
+@pytest.mark.parametrize("name, samples", [("camera", ("street-object", "camera-high-contrast", "synthetic-vga")),
+                                           ("camera2", ("motorcycle-object", "hubble-high-contrast", "motorcycle-vga"))])
+def test_the_camera_families_are_twenty_or_more_seeded_sequences_in_two_halves(tmp_path, name, samples):
+    """threshold_study.CAMERA and CAMERA2: at least 20 sequences each, each with its own name and
+    seed (the second family shares none with the first), the tuning and held-out halves of one
+    size; a sequence of each kind writes its events and APS frames at the metering it names."""
     import threshold_study
     from event_data import load_events
-    family = threshold_study.CAMERA
+    family = threshold_study.FAMILIES[name]
+    if name == "camera2":
+        first = threshold_study.CAMERA
+        assert not {spec.name for spec in family} & {spec.name for spec in first}
+        assert not {spec.seed for spec in family} & {spec.seed for spec in first}
     assert len(family) >= 20
     assert len({spec.name for spec in family}) == len({spec.seed for spec in family}) == len(family)
     halves = threshold_study.splits(family)
     assert len(halves["tune"]) == len(halves["held-out"]) and not set(halves["tune"]) & set(halves["held-out"])
     small = [threshold_study.dataclasses.replace(spec, size=(24, 32), duration=0.2, speed=spec.speed / 4)
-             for spec in family if spec.name in ("street-object", "camera-high-contrast", "synthetic-vga")]
+             for spec in family if spec.name in samples]
+    assert len(small) == len(samples)
     threshold_study.write_family(str(tmp_path), small)
     for spec in small:
         events, _ = load_events(str(tmp_path / spec.name))
