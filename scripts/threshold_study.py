@@ -293,7 +293,7 @@ def tune_auto(folder, out, specs, iters, means, spans, floors, caps, smooths=(No
     sequences worse than the authors' settings by more than 0.02 in SSIM or LPIPS, and the mean
     relative to the authors' (a mean of None: the fit's own brightness, offset 0; a smooth of
     None: the fit's). render.AUTO_MEAN, AUTO_SPAN, AUTO_MIN_C, AUTO_MAX_C are chosen from this,
-    on the tuning half."""
+    on the tuning halves of the camera families (their tables together)."""
     lines = ["| target mean | log span | C at least | C at most | smooth (px) | MSE | SSIM | LPIPS | worse than authors' | "
              "MSE / authors' | SSIM - authors' | LPIPS - authors' |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     results = load_results(os.path.join(out, "results.jsonl"))
