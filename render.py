@@ -32,9 +32,9 @@ class Reconstruction:
 # --event_thresh auto. The events fix log intensity up to a scale (C) and an offset (the exposure,
 # which no event tells). Fitted with C = 1, the video's log frames L are shown as
 # tone_map(C * L + offset): C gives the frames the log-intensity span of a typical scene, the
-# offset the brightness of a typical camera frame. Both are priors, chosen on the tuning halves of
-# scripts/threshold_study.py's two camera families (docs/threshold.md); a run takes them from its first
-# window (run_exposure).
+# offset the brightness of a typical camera frame. Both are priors, chosen on the tuning halves
+# of scripts/threshold_study.py's two camera families (docs/threshold.md); a run takes them from
+# its first window (run_exposure).
 AUTO_MEAN = 0.22        # the frames' mean intensity: DAVIS frames average 0.2-0.3 (slider_depth 0.22)
 AUTO_SPAN = 2.5         # log intensity from the frames' AUTO_QUANTILE to their 1 - AUTO_QUANTILE
 AUTO_QUANTILE = 0.01    # percentiles, not the extremes: hot pixels and noise do not set the span
