@@ -469,6 +469,52 @@ def event_agreement(image, x, y):
     return float(np.corrcoef(gradient.ravel(), density.ravel())[0, 1])
 
 
+# The two clocks of a DAVIS: an APS frame integrates light over its exposure and may be stamped at
+# the exposure's start, and an event is stamped when its pixel has responded, some milliseconds
+# after the light changed. The events that trace a frame's edges best can therefore come after
+# its time stamp. EVREAL scores reconstructions at the stamps; the offset is measured here, from
+# the events and the APS frames alone (no reconstruction), so that scores can be read with it in
+# mind (scripts/evaluate.py reports it, and --aps_offset renders at the stamps plus it).
+CLOCK_SEARCH = 0.02             # seconds either side of the stamps searched
+CLOCK_STEP = 0.001              # seconds between the offsets tried
+CLOCK_FRAMES = 50               # APS frames used at most, evenly spread
+CLOCK_EVENTS_PER_PIXEL = 0.25   # events around each time tried, per pixel: a few ms of a moving scene
+
+
+def event_clock_offset(aps_frames, aps_t, t, x, y):
+    """(offset, agreement): the time in seconds by which the events that trace the APS frames'
+    edges best trail the frames' time stamps (negative: precede them), to a fraction of
+    CLOCK_STEP, or None where no offset within CLOCK_SEARCH has events; and the mean
+    event_agreement of the frames at that offset and at the stamps themselves (0). Each frame is
+    judged against the CLOCK_EVENTS_PER_PIXEL * H * W events nearest in time to its stamp plus
+    the offset tried. `t` sorted; `aps_frames` uint8 [N, H, W] (or RGB) at times `aps_t`."""
+    aps_t = np.asarray(aps_t, dtype=np.float64)
+    picks = np.unique(np.linspace(0, len(aps_t) - 1, min(len(aps_t), CLOCK_FRAMES)).round().astype(np.int64))
+    steps = round(CLOCK_SEARCH / CLOCK_STEP)
+    offsets = CLOCK_STEP * np.arange(-steps, steps + 1)
+    half = max(1, int(CLOCK_EVENTS_PER_PIXEL * aps_frames[0].shape[0] * aps_frames[0].shape[1]) // 2)
+    curve = np.full((len(offsets), len(picks)), np.nan)
+    for j, k in enumerate(picks):
+        centres = np.searchsorted(t, aps_t[k] + offsets)
+        for i, centre in enumerate(centres):
+            first, last = max(centre - half, 0), min(centre + half, len(t))
+            if last - first >= half:  # a frame with too few events near it says nothing
+                curve[i, j] = event_agreement(aps_frames[k], x[first:last], y[first:last])
+    judged = np.isfinite(curve).sum(axis=1)
+    mean = np.where(judged > 0, np.nansum(curve, axis=1) / np.maximum(judged, 1), np.nan)  # NaN: no frame had events
+    if np.isnan(mean).all():
+        return None, {"at_offset": None, "at_stamps": None}
+    best = int(np.nanargmax(mean))
+    offset = offsets[best]
+    if 0 < best < len(offsets) - 1 and np.isfinite(mean[best - 1:best + 2]).all():
+        before, peak, after = mean[best - 1:best + 2]  # the parabola through the peak and its neighbours
+        bend = before - 2.0 * peak + after
+        if bend < 0:
+            offset += CLOCK_STEP * 0.5 * (before - after) / bend
+    at_stamps = mean[np.argmin(np.abs(offsets))]
+    return float(offset), {"at_offset": float(mean[best]), "at_stamps": None if np.isnan(at_stamps) else float(at_stamps)}
+
+
 def agreement_events(times, t, frame_index):
     """[first, last) positions in the sorted event times `t` of the events that frame
     `frame_index` (of frames at `times`) is judged against: those from halfway to the frame before

@@ -16,6 +16,9 @@ scorer (utils.score_reconstruction):
     its time lies in the interval, both ends included, and its reconstruction was made within
     1 ms of it; non-finite scores are dropped;
   - a dataset's score is the mean over all its scored frames, not the mean of sequence means.
+The offset between the events' clock and the APS frames' (utils.event_clock_offset, from the
+events and frames alone) is reported for each sequence; --aps_offset MS|auto reconstructs each
+frame that much after its time stamp instead, outside EVREAL's rule (docs/evaluation.md).
 --dataset auto (the default) finds each sequence by name in the table and also applies that
 dataset's train.py flags (sensor size, colour, contrast threshold); a sequence the table does not
 know is scored whole; --dataset none scores every sequence whole, with no dataset flags.
@@ -109,6 +112,19 @@ def parse_given(parser, tokens, known_only=False):
     return namespace, unknown
 
 
+def aps_offset(text):
+    """--aps_offset: 'auto', or milliseconds, finite and within a second."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and abs(value) <= 1000.0):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor milliseconds within +-1000")
+    return value
+
+
 def train_flags_parser(parser):
     """Add train.py's flags, defaults suppressed, but for this script's own (OWN_OPTIONS)."""
     return add_config_arguments(parser, suppress_defaults=True, skip=OWN_OPTIONS)
@@ -127,6 +143,10 @@ def options_parser(description):
     parser.add_argument("--no_lpips", action="store_true", help="score MSE and SSIM only (no LPIPS weights needed)")
     parser.add_argument("--layout", choices=["evinr", "evreal"], default="evinr",
                         help="evreal: also write EVREAL's output tree (outputs/std/DATASET/SEQUENCE/METHOD/)")
+    parser.add_argument("--aps_offset", type=aps_offset, default=0.0, metavar="MS|auto",
+                        help="reconstruct each scored APS frame this many milliseconds after its time stamp; auto: "
+                             "the offset measured between the events and the APS frames (utils.event_clock_offset); "
+                             "0 (the default) is EVREAL's rule, and any other value is outside it")
     train_flags_parser(parser.add_argument_group("train.py's flags (for every sequence)"))
     return parser
 
@@ -278,6 +298,13 @@ class Sequence:
     aps_index: np.ndarray    # the APS frames to reconstruct and score
     aps_t: np.ndarray      # their times, recording clock
     use_lpips: bool
+    clock_offset: float = None   # seconds the events trail the APS frames (utils.event_clock_offset), None: unknown
+    render_offset: float = 0.0   # seconds after each APS time that its frame is reconstructed (--aps_offset)
+
+    @property
+    def render_t(self):
+        """The times reconstructed: the APS frames' plus --aps_offset."""
+        return self.aps_t + self.render_offset
 
 
 def read_sequence(path, dataset, common):
@@ -291,8 +318,8 @@ def read_sequence(path, dataset, common):
         raise EvaluationError(f"{sequence_name(path)}: {error}{hint}") from None
 
 
-def plan_sequence(path, dataset_choice, common, use_lpips):
-    """(Sequence, None), or (None, why the sequence is skipped)."""
+def plan_sequence(path, dataset_choice, common, use_lpips, offset_ms=0.0):
+    """(Sequence, None), or (None, why the sequence is skipped). `offset_ms`: --aps_offset."""
     name = sequence_name(path)
     dataset, interval = evaluation_interval(name, dataset_choice)
     if interval is None:
@@ -306,13 +333,21 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
         relative = events.aps_t - t_zero
         raise EvaluationError(f"{name}: none of its {len(relative)} APS frames (at {relative[0]:.3f}-{relative[-1]:.3f} s "
                               f"after re-zeroing) lies in the {dataset} evaluation interval {interval[0]:g}-{interval[1]:g} s")
-    # fit the interval, clipped to the events (nothing can be reconstructed where there are none)
-    t_start = max(t_zero + interval[0] - t_first, 0.0)
-    t_end = min(t_zero + interval[1], t_last) - t_first
+    clock_offset, agreement = utils.event_clock_offset(events.aps_frames[in_interval], events.aps_t[in_interval],
+                                                       events.t, events.x, events.y)
+    if clock_offset is not None:
+        at_stamps = "none" if agreement["at_stamps"] is None else f"{agreement['at_stamps']:.3f}"
+        print(f"note: {name}: the events trace the APS frames' edges best {1e3 * clock_offset:+.1f} ms after their "
+              f"time stamps (edge agreement {agreement['at_offset']:.3f}, at the stamps {at_stamps})", file=sys.stderr)
+    render_offset = (clock_offset or 0.0) if offset_ms == "auto" else 1e-3 * offset_ms
+    # fit the interval (moved by --aps_offset), clipped to the events: nothing can be reconstructed where there are none
+    t_start = max(t_zero + interval[0] + render_offset - t_first, 0.0)
+    t_end = min(t_zero + interval[1] + render_offset, t_last) - t_first
     if not t_end > t_start:
         raise EvaluationError(f"{name}: no events in the evaluation interval {interval[0]:g}-{interval[1]:g} s")
     [(begin, end)] = plan.fit_spans(events, Config(t_start=t_start, t_end=t_end))
-    inside = (events.aps_t[in_interval] >= begin) & (events.aps_t[in_interval] <= end)
+    rendered = events.aps_t[in_interval] + render_offset
+    inside = (rendered >= begin) & (rendered <= end)
     chosen = in_interval[inside]
     if chosen.size == 0:
         raise EvaluationError(f"{name}: the events end before or begin after every APS frame of the evaluation interval")
@@ -328,7 +363,7 @@ def plan_sequence(path, dataset_choice, common, use_lpips):
               f"{utils.SSIM_MIN_SIZE} px a side); SSIM not scored", file=sys.stderr)
     return Sequence(name=name, path=path, dataset=dataset, interval=interval, t_zero=t_zero, t_start=t_start,
                     t_end=t_end, span=(begin, end), aps_index=chosen, aps_t=events.aps_t[chosen].copy(),
-                    use_lpips=use_lpips and lpips_fits), None
+                    use_lpips=use_lpips and lpips_fits, clock_offset=clock_offset, render_offset=render_offset), None
 
 
 # -----------------------------------------------------------------------------
@@ -357,19 +392,20 @@ def fit_and_score(sequence, events, config, histeq, folder):
     `folder`, and score. Returns (Reconstruction, per-frame rows with times re-zeroed, seconds)."""
     began = time.perf_counter()
     try:
-        result = train.reconstruct(events, config, times=sequence.aps_t)
+        result = train.reconstruct(events, config, times=sequence.render_t)
     except (EventDataError, UsageError) as error:
         raise EvaluationError(f"{sequence.name}: {error}") from None
     with command.staged_folder(folder) as work:  # a folder of its own: configurations' folders differ (configurations)
         experiment.write_experiment(work, result, events)
     seconds = time.perf_counter() - began
     try:
-        rows = utils.score_reconstruction(result.frames, result.times, events.aps_frames, events.aps_t, histeq, sequence.use_lpips)
+        rows = utils.score_reconstruction(result.frames, result.times - sequence.render_offset, events.aps_frames,
+                                          events.aps_t, histeq, sequence.use_lpips)
     except ValueError as error:
         raise EvaluationError(f"{sequence.name}: {error}") from None
     for row in rows:
         row["t"] -= sequence.t_zero
-        row["t_reconstruction"] -= sequence.t_zero
+        row["t_reconstruction"] += sequence.render_offset - sequence.t_zero
     return result, rows, seconds
 
 
@@ -431,7 +467,8 @@ def run_job(sequence, label, overrides, options, common, root, events=None):
     record = {"dataset": sequence.dataset, "rows": rows, "fit_seconds": seconds,
               "seconds_fitted": sequence.span[1] - sequence.span[0],
               "interval": [bound if math.isfinite(bound) else None for bound in sequence.interval],  # None: no end
-              "window": config.window,
+              "window": config.window, "clock_offset_ms": None if sequence.clock_offset is None else 1e3 * sequence.clock_offset,
+              "aps_offset_ms": 1e3 * sequence.render_offset,
               "method": {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_METHOD},
               "timings": result.timings, "run": os.path.join(options.out_dir, run, sequence.name)}
     picks = utils.preview_picks(len(sequence.aps_index))
@@ -496,7 +533,8 @@ def summarise(fits):
         sequences[name] = {**utils.mean_scores(fit["rows"]), "fit_seconds": fit["fit_seconds"],
                            "seconds_fitted": fit["seconds_fitted"],
                            "fit_seconds_per_second": fit["fit_seconds"] / fit["seconds_fitted"],
-                           **{key: fit[key] for key in ("dataset", "interval", "window", "method", "timings", "run")}}
+                           **{key: fit[key] for key in ("dataset", "interval", "window", "clock_offset_ms", "aps_offset_ms",
+                                                        "method", "timings", "run")}}
     datasets = {}
     for dataset in dict.fromkeys(fit["dataset"] for fit in fits.values()):
         members = [fit for fit in fits.values() if fit["dataset"] == dataset]
@@ -594,14 +632,14 @@ def check_output_folder(out_dir, overwrite):
         raise EvaluationError(f"{out_dir}: already holds results; pass --overwrite to replace them, or choose another -o")
 
 
-def sequences_to_score(paths, dataset, common, use_lpips):
+def sequences_to_score(paths, dataset, common, use_lpips, offset_ms=0.0):
     """(the plans of the sequences under `paths` that can be scored, why each of the others is
     not, {sequence: why its data cannot be scored}); refuses a run where none can be. A sequence
     whose data is bad is reported and left out, and the others are scored."""
     plans, skipped, failed = [], [], {}
     for path in find_sequences(paths):
         try:
-            sequence, why = plan_sequence(path, dataset, common, use_lpips)
+            sequence, why = plan_sequence(path, dataset, common, use_lpips, offset_ms)
         except (EvaluationError, EventDataError) as error:
             failed[sequence_name(path)] = str(error)
             print(f"note: {sequence_name(path)}: left out: {error}", file=sys.stderr)
@@ -622,12 +660,15 @@ def evaluate(options):
     """Evaluate every sequence under options.paths with every configuration; writes the outputs
     under options.out_dir, all or nothing, and returns results.json's content."""
     configs = configurations(options)
+    if options.aps_offset != 0 and options.layout == "evreal":
+        raise EvaluationError("--aps_offset: EVREAL's tree holds the frames at the APS time stamps (its rule); "
+                              "leave out --layout evreal or --aps_offset")
     if getattr(options, "ray", None) is not None:
         fanout.require_ray()
     check_output_folder(options.out_dir, options.overwrite)
     use_lpips = not options.no_lpips
     common = configs[0][1]  # the sensor flags of the first configuration choose how frames are read
-    plans, skipped, failed = sequences_to_score(options.paths, options.dataset, common, use_lpips)
+    plans, skipped, failed = sequences_to_score(options.paths, options.dataset, common, use_lpips, options.aps_offset)
     if any(sequence.use_lpips for sequence in plans):
         load_lpips()  # before any fitting: missing weights must not cost a fit
 
@@ -638,7 +679,7 @@ def evaluate(options):
         for folder in ("times", "previews"):
             os.makedirs(os.path.join(work, folder))
         for sequence in plans:  # exact: train.py --frames_at renders exactly these
-            np.savetxt(os.path.join(work, "times", f"{sequence.name}.txt"), sequence.aps_t, fmt="%.17g")
+            np.savetxt(os.path.join(work, "times", f"{sequence.name}.txt"), sequence.render_t, fmt="%.17g")
         done = run_jobs(plans, configs, options, common, work)
         failed.update({f"{label}: {name}": str(result.error) for (name, label), result in done.items()
                        if isinstance(result, fanout.JobFailed)})
@@ -665,7 +706,8 @@ def evaluate(options):
         first = next(iter(results["configurations"].values()))
         results = {"sequences": first["sequences"], "datasets": first["datasets"], **results,
                    "evaluation": {"dataset": options.dataset, "histeq": options.histeq, "lpips": use_lpips,
-                                  "time_tolerance_s": utils.TIME_TOLERANCE, "default_window_s": DEFAULT_WINDOW,
+                                  "time_tolerance_s": utils.TIME_TOLERANCE, "aps_offset": options.aps_offset,
+                                  "default_window_s": DEFAULT_WINDOW,
                                   "longest_single_fit_s": LONGEST_SINGLE_FIT},
                    "skipped": skipped, "failed": failed}
         write_outputs(work, results, per_frame)
@@ -724,6 +766,9 @@ def main(argv=None):
             raise EvaluationError("give one or more PATHs and -o OUT_DIR (or --pair PRED REF)")
         results = evaluate(options)
     print(markdown(*paper_table(results["configurations"])), end="")
+    if options.aps_offset != 0:
+        shift = "the measured offset" if options.aps_offset == "auto" else f"{options.aps_offset:g} ms"
+        print(f"(reconstructed {shift} after the APS time stamps, --aps_offset: not EVREAL's rule)")
     print(f"tables, previews and frames in {options.out_dir}")
     if results["failed"]:  # the others' results are written; the exit status says not all are
         first = next(iter(results["failed"].items()))

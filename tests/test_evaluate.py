@@ -90,7 +90,7 @@ def test_evaluation_interval_comes_from_the_dataset_table():
 
 def fake_fit(dataset, rows, fit_seconds=1.0, seconds_fitted=2.0):
     return {"dataset": dataset, "rows": rows, "fit_seconds": fit_seconds, "seconds_fitted": seconds_fitted,
-            "interval": [0.0, None], "window": None, "method": {}, "timings": {}, "run": ""}
+            "interval": [0.0, None], "window": None, "clock_offset_ms": None, "aps_offset_ms": 0.0, "method": {}, "timings": {}, "run": ""}
 
 
 def test_dataset_means_weight_every_frame_and_drop_non_finite_values():
@@ -199,6 +199,23 @@ def test_compare_gives_one_row_per_configuration(dataset, tmp_path):
     assert not (out / "outputs").exists()  # EVREAL's tree only when asked for
 
 
+def test_aps_offset_reconstructs_after_the_time_stamps_and_scores_the_same_frames(dataset, tmp_path):
+    """--aps_offset 5: every scored APS frame is reconstructed 5 ms after its time stamp and
+    scored against that frame; the offset measured between the events and the frames is
+    reported, and the output says that the rule is not EVREAL's."""
+    out = tmp_path / "offset"
+    result = run_evaluate(str(dataset / "slider_depth"), "-o", str(out), "--no_lpips", *SENSOR, *SMALL, "--aps_offset", "5")
+    assert result.returncode == 0, result.stderr
+    assert "not EVREAL's rule" in result.stdout and "after their time stamps" in result.stderr
+    rows = read_csv(out / "per_frame.csv")
+    assert [int(row["aps_index"]) for row in rows] == [k for k, t in enumerate(APS_TIMES) if 1.0 <= t <= 2.5]
+    assert all(float(row["t_reconstruction"]) - float(row["t"]) == pytest.approx(0.005) for row in rows)
+    # the times rendered (the clock's zero is the first APS frame's, 0.0)
+    np.testing.assert_allclose(np.loadtxt(out / "times" / "slider_depth.txt"), [float(row["t_reconstruction"]) for row in rows])
+    sequence = json.loads((out / "results.json").read_text())["sequences"]["slider_depth"]
+    assert sequence["aps_offset_ms"] == pytest.approx(5.0) and abs(sequence["clock_offset_ms"]) <= 1e3 * utils.CLOCK_SEARCH
+
+
 @pytest.mark.slow
 def test_pair_prints_the_scores_of_one_image_pair(tmp_path):
     reference = np.tile(np.linspace(0, 200, 40).round().astype(np.uint8), (40, 1))
@@ -236,6 +253,8 @@ def different_sizes(short_sequence, tmp_path):
     ("lpips_offline", "--no_lpips"),
     ("pair_sizes", "40x40"),
     ("reserved_flag", "-d/--data_path is set by the evaluation"),
+    ("offset_value", "neither 'auto' nor milliseconds"),
+    ("offset_layout", "--aps_offset: EVREAL's tree"),
 ])
 def test_bad_input_fails_cleanly(dataset, short_sequence, tmp_path, case, problem):
     out = tmp_path / "out"
@@ -256,6 +275,10 @@ def test_bad_input_fails_cleanly(dataset, short_sequence, tmp_path, case, proble
         arguments = ["--pair", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--no_lpips"]
     elif case == "reserved_flag":
         arguments = [str(dataset / "slider_depth"), *arguments, "-d", "x"]
+    elif case == "offset_value":
+        arguments = [str(dataset / "slider_depth"), *arguments, "--aps_offset", "soon"]
+    elif case == "offset_layout":
+        arguments = [str(dataset / "slider_depth"), *arguments, "--aps_offset", "auto", "--layout", "evreal"]
     result = run_evaluate(*arguments, env=env)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]

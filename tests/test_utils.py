@@ -14,6 +14,7 @@ import lpips
 import utils
 from helpers import read_gray, count_video_frames
 from conftest import shared_data
+from simulate import aps_frames, moving_texture, simulate_events
 
 
 # -----------------------------------------------------------------------------
@@ -231,6 +232,38 @@ def test_event_agreement_is_high_where_the_frame_has_edges_where_the_events_fire
     assert np.isnan(utils.event_agreement(np.full((60, 80), 90, np.uint8), x, y))
     noise = np.random.default_rng(0).integers(0, 255, (60, 80)).astype(np.uint8)
     assert abs(utils.event_agreement(noise, x, y)) < 0.2
+
+
+def test_event_clock_offset_finds_how_long_the_events_trail_the_frames():
+    """utils.event_clock_offset on a simulated pan (300 px/s): events delayed by 6 ms, or stamped
+    4 ms early, move the measured offset by that much (to within a millisecond) from the
+    undelayed events' own, which is near 0 (the first threshold crossing comes a little after the
+    edge: about 1 ms here); the events trace the frames better at the offset than at the stamps;
+    no events: None."""
+    render = moving_texture(60, 80, 0.5, "pan", seed=3, speed=300.0)
+    events = simulate_events(render, 0.5, threshold=0.15)
+    times = np.arange(0.05, 0.46, 0.04)
+    frames = aps_frames(render, times)
+    measure = lambda delay: utils.event_clock_offset(frames, times, events["t"] + delay, events["x"], events["y"])
+    own, _ = measure(0.0)
+    assert abs(own) < 0.002
+    for delay in (0.006, -0.004):
+        offset, agreement = measure(delay)
+        assert offset - own == pytest.approx(delay, abs=0.001)
+        assert agreement["at_offset"] > agreement["at_stamps"]
+    assert utils.event_clock_offset(frames, times, events["t"][:0], events["x"][:0], events["y"][:0]) == \
+        (None, {"at_offset": None, "at_stamps": None})
+
+
+def test_event_clock_offset_on_slider_depth_is_a_few_milliseconds():
+    """The real IJRR slider_depth (its evaluation interval, 1.0-2.5 s): its events trace the APS
+    frames' edges best some 6 ms after the frames' time stamps (docs/evaluation.md)."""
+    from event_data import load_events
+    events, _ = load_events(shared_data("slider_depth"))
+    t_zero = min(events.aps_t[0], events.t[0])  # EVREAL's zero
+    inside = (events.aps_t >= t_zero + 1.0) & (events.aps_t <= t_zero + 2.5)
+    offset, agreement = utils.event_clock_offset(events.aps_frames[inside], events.aps_t[inside], events.t, events.x, events.y)
+    assert 0.004 < offset < 0.009 and agreement["at_offset"] > agreement["at_stamps"]
 
 
 def test_agreement_events_are_the_events_between_the_midpoints_to_the_neighbouring_frames():
