@@ -485,7 +485,8 @@ def event_clock_offset(aps_frames, aps_t, t, x, y):
     """(offset, agreement): the time in seconds by which the events that trace the APS frames'
     edges best trail the frames' time stamps (negative: precede them), to a fraction of
     CLOCK_STEP, or None where no offset within CLOCK_SEARCH has events; and the mean
-    event_agreement of the frames at that offset and at the stamps themselves (0). Each frame is
+    event_agreement of the frames at that offset and at the stamps themselves (0), and whether
+    the best offset is the search's edge (the true one may lie beyond). Each frame is
     judged against the CLOCK_EVENTS_PER_PIXEL * H * W events nearest in time to its stamp plus
     the offset tried. `t` sorted; `aps_frames` uint8 [N, H, W] (or RGB) at times `aps_t`."""
     aps_t = np.asarray(aps_t, dtype=np.float64)
@@ -503,7 +504,7 @@ def event_clock_offset(aps_frames, aps_t, t, x, y):
     judged = np.isfinite(curve).sum(axis=1)
     mean = np.where(judged > 0, np.nansum(curve, axis=1) / np.maximum(judged, 1), np.nan)  # NaN: no frame had events
     if np.isnan(mean).all():
-        return None, {"at_offset": None, "at_stamps": None}
+        return None, {"at_offset": None, "at_stamps": None, "at_edge": False}
     best = int(np.nanargmax(mean))
     offset = offsets[best]
     if 0 < best < len(offsets) - 1 and np.isfinite(mean[best - 1:best + 2]).all():
@@ -512,7 +513,8 @@ def event_clock_offset(aps_frames, aps_t, t, x, y):
         if bend < 0:
             offset += CLOCK_STEP * 0.5 * (before - after) / bend
     at_stamps = mean[np.argmin(np.abs(offsets))]
-    return float(offset), {"at_offset": float(mean[best]), "at_stamps": None if np.isnan(at_stamps) else float(at_stamps)}
+    return float(offset), {"at_offset": float(mean[best]), "at_stamps": None if np.isnan(at_stamps) else float(at_stamps),
+                           "at_edge": best in (0, len(offsets) - 1)}
 
 
 def agreement_events(times, t, frame_index):

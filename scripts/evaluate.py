@@ -337,8 +337,9 @@ def plan_sequence(path, dataset_choice, common, use_lpips, offset_ms=0.0):
                                                        events.t, events.x, events.y)
     if clock_offset is not None:
         at_stamps = "none" if agreement["at_stamps"] is None else f"{agreement['at_stamps']:.3f}"
+        edge = f", the edge of the +-{1e3 * utils.CLOCK_SEARCH:g} ms searched" if agreement["at_edge"] else ""
         print(f"note: {name}: the events trace the APS frames' edges best {1e3 * clock_offset:+.1f} ms after their "
-              f"time stamps (edge agreement {agreement['at_offset']:.3f}, at the stamps {at_stamps})", file=sys.stderr)
+              f"time stamps (edge agreement {agreement['at_offset']:.3f}, at the stamps {at_stamps}{edge})", file=sys.stderr)
     render_offset = (clock_offset or 0.0) if offset_ms == "auto" else 1e-3 * offset_ms
     # fit the interval (moved by --aps_offset), clipped to the events: nothing can be reconstructed where there are none
     t_start = max(t_zero + interval[0] + render_offset - t_first, 0.0)

@@ -250,9 +250,11 @@ def test_event_clock_offset_finds_how_long_the_events_trail_the_frames():
     for delay in (0.006, -0.004):
         offset, agreement = measure(delay)
         assert offset - own == pytest.approx(delay, abs=0.001)
-        assert agreement["at_offset"] > agreement["at_stamps"]
+        assert agreement["at_offset"] > agreement["at_stamps"] and not agreement["at_edge"]
     assert utils.event_clock_offset(frames, times, events["t"][:0], events["x"][:0], events["y"][:0]) == \
-        (None, {"at_offset": None, "at_stamps": None})
+        (None, {"at_offset": None, "at_stamps": None, "at_edge": False})
+    _, agreement = measure(0.03)  # beyond the search: its edge is the best, and it says so
+    assert agreement["at_edge"]
 
 
 def test_event_clock_offset_on_slider_depth_is_a_few_milliseconds():
