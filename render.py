@@ -76,10 +76,12 @@ def auto_exposure(states, config, mean="default", span=None, min_c=None, max_c=N
     model = empty_model((config.H, config.W), config, device)
     sigma = config.setting("smooth")
     samples = []
-    for state in states:
-        model.load_state_dict(state)
-        log_frames = smooth(model(torch.linspace(-1.0, 1.0, AUTO_TIMES, device=device)), sigma)
-        samples.append(log_frames.flatten().float().cpu())
+    # the config's precision, as render's: the same (C, offset) wherever it is called from
+    with float32_matmul_precision(matmul_precision(config.matmul_precision, device)):
+        for state in states:
+            model.load_state_dict(state)
+            log_frames = smooth(model(torch.linspace(-1.0, 1.0, AUTO_TIMES, device=device)), sigma)
+            samples.append(log_frames.flatten().float().cpu())
     values = torch.cat(samples)
     values = values[::max(1, len(values) // AUTO_SAMPLES)]
     low, high = torch.quantile(values, torch.tensor([AUTO_QUANTILE, 1.0 - AUTO_QUANTILE])).tolist()

@@ -100,11 +100,13 @@ def test_every_step_of_the_fit_uses_its_scheduled_rate(sequence, monkeypatch):
 
 
 def shown_log_frames(result, events):
-    """The first window's log frames at auto_exposure's sample times, smoothed as shown."""
+    """The first window's log frames at auto_exposure's sample times, smoothed as shown, at the
+    config's matrix precision (as auto_exposure's: bfloat16 on a CPU with AMX)."""
+    from config import float32_matmul_precision, matmul_precision
     from model import smooth
     model = make_model(events.sensor, result.config)
     model.load_state_dict(result.states[0])
-    with torch.no_grad():
+    with torch.no_grad(), float32_matmul_precision(matmul_precision(result.config.matmul_precision, torch.device("cpu"))):
         return smooth(model(torch.linspace(-1, 1, render.AUTO_TIMES)), result.config.setting("smooth"))
 
 
