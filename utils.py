@@ -456,14 +456,21 @@ def event_agreement(image, x, y):
     the events (columns `x`, rows `y`) near its time, both blurred by AGREEMENT_SIGMA: near 0 for
     a flat or noisy frame, higher the more of the structure the events show the frame shows.
     `image`: uint8 gray or RGB. NaN when either map is constant."""
-    gray = gray_float(image).astype(np.float32)
-    height, width = gray.shape
+    return edge_agreement(edge_map(image), x, y)
+
+
+def edge_map(image):
+    """event_agreement's view of a frame: its gradient magnitude after a blur of AGREEMENT_SIGMA."""
+    smoothed = cv2.GaussianBlur(gray_float(image).astype(np.float32), (0, 0), AGREEMENT_SIGMA)
+    return np.hypot(cv2.Sobel(smoothed, cv2.CV_32F, 1, 0), cv2.Sobel(smoothed, cv2.CV_32F, 0, 1))
+
+
+def edge_agreement(gradient, x, y):
+    """event_agreement of a frame given as its edge_map (made once for a frame judged often)."""
+    height, width = gradient.shape
     count = np.bincount(np.asarray(y, np.int64) * width + np.asarray(x, np.int64),
                         minlength=height * width).astype(np.float32).reshape(height, width)
-    blur = lambda plane: cv2.GaussianBlur(plane, (0, 0), AGREEMENT_SIGMA)
-    smoothed = blur(gray)
-    gradient = np.hypot(cv2.Sobel(smoothed, cv2.CV_32F, 1, 0), cv2.Sobel(smoothed, cv2.CV_32F, 0, 1))
-    density = blur(count)
+    density = cv2.GaussianBlur(count, (0, 0), AGREEMENT_SIGMA)
     if gradient.std() == 0 or density.std() == 0:
         return float("nan")
     return float(np.corrcoef(gradient.ravel(), density.ravel())[0, 1])
@@ -496,11 +503,12 @@ def event_clock_offset(aps_frames, aps_t, t, x, y):
     half = max(1, int(CLOCK_EVENTS_PER_PIXEL * aps_frames[0].shape[0] * aps_frames[0].shape[1]) // 2)
     curve = np.full((len(offsets), len(picks)), np.nan)
     for j, k in enumerate(picks):
+        gradient = edge_map(aps_frames[k])
         centres = np.searchsorted(t, aps_t[k] + offsets)
         for i, centre in enumerate(centres):
             first, last = max(centre - half, 0), min(centre + half, len(t))
             if last - first >= half:  # a frame with too few events near it says nothing
-                curve[i, j] = event_agreement(aps_frames[k], x[first:last], y[first:last])
+                curve[i, j] = edge_agreement(gradient, x[first:last], y[first:last])
     judged = np.isfinite(curve).sum(axis=1)
     mean = np.where(judged > 0, np.nansum(curve, axis=1) / np.maximum(judged, 1), np.nan)  # NaN: no frame had events
     if np.isnan(mean).all():
